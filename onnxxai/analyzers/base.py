@@ -1,0 +1,156 @@
+"""The analyzer interface, the model function gradient methods differentiate, and analyze()."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import torch
+
+from onnxxai.errors import AnalyzerError, InputError
+from onnxxai.explanation import Explanation
+from onnxxai.model import Model
+from onnxxai.selectors import OutputSelector, as_selector
+
+__all__ = ["Analyzer", "ModelFunction", "analyze", "select", "chunks"]
+
+
+class Analyzer(ABC):
+    """An explanation method. Subclasses implement :meth:`explain` on a torch batch.
+
+    ``analyzer(input, output_selection)`` is the same as ``analyze(input, analyzer, output_selection)``.
+    An analyzer that has a ``function`` attribute (a :class:`ModelFunction`) gets its input
+    validated against the model and the model's parity report in ``extras``.
+    """
+
+    #: preset drawing style of this analyzer's explanations
+    heatmap: str = "sensitivity"
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+    @abstractmethod
+    def explain(self, input: torch.Tensor, selector: OutputSelector) -> Explanation:
+        """Explain a batch ``input`` (a tensor on the model's device) for the outputs ``selector`` picks."""
+
+    def __call__(self, input: Any, output_selection: Any = None) -> Explanation:
+        return analyze(input, self, output_selection)
+
+
+class ModelFunction:
+    """The differentiable function ``rows -> output`` that gradient methods explain.
+
+    It feeds ``rows`` (a batch of the analyzed input, possibly augmented) to input ``input_name``
+    and the user's ``fixed_inputs`` to the others; ``sample_index`` maps each row to the sample
+    of the original batch whose fixed inputs it uses. It returns output ``output_name``.
+    """
+
+    def __init__(
+        self,
+        model: Model,
+        input_name: str | None = None,
+        output_name: str | None = None,
+        fixed_inputs: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(model, Model):
+            raise AnalyzerError(f"expected an onnxxai.Model (from onnxxai.load), got {type(model).__name__}")
+        self.model = model
+        self.input_name = model.input_spec(input_name).name
+        if not model.input_spec(self.input_name).is_float:
+            raise InputError(
+                f"{model.source}: input {self.input_name!r} is {model.input_spec(self.input_name).dtype}; "
+                "gradients need a float input"
+            )
+        names = [o.name for o in model.outputs]
+        if output_name is None:
+            output_name = names[0]
+        if output_name not in names:
+            raise AnalyzerError(f"{model.source}: no output named {output_name!r}; outputs are {names}")
+        self.output_name = output_name
+        self.output_index = names.index(output_name)
+        fixed_inputs = dict(fixed_inputs or {})
+        others = [s.name for s in model.inputs if s.name != self.input_name]
+        unknown = sorted(set(fixed_inputs) - set(others))
+        if unknown:
+            raise InputError(f"{model.source}: fixed_inputs names unknown input(s) {unknown}; other inputs are {others}")
+        missing = [n for n in others if n not in fixed_inputs]
+        if missing:
+            raise InputError(
+                f"{model.source}: inputs {missing} need values: pass fixed_inputs={{name: array}} "
+                f"(attributing to {self.input_name!r})"
+            )
+        self.fixed = {n: model.as_tensor(n, v) for n, v in fixed_inputs.items()}
+
+    def __call__(self, rows: torch.Tensor, sample_index: torch.Tensor) -> torch.Tensor:
+        feeds = {self.input_name: rows}
+        for name, value in self.fixed.items():
+            if value.shape[0] == 1:
+                feeds[name] = value.expand(rows.shape[0], *value.shape[1:])
+            else:
+                if int(sample_index.max()) >= value.shape[0]:
+                    raise InputError(
+                        f"fixed input {name!r} has batch {value.shape[0]}, fewer than the analyzed batch; "
+                        "give it batch 1 or the same batch"
+                    )
+                feeds[name] = value.index_select(0, sample_index)
+        return self.model.forward(feeds)[self.output_index]
+
+    def output(self, x: torch.Tensor) -> torch.Tensor:
+        """The output on a clean batch, without autograd."""
+        with torch.no_grad():
+            return self(x, torch.arange(x.shape[0], device=x.device))
+
+
+def select(output: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Each row's selected output value: ``output.reshape(R, -1)[r, index[r]]``."""
+    return output.reshape(output.shape[0], -1).gather(1, index.view(-1, 1)).squeeze(1)
+
+
+def chunks(total: int, size: int | None):
+    """``(start, stop)`` pairs covering ``range(total)`` in pieces of at most ``size`` (all at once if None)."""
+    size = total if not size else int(size)
+    if size < 1:
+        raise AnalyzerError(f"batch_size must be a positive integer, got {size}")
+    for start in range(0, total, size):
+        yield start, min(start + size, total)
+
+
+def analyze(input: Any, analyzer: Analyzer, output_selection: Any = None) -> Explanation:
+    """Explain ``input`` with ``analyzer`` for ``output_selection`` (None: each sample's max output).
+
+    numpy in gives numpy out; torch in gives torch out on the input's device.
+    """
+    if not isinstance(analyzer, Analyzer):
+        raise AnalyzerError(f"expected an onnxxai analyzer, got {type(analyzer).__name__}")
+    function: ModelFunction | None = getattr(analyzer, "function", None)
+    if function is not None:
+        x = function.model.as_tensor(function.input_name, input)
+    else:
+        x = input.detach() if isinstance(input, torch.Tensor) else torch.as_tensor(np.asarray(input))
+    expl = analyzer.explain(x, as_selector(output_selection))
+    if function is not None:
+        report = function.model.parity
+        expl.extras.setdefault("parity", report)
+        if not report.ok:
+            expl.extras["warning"] = "the converted graph failed its parity check: " + report.summary()
+    return _follow_input_type(expl, input)
+
+
+def _follow_input_type(expl: Explanation, input: Any) -> Explanation:
+    if isinstance(input, torch.Tensor):
+        device = input.device
+        expl.val = expl.val.detach().to(device)
+        expl.output = expl.output.detach().to(device)
+        expl.output_selection = expl.output_selection.to(device)
+    else:
+        expl.val = expl.val.detach().cpu().numpy()
+        expl.output = expl.output.detach().cpu().numpy()
+        expl.output_selection = expl.output_selection.detach().cpu().numpy()
+        for key, value in list(expl.extras.items()):
+            if isinstance(value, torch.Tensor):
+                expl.extras[key] = value.detach().cpu().numpy()
+    expl.input = input
+    return expl

@@ -1,0 +1,43 @@
+"""Helpers shared by onnxxai's converters."""
+
+from __future__ import annotations
+
+import torch
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
+
+
+def constant_input(node: OnnxNode, graph: OnnxGraph, index: int) -> torch.Tensor | None:
+    """The value of the node's ``index``-th input if it is an initializer, else None (absent or dynamic)."""
+    if index >= len(node.input_values) or not node.input_values[index]:
+        return None
+    name = node.input_values[index]
+    if name in graph.initializers:
+        return graph.initializers[name].to_torch()
+    return None
+
+
+def result(module: torch.nn.Module, node: OnnxNode, n_inputs: int | None = None) -> OperationConverterResult:
+    """A converter result that feeds the module the node's first ``n_inputs`` inputs (all by default)."""
+    inputs = node.input_values if n_inputs is None else node.input_values[:n_inputs]
+    return OperationConverterResult(torch_module=module, onnx_mapping=OnnxMapping(inputs=inputs, outputs=node.output_values))
+
+
+def extend_converter(op_type: str, version: int, converter, domain: str = "") -> None:
+    """Put ``converter(node, graph, fallback)`` in front of onnx2torch's registered converter.
+
+    Used where onnx2torch has a converter for a version but refuses some attribute combinations
+    (e.g. asymmetric pads): ours handles those cases and calls ``fallback`` for everything else.
+    """
+    from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
+
+    key = OperationDescription(domain=domain, operation_type=op_type, version=version)
+    fallback = _CONVERTER_REGISTRY[key]
+
+    def extended(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+        return converter(node, graph, fallback)
+
+    extended.__name__ = extended.__qualname__ = f"{converter.__name__}_v{version}"
+    extended.__doc__ = converter.__doc__
+    _CONVERTER_REGISTRY[key] = extended

@@ -1,0 +1,53 @@
+"""Activations and inference-time identities onnx2torch lacks: Gelu-20, Dropout before opset 10."""
+
+from __future__ import annotations
+
+import torch
+from onnx2torch.node_converters.registry import add_converter
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
+
+from onnxxai.converters._util import result
+
+
+def convert_gelu(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """Gelu with ``approximate`` = "none" (erf) or "tanh"."""
+    approximate = node.attributes.get("approximate", "none")
+    if isinstance(approximate, bytes):
+        approximate = approximate.decode()
+    if approximate not in ("none", "tanh"):
+        raise NotImplementedError(f"Gelu approximate={approximate!r} is not supported")
+    return result(torch.nn.GELU(approximate=approximate), node)
+
+
+add_converter(operation_type="Gelu", version=20)(convert_gelu)
+
+
+class DropoutInference(torch.nn.Module):
+    """Dropout at inference: the identity (with a placeholder for an unused mask output)."""
+
+    def __init__(self, with_mask: bool = False) -> None:
+        super().__init__()
+        self.with_mask = with_mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, None]:
+        return (x, None) if self.with_mask else x
+
+
+def convert_dropout_7(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """Dropout-1/6/7 (no training_mode input): identity at inference; the mask output is refused."""
+    if len(node.output_values) > 1 and node.output_values[1] and _is_consumed(node.output_values[1], graph):
+        raise NotImplementedError("Dropout's mask output is used by the graph; only the data output is supported")
+    return OperationConverterResult(
+        torch_module=DropoutInference(with_mask=len(node.output_values) > 1),
+        onnx_mapping=OnnxMapping(inputs=node.input_values[:1], outputs=node.output_values),
+    )
+
+
+def _is_consumed(value: str, graph: OnnxGraph) -> bool:
+    return value in graph.output_values or any(value in n.input_values for n in graph.nodes.values())
+
+
+for _v in (1, 6, 7):
+    add_converter(operation_type="Dropout", version=_v)(convert_dropout_7)

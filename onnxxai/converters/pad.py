@@ -1,0 +1,78 @@
+"""Pad from opset 18 on: optional ``axes`` input (18) and ``wrap`` mode (19)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from onnx2torch.node_converters.registry import add_converter
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OperationConverterResult
+
+from onnxxai.converters._util import result
+
+_MODES = ("constant", "reflect", "edge", "wrap")
+
+
+def _source_index(n: int, begin: int, end: int, mode: str, device: torch.device) -> torch.Tensor:
+    j = torch.arange(-begin, n + end, device=device)
+    if mode == "edge":
+        return j.clamp(0, n - 1)
+    if mode == "wrap":
+        return torch.remainder(j, n)
+    period = 2 * (n - 1)  # reflect, without repeating the edge
+    if period == 0:
+        return torch.zeros_like(j)
+    j = torch.remainder(j, period)
+    return torch.where(j >= n, period - j, j)
+
+
+class OnnxPad(torch.nn.Module):
+    """ONNX Pad (opset >= 18): pads/axes/constant given as tensors; any rank, negative pads crop."""
+
+    def __init__(self, mode: str = "constant") -> None:
+        super().__init__()
+        self.mode = mode
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        pads: torch.Tensor,
+        constant_value: torch.Tensor | None = None,
+        axes: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        rank = x.dim()
+        pad_list = [int(p) for p in pads.tolist()]
+        axes_list = list(range(rank)) if axes is None else [int(a) % rank for a in axes.tolist()]
+        k = len(axes_list)
+        begins = dict(zip(axes_list, pad_list[:k]))
+        ends = dict(zip(axes_list, pad_list[k:]))
+        if self.mode == "constant":
+            torch_pads: list[int] = []
+            for d in reversed(range(rank)):
+                torch_pads += [begins.get(d, 0), ends.get(d, 0)]
+            value = 0.0 if constant_value is None or constant_value.numel() == 0 else constant_value.item()
+            return F.pad(x, torch_pads, mode="constant", value=value)
+        for d in axes_list:
+            b, e = begins[d], ends[d]
+            if b < 0:
+                x, b = x.narrow(d, -b, x.shape[d] + b), 0
+            if e < 0:
+                x, e = x.narrow(d, 0, x.shape[d] + e), 0
+            if b or e:
+                x = x.index_select(d, _source_index(x.shape[d], b, e, self.mode, x.device))
+        return x
+
+
+def convert_pad_18(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """Pad with pads, constant_value and axes as inputs, modes constant/reflect/edge/wrap."""
+    mode = node.attributes.get("mode", "constant")
+    if isinstance(mode, bytes):
+        mode = mode.decode()
+    if mode not in _MODES:
+        raise NotImplementedError(f"Pad mode {mode!r} is not supported (supported: {', '.join(_MODES)})")
+    return result(OnnxPad(mode), node)
+
+
+for _v in (18, 19, 21, 23, 24, 25):
+    add_converter(operation_type="Pad", version=_v)(convert_pad_18)

@@ -1,0 +1,66 @@
+"""AveragePool: asymmetric padding (any opset) and opset 19/22 (``dilations``)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from onnx2torch.node_converters.registry import add_converter, get_converter
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OperationConverterResult
+
+from onnxxai.converters._util import extend_converter, result
+
+
+class OnnxAveragePoolPadded(torch.nn.Module):
+    """Average pooling with explicit (possibly asymmetric) ONNX pads, counting or excluding the pad."""
+
+    def __init__(self, kernel: list[int], strides: list[int], pads: list[int], count_include_pad: bool) -> None:
+        super().__init__()
+        rank = len(kernel)
+        self.kernel, self.strides, self.count_include_pad = kernel, strides, count_include_pad
+        self.torch_pads: list[int] = []
+        for d in reversed(range(rank)):  # torch orders pads from the last axis, begin then end
+            self.torch_pads += [pads[d], pads[d + rank]]
+        self.pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[rank]
+
+    def _window_sum(self, x: torch.Tensor) -> torch.Tensor:
+        area = 1
+        for k in self.kernel:
+            area *= k
+        return self.pool(F.pad(x, self.torch_pads), self.kernel, self.strides) * area
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        total = self._window_sum(x)
+        if self.count_include_pad:
+            area = 1
+            for k in self.kernel:
+                area *= k
+            return total / area
+        count = self._window_sum(torch.ones_like(x[:1, :1]))
+        return total / count
+
+
+def convert_average_pool(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:
+    """AveragePool: our module for asymmetric pads; onnx2torch's for the rest (dilations must be 1)."""
+    attrs = node.attributes
+    dilations = attrs.get("dilations")
+    if dilations is not None and any(int(d) != 1 for d in dilations):
+        raise NotImplementedError(f"AveragePool with dilations {list(dilations)} is not supported")
+    pads = [int(p) for p in attrs.get("pads", [])]
+    kernel = [int(k) for k in attrs["kernel_shape"]]
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    rank = len(kernel)
+    asymmetric = bool(pads) and pads[:rank] != pads[rank:]
+    if asymmetric and auto_pad in ("NOTSET", "") and not int(attrs.get("ceil_mode", 0)):
+        strides = [int(s) for s in attrs.get("strides", [1] * rank)]
+        return result(OnnxAveragePoolPadded(kernel, strides, pads, bool(int(attrs.get("count_include_pad", 0)))), node)
+    base = fallback or get_converter(operation_type="AveragePool", version=11)
+    return base(node, graph)
+
+
+for _v in (7, 10, 11):
+    extend_converter("AveragePool", _v, convert_average_pool)
+for _v in (19, 22):
+    add_converter(operation_type="AveragePool", version=_v)(convert_average_pool)

@@ -1,0 +1,70 @@
+"""Reduce* ops from opset 18 on, where ``axes`` moved from an attribute to an optional input."""
+
+from __future__ import annotations
+
+import torch
+from onnx2torch.node_converters.registry import add_converter
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OperationConverterResult
+
+from onnxxai.converters._util import constant_input, result
+
+
+def _prod(x: torch.Tensor, dims: list[int], keepdim: bool) -> torch.Tensor:
+    for d in sorted(dims, reverse=True):
+        x = torch.prod(x, dim=d, keepdim=keepdim)
+    return x
+
+
+_REDUCTIONS = {
+    "ReduceMean": lambda x, d, k: torch.mean(x, dim=d, keepdim=k),
+    "ReduceSum": lambda x, d, k: torch.sum(x, dim=d, keepdim=k),
+    "ReduceMax": lambda x, d, k: torch.amax(x, dim=d, keepdim=k),
+    "ReduceMin": lambda x, d, k: torch.amin(x, dim=d, keepdim=k),
+    "ReduceProd": _prod,
+    "ReduceL1": lambda x, d, k: torch.sum(torch.abs(x), dim=d, keepdim=k),
+    "ReduceL2": lambda x, d, k: torch.sqrt(torch.sum(x * x, dim=d, keepdim=k)),
+    "ReduceSumSquare": lambda x, d, k: torch.sum(x * x, dim=d, keepdim=k),
+    "ReduceLogSum": lambda x, d, k: torch.log(torch.sum(x, dim=d, keepdim=k)),
+    "ReduceLogSumExp": lambda x, d, k: torch.logsumexp(x, dim=d, keepdim=k),
+}
+
+
+class OnnxReduce(torch.nn.Module):
+    """ONNX Reduce* (opset >= 18): reduce over ``axes`` (static, or given at run time as a tensor)."""
+
+    def __init__(self, op_type: str, axes: list[int] | None, keepdims: bool, noop_with_empty_axes: bool) -> None:
+        super().__init__()
+        self.op_type = op_type
+        self.axes = axes
+        self.keepdims = keepdims
+        self.noop_with_empty_axes = noop_with_empty_axes
+
+    def forward(self, x: torch.Tensor, axes: torch.Tensor | None = None) -> torch.Tensor:
+        dims = self.axes if axes is None else [int(a) for a in axes.tolist()]
+        if not dims:
+            if self.noop_with_empty_axes:
+                return x
+            dims = list(range(x.dim()))
+        dims = [d % x.dim() for d in dims] if x.dim() else []
+        if not dims:
+            return x
+        return _REDUCTIONS[self.op_type](x, dims, self.keepdims)
+
+
+def convert_reduce_18(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """Reduce* with axes as an optional second input; a constant axes input becomes static."""
+    axes = constant_input(node, graph, 1)
+    keepdims = bool(node.attributes.get("keepdims", 1))
+    noop = bool(node.attributes.get("noop_with_empty_axes", 0))
+    has_dynamic_axes = len(node.input_values) > 1 and node.input_values[1] and axes is None
+    module = OnnxReduce(node.operation_type, None if axes is None else [int(a) for a in axes.tolist()], keepdims, noop)
+    return result(module, node, 2 if has_dynamic_axes else 1)
+
+
+for _op in _REDUCTIONS:
+    if _op != "ReduceSum":  # ReduceSum took axes as an input since opset 13; onnx2torch handles it
+        add_converter(operation_type=_op, version=18)(convert_reduce_18)
+for _op in ("ReduceMax", "ReduceMin"):  # opset 20 adds bool support only
+    add_converter(operation_type=_op, version=20)(convert_reduce_18)

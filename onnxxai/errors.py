@@ -1,0 +1,72 @@
+"""One small hierarchy of errors users can catch.
+
+Every error raised on purpose by onnxxai derives from :class:`OnnxxaiError`; the subclasses name
+what went wrong (the file, the node, the op, the input) so that a message alone tells the user
+what to do next.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from onnxxai.parity import ParityReport
+
+__all__ = [
+    "OnnxxaiError",
+    "ModelFileError",
+    "ExternalDataError",
+    "UnsupportedOpError",
+    "ConversionError",
+    "ParityError",
+    "InputError",
+    "AnalyzerError",
+]
+
+
+class OnnxxaiError(Exception):
+    """Base class of every error onnxxai raises on purpose."""
+
+
+class ModelFileError(OnnxxaiError):
+    """The model file cannot be read or is not a valid ONNX model (truncated, corrupt, fails the checker)."""
+
+
+class ExternalDataError(OnnxxaiError):
+    """External tensor data is missing, or its location escapes the model's own folder."""
+
+
+class UnsupportedOpError(OnnxxaiError):
+    """A node's operator has no converter (names the op, domain, opset and node)."""
+
+    def __init__(self, op_type: str, domain: str, opset: int, node_name: str, detail: str = "") -> None:
+        self.op_type, self.domain, self.opset, self.node_name = op_type, domain, opset, node_name
+        where = f"{domain or 'ai.onnx'}::{op_type} (opset {opset}) at node {node_name!r}"
+        msg = f"unsupported operator {where}"
+        if detail:
+            msg += f": {detail}"
+        super().__init__(msg)
+
+
+class ConversionError(OnnxxaiError):
+    """The graph could not be turned into a torch graph for a reason other than a missing converter."""
+
+
+class ParityError(OnnxxaiError):
+    """The converted torch graph does not compute what onnxruntime computes on the original file."""
+
+    def __init__(self, report: "ParityReport") -> None:
+        self.report = report
+        super().__init__(
+            f"converted graph disagrees with onnxruntime: {report.summary()}. "
+            "Explanations of this graph would not explain the original model; "
+            "pass strict=False to load it anyway (every explanation then carries this report)."
+        )
+
+
+class InputError(OnnxxaiError):
+    """An input does not fit the model (wrong name, shape, dtype, or contains NaN/Inf)."""
+
+
+class AnalyzerError(OnnxxaiError):
+    """An analyzer was given arguments it cannot work with (bad output selection, baseline shape, ...)."""

@@ -1,0 +1,296 @@
+"""load() and Model: the verified, differentiable graph and its metadata."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+import onnx2torch
+import torch
+from onnx import helper
+from onnx2torch.node_converters.registry import get_converter
+from onnx2torch.onnx_graph import OnnxGraph
+
+from onnxxai import converters
+from onnxxai.errors import ConversionError, InputError, ParityError, UnsupportedOpError
+from onnxxai.normalize import PassResult, normalize
+from onnxxai.parity import DEFAULT_ATOL, DEFAULT_RTOL, ParityReport, compare_outputs, execution_provider, run_onnxruntime
+from onnxxai.reading import read_model
+
+__all__ = ["load", "Model", "TensorSpec", "DEFAULT_BATCH", "DEFAULT_DIM"]
+
+#: Size given to a dynamic first (batch) dimension in probe inputs.
+DEFAULT_BATCH = 2
+#: Size given to any other dynamic dimension in probe inputs.
+DEFAULT_DIM = 64
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape (ints, or strings for dynamic dimensions) and numpy dtype of a graph input or output."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: np.dtype
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype.kind == "f"
+
+    def __str__(self) -> str:
+        dims = ", ".join(str(d) for d in self.shape)
+        return f"{self.name}: {self.dtype}[{dims}]"
+
+
+def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
+    tensor_type = value.type.tensor_type
+    dims: list[int | str] = []
+    for i, d in enumerate(tensor_type.shape.dim):
+        if d.HasField("dim_value"):
+            dims.append(int(d.dim_value))
+        else:
+            dims.append(d.dim_param or f"?{i}")
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)) if tensor_type.elem_type else np.dtype("float32")
+    return TensorSpec(value.name, tuple(dims), dtype)
+
+
+class Model:
+    """A converted ONNX graph, verified against onnxruntime, ready to be explained.
+
+    Call it on numpy arrays or torch tensors (positionally in input order, or by input name);
+    outputs follow the array type of the first input. ``torch_module`` is the torch.fx
+    GraphModule (eval mode, frozen parameters), usable by any torch tool.
+    """
+
+    def __init__(
+        self,
+        torch_module: torch.fx.GraphModule,
+        onnx_model: onnx.ModelProto,
+        inputs: tuple[TensorSpec, ...],
+        outputs: tuple[TensorSpec, ...],
+        parity: ParityReport,
+        passes: tuple[PassResult, ...],
+        source: str,
+        device: torch.device,
+    ) -> None:
+        self.torch_module = torch_module
+        self.onnx_model = onnx_model
+        self.inputs = inputs
+        self.outputs = outputs
+        self.parity = parity
+        self.passes = passes
+        self.source = source
+        self.device = device
+
+    def __repr__(self) -> str:
+        ins = ", ".join(str(s) for s in self.inputs)
+        outs = ", ".join(str(s) for s in self.outputs)
+        return f"Model({self.source!r}, inputs=[{ins}], outputs=[{outs}], {self.parity.summary()})"
+
+    # -- inputs ---------------------------------------------------------------------------------
+    def input_spec(self, name: str | None = None) -> TensorSpec:
+        """The spec of input ``name``; with None, the single float input (error if ambiguous)."""
+        if name is not None:
+            for spec in self.inputs:
+                if spec.name == name:
+                    return spec
+            raise InputError(f"{self.source}: no input named {name!r}; inputs are {[s.name for s in self.inputs]}")
+        floats = [s for s in self.inputs if s.is_float]
+        if len(floats) == 1:
+            return floats[0]
+        if not floats:
+            raise InputError(
+                f"{self.source}: the model has no float input to attribute to (inputs: "
+                f"{', '.join(str(s) for s in self.inputs)})"
+            )
+        raise InputError(
+            f"{self.source}: the model has several float inputs ({', '.join(s.name for s in floats)}); "
+            "name the one to explain with input_name=... and pass the others as fixed_inputs={...}"
+        )
+
+    def as_tensor(self, name: str, value: Any, *, check_finite: bool = True) -> torch.Tensor:
+        """Validate ``value`` against input ``name`` (rank, static dims, finiteness) and return it as a
+        tensor on the model's device with the input's dtype."""
+        spec = self.input_spec(name)
+        if isinstance(value, torch.Tensor):
+            tensor = value.detach()
+        else:
+            try:
+                tensor = torch.as_tensor(np.asarray(value))
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"input {name!r}: cannot be read as an array ({exc})") from exc
+        if tensor.dim() != len(spec.shape):
+            raise InputError(
+                f"input {name!r} has shape {tuple(tensor.shape)} but the model expects rank {len(spec.shape)} "
+                f"({spec}); add or remove a batch dimension?"
+            )
+        for axis, (got, want) in enumerate(zip(tensor.shape, spec.shape)):
+            if isinstance(want, int) and want > 0 and got != want:
+                raise InputError(
+                    f"input {name!r} has shape {tuple(tensor.shape)} but the model expects {spec.shape} "
+                    f"(axis {axis} must be {want})"
+                )
+        want_dtype = torch.from_numpy(np.zeros(0, dtype=spec.dtype)).dtype
+        if tensor.dtype.is_floating_point != want_dtype.is_floating_point and tensor.dtype != torch.bool:
+            if not want_dtype.is_floating_point:
+                raise InputError(f"input {name!r} is {tensor.dtype} but the model expects integers ({spec})")
+        if check_finite and tensor.dtype.is_floating_point and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise InputError(f"input {name!r} contains {bad} NaN or infinite value(s); explanations need finite inputs")
+        return tensor.to(device=self.device, dtype=want_dtype)
+
+    # -- running --------------------------------------------------------------------------------
+    def forward(self, feeds: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
+        """Run the torch graph on validated tensors keyed by input name; returns all outputs (autograd kept)."""
+        args = [feeds[s.name] for s in self.inputs]
+        out = self.torch_module(*args)
+        return list(out) if isinstance(out, (tuple, list)) else [out]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if len(args) > len(self.inputs):
+            raise InputError(f"{self.source}: got {len(args)} inputs, the model takes {len(self.inputs)}")
+        values = {s.name: a for s, a in zip(self.inputs, args)}
+        values.update(kwargs)
+        missing = [s.name for s in self.inputs if s.name not in values]
+        if missing:
+            raise InputError(f"{self.source}: missing input(s) {missing}")
+        first = values[self.inputs[0].name]
+        feeds = {s.name: self.as_tensor(s.name, values[s.name], check_finite=False) for s in self.inputs}
+        with torch.no_grad():
+            outs = self.forward(feeds)
+        if not isinstance(first, torch.Tensor):
+            outs = [o.cpu().numpy() for o in outs]
+        elif first.device != self.device:
+            outs = [o.to(first.device) for o in outs]
+        return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+# -- loading ------------------------------------------------------------------------------------
+def load(
+    source: str | os.PathLike | onnx.ModelProto,
+    *,
+    device: str | torch.device = "cpu",
+    strict: bool = True,
+    probe_inputs: Mapping[str, np.ndarray] | None = None,
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
+    seed: int = 0,
+) -> Model:
+    """Read, normalize, convert and verify an ONNX model.
+
+    Parity is checked on ``probe_inputs`` when given, else on seeded random inputs whose dynamic
+    dimensions are :data:`DEFAULT_BATCH` (first axis) and :data:`DEFAULT_DIM` (others). A graph that
+    disagrees with onnxruntime raises :class:`ParityError`; with ``strict=False`` it loads with a
+    warning and every explanation carries the failing report.
+    """
+    converters.register()
+    original, label = read_model(source)
+    graph = onnx.ModelProto()
+    graph.CopyFrom(original)
+    passes = tuple(normalize(graph))
+    _check_supported(graph, label)
+    device = torch.device(device)
+    module = _convert(graph, label).to(device)
+
+    inputs = tuple(_spec(v) for v in graph.graph.input)
+    outputs = tuple(_spec(v) for v in graph.graph.output)
+    model = Model(module, graph, inputs, outputs, None, passes, label, device)  # type: ignore[arg-type]
+
+    feeds = _probe_feeds(inputs, probe_inputs, seed, label)
+    provider = execution_provider()
+    reference = run_onnxruntime(original, feeds, provider)
+    with torch.no_grad():
+        actual = [o.detach().cpu().numpy() for o in model.forward({k: torch.from_numpy(v).to(device) for k, v in feeds.items()})]
+    report = compare_outputs(
+        [o.name for o in outputs], reference, actual, rtol=rtol, atol=atol, provider=provider,
+        probe_shapes={k: tuple(v.shape) for k, v in feeds.items()},
+    )
+    model.parity = report
+    if not report.ok:
+        if strict:
+            raise ParityError(report)
+        warnings.warn(f"{label}: {report.summary()}; explanations carry this report", stacklevel=2)
+    return model
+
+
+def _check_supported(model: onnx.ModelProto, label: str) -> None:
+    opsets = {o.domain or "": o.version for o in model.opset_import}
+    missing: list[UnsupportedOpError] = []
+    for node in model.graph.node:
+        domain = "" if node.domain == "ai.onnx" else node.domain
+        version = opsets.get(domain, opsets.get("ai.onnx", 0))
+        try:
+            get_converter(operation_type=node.op_type, version=version, domain=domain)
+        except NotImplementedError:
+            missing.append(UnsupportedOpError(node.op_type, domain, version, node.name))
+    if missing:
+        first = missing[0]
+        others = {(e.domain, e.op_type, e.opset) for e in missing[1:]} - {(first.domain, first.op_type, first.opset)}
+        extra = f"; also {len(missing) - 1} more unsupported node(s)" if len(missing) > 1 else ""
+        if others:
+            extra += " of ops " + ", ".join(sorted(f"{d or 'ai.onnx'}::{o}-{v}" for d, o, v in others))
+        raise UnsupportedOpError(
+            first.op_type, first.domain, first.opset, first.node_name,
+            f"{label} cannot be converted{extra}. Re-export with another opset, or add a converter with "
+            "onnx2torch's add_converter",
+        )
+
+
+def _convert(model: onnx.ModelProto, label: str) -> torch.fx.GraphModule:
+    try:
+        module = onnx2torch.convert(model)
+    except Exception as exc:  # noqa: BLE001 - find which node's converter failed and name it
+        raise _conversion_error(model, label, exc) from exc
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
+
+
+def _conversion_error(model: onnx.ModelProto, label: str, exc: Exception) -> Exception:
+    opsets = {o.domain or "": o.version for o in model.opset_import}
+    try:
+        graph = OnnxGraph(model.graph)
+        for onnx_node in graph.nodes.values():
+            version = opsets.get(onnx_node.domain, 0)
+            try:
+                get_converter(operation_type=onnx_node.operation_type, version=version, domain=onnx_node.domain)(onnx_node, graph)
+            except Exception as node_exc:  # noqa: BLE001
+                return UnsupportedOpError(
+                    onnx_node.operation_type, onnx_node.domain, version, onnx_node.name,
+                    f"{label}: the converter failed ({node_exc.__class__.__name__}: {node_exc})",
+                )
+    except Exception:  # noqa: BLE001
+        pass
+    return ConversionError(f"{label}: conversion to torch failed ({exc.__class__.__name__}: {exc})")
+
+
+def _probe_feeds(
+    inputs: Sequence[TensorSpec], given: Mapping[str, np.ndarray] | None, seed: int, label: str
+) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    for spec in inputs:
+        if given is not None and spec.name in given:
+            feeds[spec.name] = np.ascontiguousarray(np.asarray(given[spec.name]).astype(spec.dtype, copy=False))
+            continue
+        if given is not None:
+            raise InputError(f"{label}: probe_inputs lacks input {spec.name!r}")
+        shape = tuple(
+            d if isinstance(d, int) and d > 0 else (DEFAULT_BATCH if axis == 0 else DEFAULT_DIM)
+            for axis, d in enumerate(spec.shape)
+        )
+        if spec.dtype.kind == "f":
+            feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        elif spec.dtype.kind in "iu":
+            feeds[spec.name] = rng.integers(0, 10, size=shape).astype(spec.dtype)
+        elif spec.dtype == np.bool_:
+            feeds[spec.name] = rng.random(shape) < 0.5
+        else:
+            raise InputError(f"{label}: cannot make a probe for input {spec} (dtype {spec.dtype}); pass probe_inputs=")
+    return feeds

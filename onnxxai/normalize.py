@@ -1,0 +1,193 @@
+"""ONNX-level passes that make a graph convertible by onnx2torch.
+
+Each pass is a small function ``pass(model) -> int`` that edits the (already copied) ModelProto in
+place and returns how many things it changed; :func:`normalize` runs them in order and reports the
+counts, so ``onnxxai check`` can say exactly what was done to a user's graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+from onnx.reference import ReferenceEvaluator
+
+__all__ = ["normalize", "PassResult", "PASSES"]
+
+# Ops whose value is not a function of their inputs: never folded.
+_NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
+# Folding these would freeze a shape that depends on a dynamic input dimension.
+_SHAPE_DEPENDENT = {"Shape", "Size"}
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What one normalization pass changed."""
+
+    name: str
+    changed: int
+    description: str
+
+
+def name_nodes(model: onnx.ModelProto) -> int:
+    """Give every unnamed node a unique name (``<OpType>_<index>``) so errors and rules can name it."""
+    used = {n.name for n in model.graph.node if n.name}
+    changed = 0
+    for i, node in enumerate(model.graph.node):
+        if node.name:
+            continue
+        name = f"{node.op_type}_{i}"
+        while name in used:
+            name += "_"
+        node.name = name
+        used.add(name)
+        changed += 1
+    return changed
+
+
+def remove_initializer_inputs(model: onnx.ModelProto) -> int:
+    """Drop graph inputs that are really initializers (IR < 4 style), so only true inputs remain.
+
+    The IR version is raised to 4, the first that lets initializers stand apart from the inputs
+    (shape inference ignores them otherwise); nothing else about the graph's meaning changes.
+    """
+    inits = {t.name for t in model.graph.initializer}
+    keep = [i for i in model.graph.input if i.name not in inits]
+    removed = len(model.graph.input) - len(keep)
+    if removed:
+        del model.graph.input[:]
+        model.graph.input.extend(keep)
+        model.ir_version = max(model.ir_version, 4)
+    return removed
+
+
+def fold_constants(model: onnx.ModelProto) -> int:
+    """Evaluate every node whose inputs are all constants and store its outputs as initializers.
+
+    This turns weights produced by ``Constant``/``ConstantOfShape``/``Identity``/``Cast``/... chains
+    into plain initializers, which onnx2torch needs to build parameterised modules (Conv, Gemm, ...).
+    Nodes producing graph outputs, nondeterministic nodes, nodes with subgraphs, and nodes of
+    non-standard domains are left alone.
+    """
+    graph = model.graph
+    opsets = {o.domain: o.version for o in model.opset_import}
+    const: dict[str, np.ndarray | None] = {t.name: None for t in graph.initializer}  # None: not loaded yet
+    init_by_name = {t.name: t for t in graph.initializer}
+    graph_outputs = {o.name for o in graph.output}
+    graph_inputs = {i.name for i in graph.input}
+    new_inits: list[onnx.TensorProto] = []
+    kept: list[onnx.NodeProto] = []
+    folded = 0
+
+    def value(name: str) -> np.ndarray:
+        if const[name] is None:
+            const[name] = numpy_helper.to_array(init_by_name[name])
+        return const[name]
+
+    for node in graph.node:
+        inputs = [i for i in node.input if i]
+        foldable = (
+            node.domain in ("", "ai.onnx")
+            and node.op_type not in _NONDETERMINISTIC
+            and node.op_type not in _SHAPE_DEPENDENT
+            and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+            and all(i in const and i not in graph_inputs for i in inputs)
+            and not any(o in graph_outputs for o in node.output)
+        )
+        if not foldable:
+            kept.append(node)
+            continue
+        try:
+            outputs = _evaluate(node, {i: value(i) for i in inputs}, opsets)
+        except Exception:  # an op the reference evaluator cannot run: leave it to the converter
+            kept.append(node)
+            continue
+        for name, array in zip(node.output, outputs):
+            if not name:
+                continue
+            array = np.asarray(array)
+            const[name] = array
+            tensor = numpy_helper.from_array(array, name)
+            init_by_name[name] = tensor
+            new_inits.append(tensor)
+        folded += 1
+
+    if folded:
+        del graph.node[:]
+        graph.node.extend(kept)
+        graph.initializer.extend(new_inits)
+        _drop_unused_initializers(model)
+    return folded
+
+
+def _evaluate(node: onnx.NodeProto, feeds: dict[str, np.ndarray], opsets: dict[str, int]) -> list[np.ndarray]:
+    inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape) for n, a in feeds.items()]
+    outputs = [helper.make_empty_tensor_value_info(o) for o in node.output if o]
+    probe = onnx.NodeProto()
+    probe.CopyFrom(node)
+    graph = helper.make_graph([probe], "fold", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
+    return ReferenceEvaluator(model).run(None, feeds)
+
+
+def _drop_unused_initializers(model: onnx.ModelProto) -> int:
+    used = {o.name for o in model.graph.output}
+    for node in _walk_nodes(model.graph):
+        used.update(node.input)
+    keep = [t for t in model.graph.initializer if t.name in used]
+    removed = len(model.graph.initializer) - len(keep)
+    if removed:
+        del model.graph.initializer[:]
+        model.graph.initializer.extend(keep)
+    return removed
+
+
+def _walk_nodes(graph: onnx.GraphProto):
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                yield from _walk_nodes(sub)
+
+
+def reshape_allowzero(model: onnx.ModelProto) -> int:
+    """Set ``allowzero=0`` on Reshape nodes whose constant target shape has no zero (where the flag
+    cannot matter); the dynamo exporter sets it everywhere and onnx2torch refuses it."""
+    inits = {t.name: t for t in model.graph.initializer}
+    changed = 0
+    for node in model.graph.node:
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] not in inits:
+            continue
+        for attr in node.attribute:
+            if attr.name == "allowzero" and attr.i == 1 and 0 not in numpy_helper.to_array(inits[node.input[1]]).tolist():
+                attr.i = 0
+                changed += 1
+    return changed
+
+
+def infer_shapes(model: onnx.ModelProto) -> int:
+    """Annotate intermediate tensors with inferred shapes and dtypes (best effort; never fails)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # noqa: BLE001 - shape inference is a help, not a requirement
+        return 0
+    added = len(inferred.graph.value_info) - len(model.graph.value_info)
+    model.CopyFrom(inferred)
+    return max(added, 0)
+
+
+PASSES: list[tuple[str, Callable[[onnx.ModelProto], int], str]] = [
+    ("name_nodes", name_nodes, "gave unnamed nodes unique names"),
+    ("remove_initializer_inputs", remove_initializer_inputs, "dropped initializers listed as graph inputs"),
+    ("fold_constants", fold_constants, "folded nodes with constant inputs into initializers"),
+    ("reshape_allowzero", reshape_allowzero, "cleared Reshape allowzero where the shape has no zero"),
+    ("infer_shapes", infer_shapes, "annotated tensors with inferred shapes"),
+]
+
+
+def normalize(model: onnx.ModelProto) -> list[PassResult]:
+    """Run every pass on ``model`` in place; return what each changed."""
+    return [PassResult(name, fn(model), desc) for name, fn, desc in PASSES]

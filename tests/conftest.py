@@ -1,0 +1,90 @@
+"""Shared fixtures: small real models exported to ONNX inside the test session."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import onnxxai
+
+LIGHT_ZOO = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+
+def export(module: torch.nn.Module, example: torch.Tensor | tuple, path: Path, *, dynamo: bool = False, **kwargs) -> Path:
+    """Export ``module`` to ``path`` with a dynamic batch dimension on every input."""
+    module = module.eval()
+    args = example if isinstance(example, tuple) else (example,)
+    names = kwargs.pop("input_names", [f"x{i}" if len(args) > 1 else "x" for i in range(len(args))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            batch = torch.export.Dim("batch")
+            torch.onnx.export(module, args, str(path), input_names=names, output_names=["y"],
+                              dynamic_shapes=tuple({0: batch} for _ in args), verbose=False, **kwargs)
+        else:
+            torch.onnx.export(module, args, str(path), dynamo=False, opset_version=kwargs.pop("opset_version", 17),
+                              input_names=names, output_names=["y"],
+                              dynamic_axes={**{n: {0: "batch"} for n in names}, "y": {0: "batch"}}, **kwargs)
+    return path
+
+
+class SmoothCNN(torch.nn.Module):
+    """A small conv net with biases and smooth activations (tanh, softplus): IG converges on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(4, 6, 3, stride=2)
+        self.fc = torch.nn.Linear(6 * 3 * 3, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.conv1(x))
+        h = torch.nn.functional.softplus(self.conv2(h))
+        return self.fc(h.flatten(1))
+
+
+class TwoInputNet(torch.nn.Module):
+    """An audio-like model: a float signal and a float state, one output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Linear(6, 4)
+        self.b = torch.nn.Linear(3, 4)
+
+    def forward(self, signal: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.a(signal) + self.b(state))
+
+
+@pytest.fixture(scope="session")
+def smooth_cnn_path(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    return export(SmoothCNN(), torch.randn(1, 1, 7, 7), tmp_path_factory.mktemp("smooth") / "smooth.onnx")
+
+
+@pytest.fixture(scope="session")
+def smooth_cnn(smooth_cnn_path) -> onnxxai.Model:
+    return onnxxai.load(smooth_cnn_path)
+
+
+@pytest.fixture(scope="session")
+def resnet18_paths(tmp_path_factory) -> dict[str, Path]:
+    import torchvision
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18()
+    folder = tmp_path_factory.mktemp("resnet18")
+    x = torch.randn(1, 3, 224, 224)
+    return {
+        "legacy17": export(net, x, folder / "resnet18_opset17.onnx"),
+        "dynamo": export(net, x, folder / "resnet18_dynamo.onnx", dynamo=True),
+    }
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)

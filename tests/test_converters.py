@@ -1,0 +1,114 @@
+"""onnxxai's converters: single-op models against onnxruntime, and float64 gradchecks."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxxai
+from onnxxai.converters.pad import OnnxPad
+from onnxxai.converters.pool import OnnxAveragePoolPadded
+from onnxxai.converters.reduce import OnnxReduce
+from onnxxai.converters.split import OnnxSplit
+
+
+def single_op(op, shape, _out_shapes, opset, attrs=None, consts=(), n_outputs=1):
+    """A model of one node fed by input ``x`` and constant inputs ``consts`` (name, array or None)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
+    inits, names = [], ["x"]
+    for name, value in consts:
+        if value is None:
+            names.append("")
+            continue
+        inits.append(numpy_helper.from_array(np.asarray(value), name))
+        names.append(name)
+    outs = [f"y{i}" for i in range(n_outputs)]
+    node = helper.make_node(op, names, outs, name=f"the_{op.lower()}", **(attrs or {}))
+    untyped = [helper.make_empty_tensor_value_info(o) for o in outs]
+    opsets = [helper.make_opsetid("", opset)]
+    probe = helper.make_model(helper.make_graph([node], "g", [x], untyped, inits), opset_imports=opsets)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    results = session.run(None, {"x": np.zeros(shape, np.float32)})
+    outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, r.shape) for o, r in zip(outs, results)]
+    return helper.make_model(helper.make_graph([node], "g", [x], outputs, inits), opset_imports=opsets)
+
+
+CASES = {
+    "ReduceMean-18": single_op("ReduceMean", [2, 3, 4, 5], [None], 18, {"keepdims": 1}, [("axes", np.array([2, 3], np.int64))]),
+    "ReduceMax-18-noaxes": single_op("ReduceMax", [2, 3, 4], [None], 18, {"keepdims": 0}),
+    "ReduceL2-18": single_op("ReduceL2", [2, 3, 4], [None], 18, {"keepdims": 0}, [("axes", np.array([-1], np.int64))]),
+    "ReduceLogSumExp-18": single_op("ReduceLogSumExp", [2, 3, 4], [None], 18, {}, [("axes", np.array([1], np.int64))]),
+    "ReduceProd-18": single_op("ReduceProd", [2, 3, 4], [None], 18, {}, [("axes", np.array([0, 2], np.int64))]),
+    "ReduceMean-18-noop": single_op("ReduceMean", [2, 3], [None], 18, {"noop_with_empty_axes": 1}),
+    "Pad-18-constant-axes": single_op("Pad", [2, 3, 4, 5], [None], 18, {"mode": "constant"},
+                                      [("pads", np.array([1, 2, 0, 3], np.int64)), ("value", np.array(1.5, np.float32)),
+                                       ("axes", np.array([1, 3], np.int64))]),
+    "Pad-19-reflect": single_op("Pad", [2, 3, 4, 5], [None], 19, {"mode": "reflect"}, [("pads", np.array([0, 0, 2, 1, 0, 0, 1, 3], np.int64))]),
+    "Pad-19-edge": single_op("Pad", [2, 3, 4], [None], 19, {"mode": "edge"}, [("pads", np.array([0, 2, 3, 0, 1, 0], np.int64))]),
+    "Pad-19-wrap": single_op("Pad", [2, 3, 4, 5], [None], 19, {"mode": "wrap"}, [("pads", np.array([0, 0, 2, 1, 0, 0, 1, 4], np.int64))]),
+    "Pad-18-negative": single_op("Pad", [2, 3, 6], [None], 18, {"mode": "constant"}, [("pads", np.array([0, 0, -2, 0, 0, 1], np.int64))]),
+    "AveragePool-19": single_op("AveragePool", [1, 2, 8, 8], [None], 19, {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}),
+    "AveragePool-11-asym-exclude": single_op("AveragePool", [1, 2, 6, 6], [None], 11, {"kernel_shape": [7, 7], "pads": [0, 0, 1, 1]}),
+    "AveragePool-19-asym-include": single_op("AveragePool", [1, 2, 6, 6], [None], 19,
+                                             {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [0, 1, 2, 1], "count_include_pad": 1}),
+    "Gelu-20": single_op("Gelu", [2, 7], [None], 20),
+    "Gelu-20-tanh": single_op("Gelu", [2, 7], [None], 20, {"approximate": "tanh"}),
+    "Split-18-num_outputs": single_op("Split", [2, 7], [None] * 3, 18, {"axis": 1, "num_outputs": 3}, n_outputs=3),
+    "Split-18-sizes": single_op("Split", [6, 2], [None] * 2, 18, {"axis": 0}, [("split", np.array([4, 2], np.int64))], n_outputs=2),
+    "Dropout-7": single_op("Dropout", [2, 5], [None], 7),
+    "Reshape-19-allowzero": single_op("Reshape", [2, 3, 4], [None], 19, {"allowzero": 1}, [("shape", np.array([2, -1], np.int64))]),
+    "Identity-21": single_op("Identity", [2, 3], [None], 21),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_single_op_parity_with_onnxruntime(name):
+    model = CASES[name]
+    loaded = onnxxai.load(model, probe_inputs=None)
+    assert loaded.parity.ok, loaded.parity.summary()
+    x = np.random.default_rng(5).standard_normal([d if isinstance(d, int) else 2 for d in loaded.inputs[0].shape]).astype(np.float32)
+    from onnxxai.parity import run_onnxruntime
+
+    ref = run_onnxruntime(model, {"x": x})
+    out = loaded(x)
+    out = out if isinstance(out, tuple) else (out,)
+    for r, o in zip(ref, out):
+        np.testing.assert_allclose(o, r, rtol=1e-5, atol=1e-6)
+
+
+def _gradcheck(module, *args):
+    x = torch.randn(*args[0], dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: module(t, *args[1:]), (x,))
+
+
+@pytest.mark.parametrize("op", ["ReduceMean", "ReduceMax", "ReduceL2", "ReduceLogSumExp", "ReduceProd", "ReduceSumSquare", "ReduceL1"])
+def test_reduce_gradcheck(op):
+    _gradcheck(OnnxReduce(op, [1, -1], keepdims=False, noop_with_empty_axes=False), (2, 3, 4))
+
+
+@pytest.mark.parametrize("mode", ["constant", "reflect", "edge", "wrap"])
+def test_pad_gradcheck(mode):
+    pads = torch.tensor([0, 1, 2, 0, 2, 1])
+    _gradcheck(OnnxPad(mode), (2, 4, 5), pads)
+
+
+@pytest.mark.parametrize("include", [False, True])
+def test_average_pool_gradcheck(include):
+    _gradcheck(OnnxAveragePoolPadded([3, 3], [2, 2], [0, 1, 2, 1], include), (1, 2, 6, 6))
+
+
+def test_split_gradcheck():
+    module = OnnxSplit(axis=1, n_outputs=3, sizes=None)
+    x = torch.randn(2, 7, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: torch.cat([p * (i + 1) for i, p in enumerate(module(t))], 1), (x,))
+    assert [p.shape[1] for p in module(x)] == [3, 3, 1]
+
+
+def test_unsupported_version_change_names_the_node():
+    model = single_op("AveragePool", [1, 2, 8, 8], [None], 19, {"kernel_shape": [3, 3], "dilations": [2, 2]})
+    with pytest.raises(onnxxai.UnsupportedOpError, match="the_averagepool.*dilations"):
+        onnxxai.load(model)

@@ -1,0 +1,85 @@
+"""load(): conversion of real exports and of ONNX's light model zoo, verified against onnxruntime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+import onnxxai
+from conftest import LIGHT_ZOO, TwoInputNet, export
+
+LIGHT_MODELS = sorted(p.name for p in LIGHT_ZOO.glob("*.onnx"))
+
+
+@pytest.mark.parametrize("variant", ["legacy17", "dynamo"])
+def test_resnet18_exports_load_with_parity(resnet18_paths, variant):
+    model = onnxxai.load(resnet18_paths[variant])
+    assert model.parity.ok
+    assert model.parity.max_rel <= 1e-4
+    assert model.parity.provider in ("CPUExecutionProvider", "CUDAExecutionProvider")
+    # an independent check on a fresh input, outside the probe used by load
+    x = np.random.default_rng(7).standard_normal((3, 3, 224, 224)).astype(np.float32)
+    ref = ort.InferenceSession(str(resnet18_paths[variant]), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    out = model(x)
+    assert isinstance(out, np.ndarray) and out.shape == (3, 1000)
+    assert np.abs(out - ref).max() / np.abs(ref).max() < 1e-4
+
+
+def test_resnet18_raw_onnx2torch_fails_where_load_succeeds(resnet18_paths):
+    import onnx2torch
+
+    for path in resnet18_paths.values():
+        with pytest.raises(Exception):
+            onnx2torch.convert(onnx.load(str(path)))
+
+
+def test_model_describes_inputs_and_outputs(resnet18_paths):
+    model = onnxxai.load(resnet18_paths["legacy17"])
+    (spec,) = model.inputs
+    assert spec.name == "x" and spec.shape == ("batch", 3, 224, 224) and spec.dtype == np.float32
+    assert model.outputs[0].shape == ("batch", 1000)
+    assert isinstance(model.torch_module, torch.fx.GraphModule)
+    assert not model.torch_module.training
+    assert all(not p.requires_grad for p in model.torch_module.parameters())
+    assert "x: float32[batch, 3, 224, 224]" in repr(model)
+
+
+@pytest.mark.parametrize("name", LIGHT_MODELS)
+def test_light_model_zoo_loads_with_parity(name):
+    model = onnxxai.load(LIGHT_ZOO / name)
+    assert model.parity.ok, model.parity.summary()
+    assert model.parity.max_rel <= 1e-4
+    # a second input, unlike load's probe: scaled images in [0, 255]
+    x = np.random.default_rng(3).uniform(0, 255, size=model.inputs[0].shape).astype(np.float32)
+    ref = ort.InferenceSession(str(LIGHT_ZOO / name), providers=["CPUExecutionProvider"]).run(None, {model.inputs[0].name: x})[0]
+    out = model(x)
+    assert out.shape == ref.shape
+    assert np.abs(out - ref).max() <= 1e-4 * np.abs(ref).max() + 1e-6
+
+
+def test_torch_and_numpy_calls(smooth_cnn):
+    x = np.random.default_rng(0).standard_normal((2, 1, 7, 7)).astype(np.float32)
+    out_np = smooth_cnn(x)
+    out_t = smooth_cnn(torch.from_numpy(x))
+    assert isinstance(out_np, np.ndarray) and isinstance(out_t, torch.Tensor)
+    np.testing.assert_allclose(out_np, out_t.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(smooth_cnn(x=x), out_np, rtol=1e-6)
+
+
+def test_user_modelproto_is_not_mutated(smooth_cnn_path):
+    proto = onnx.load(str(smooth_cnn_path))
+    before = proto.SerializeToString()
+    onnxxai.load(proto)
+    assert proto.SerializeToString() == before
+
+
+def test_two_input_model_specs(tmp_path):
+    torch.manual_seed(0)
+    path = export(TwoInputNet(), (torch.randn(1, 6), torch.randn(1, 3)), tmp_path / "two.onnx", input_names=["signal", "state"])
+    model = onnxxai.load(path)
+    assert [s.name for s in model.inputs] == ["signal", "state"]
+    with pytest.raises(onnxxai.InputError, match="several float inputs"):
+        model.input_spec()
