@@ -17,12 +17,12 @@ from onnx2torch.node_converters.registry import get_converter
 from onnx2torch.onnx_graph import OnnxGraph
 
 from onnxxai import converters
-from onnxxai.errors import ConversionError, InputError, ParityError, UnsupportedOpError
+from onnxxai.errors import ConversionError, InputError, ModelFileError, ParityError, UnsupportedOpError
 from onnxxai.normalize import PassResult, normalize
 from onnxxai.parity import DEFAULT_ATOL, DEFAULT_RTOL, ParityReport, compare_outputs, execution_provider, run_onnxruntime
 from onnxxai.reading import read_model
 
-__all__ = ["load", "Model", "TensorSpec", "DEFAULT_BATCH", "DEFAULT_DIM"]
+__all__ = ["load", "convert", "Model", "TensorSpec", "DEFAULT_BATCH", "DEFAULT_DIM"]
 
 #: Size given to a dynamic first (batch) dimension in probe inputs.
 DEFAULT_BATCH = 2
@@ -136,9 +136,8 @@ class Model:
                     f"(axis {axis} must be {want})"
                 )
         want_dtype = torch.from_numpy(np.zeros(0, dtype=spec.dtype)).dtype
-        if tensor.dtype.is_floating_point != want_dtype.is_floating_point and tensor.dtype != torch.bool:
-            if not want_dtype.is_floating_point:
-                raise InputError(f"input {name!r} is {tensor.dtype} but the model expects integers ({spec})")
+        if tensor.dtype.is_floating_point and not want_dtype.is_floating_point:
+            raise InputError(f"input {name!r} is {tensor.dtype} but the model expects {spec.dtype} ({spec})")
         if check_finite and tensor.dtype.is_floating_point and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
             raise InputError(f"input {name!r} contains {bad} NaN or infinite value(s); explanations need finite inputs")
@@ -188,14 +187,10 @@ def load(
     disagrees with onnxruntime raises :class:`ParityError`; with ``strict=False`` it loads with a
     warning and every explanation carries the failing report.
     """
-    converters.register()
     original, label = read_model(source)
-    graph = onnx.ModelProto()
-    graph.CopyFrom(original)
-    passes = tuple(normalize(graph))
-    _check_supported(graph, label)
+    graph, passes, module = convert(original, label)
     device = torch.device(device)
-    module = _convert(graph, label).to(device)
+    module = module.to(device)
 
     inputs = tuple(_spec(v) for v in graph.graph.input)
     outputs = tuple(_spec(v) for v in graph.graph.output)
@@ -203,12 +198,20 @@ def load(
 
     feeds = _probe_feeds(inputs, probe_inputs, seed, label)
     provider = execution_provider()
-    reference = run_onnxruntime(original, feeds, provider)
-    with torch.no_grad():
-        actual = [o.detach().cpu().numpy() for o in model.forward({k: torch.from_numpy(v).to(device) for k, v in feeds.items()})]
+    shapes = {k: tuple(v.shape) for k, v in feeds.items()}
+    try:
+        reference = run_onnxruntime(original, feeds, provider)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors have no common base
+        raise ModelFileError(f"{label}: onnxruntime cannot run the original model on probe inputs {shapes}: {exc}") from exc
+    try:
+        with torch.no_grad():
+            outs = model.forward({k: torch.from_numpy(v).to(device) for k, v in feeds.items()})
+    except Exception as exc:  # noqa: BLE001
+        raise ConversionError(f"{label}: the converted graph fails on probe inputs {shapes}: {exc.__class__.__name__}: {exc}") from exc
+    actual = [o.detach().cpu().numpy() for o in outs]
     report = compare_outputs(
         [o.name for o in outputs], reference, actual, rtol=rtol, atol=atol, provider=provider,
-        probe_shapes={k: tuple(v.shape) for k, v in feeds.items()},
+        probe_shapes=shapes,
     )
     model.parity = report
     if not report.ok:
@@ -218,12 +221,30 @@ def load(
     return model
 
 
+def convert(model: onnx.ModelProto, label: str = "<model>") -> tuple[onnx.ModelProto, tuple[PassResult, ...], torch.fx.GraphModule]:
+    """Normalize a copy of ``model`` and convert it (no parity check: :func:`load` adds that).
+
+    Returns the normalized graph, the passes applied, and the GraphModule (eval mode, frozen).
+    """
+    converters.register()
+    graph = onnx.ModelProto()
+    graph.CopyFrom(model)
+    passes = tuple(normalize(graph))
+    _check_supported(graph, label)
+    return graph, passes, _convert(graph, label)
+
+
+def _opset_of(domain: str, model: onnx.ModelProto) -> tuple[str, int]:
+    """The node domain as onnx2torch's registry keys it, and the model's opset for it."""
+    opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
+    domain = "" if domain == "ai.onnx" else domain
+    return domain, opsets.get(domain, 0)
+
+
 def _check_supported(model: onnx.ModelProto, label: str) -> None:
-    opsets = {o.domain or "": o.version for o in model.opset_import}
     missing: list[UnsupportedOpError] = []
     for node in model.graph.node:
-        domain = "" if node.domain == "ai.onnx" else node.domain
-        version = opsets.get(domain, opsets.get("ai.onnx", 0))
+        domain, version = _opset_of(node.domain, model)
         try:
             get_converter(operation_type=node.op_type, version=version, domain=domain)
         except NotImplementedError:
@@ -253,13 +274,12 @@ def _convert(model: onnx.ModelProto, label: str) -> torch.fx.GraphModule:
 
 
 def _conversion_error(model: onnx.ModelProto, label: str, exc: Exception) -> Exception:
-    opsets = {o.domain or "": o.version for o in model.opset_import}
     try:
         graph = OnnxGraph(model.graph)
         for onnx_node in graph.nodes.values():
-            version = opsets.get(onnx_node.domain, 0)
+            domain, version = _opset_of(onnx_node.domain, model)
             try:
-                get_converter(operation_type=onnx_node.operation_type, version=version, domain=onnx_node.domain)(onnx_node, graph)
+                get_converter(operation_type=onnx_node.operation_type, version=version, domain=domain)(onnx_node, graph)
             except Exception as node_exc:  # noqa: BLE001
                 return UnsupportedOpError(
                     onnx_node.operation_type, onnx_node.domain, version, onnx_node.name,

@@ -55,6 +55,7 @@ CASES = {
     "AveragePool-11-asym-exclude": single_op("AveragePool", [1, 2, 6, 6], [None], 11, {"kernel_shape": [7, 7], "pads": [0, 0, 1, 1]}),
     "AveragePool-19-asym-include": single_op("AveragePool", [1, 2, 6, 6], [None], 19,
                                              {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [0, 1, 2, 1], "count_include_pad": 1}),
+    "AveragePool-11-wide-pads": single_op("AveragePool", [1, 1, 5, 5], [None], 11, {"kernel_shape": [3, 3], "pads": [2, 2, 2, 2]}),
     "Gelu-20": single_op("Gelu", [2, 7], [None], 20),
     "Gelu-20-tanh": single_op("Gelu", [2, 7], [None], 20, {"approximate": "tanh"}),
     "Split-18-num_outputs": single_op("Split", [2, 7], [None] * 3, 18, {"axis": 1, "num_outputs": 3}, n_outputs=3),

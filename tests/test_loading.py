@@ -28,14 +28,6 @@ def test_resnet18_exports_load_with_parity(resnet18_paths, variant):
     assert np.abs(out - ref).max() / np.abs(ref).max() < 1e-4
 
 
-def test_resnet18_raw_onnx2torch_fails_where_load_succeeds(resnet18_paths):
-    import onnx2torch
-
-    for path in resnet18_paths.values():
-        with pytest.raises(Exception):
-            onnx2torch.convert(onnx.load(str(path)))
-
-
 def test_model_describes_inputs_and_outputs(resnet18_paths):
     model = onnxxai.load(resnet18_paths["legacy17"])
     (spec,) = model.inputs

@@ -1,4 +1,4 @@
-"""AveragePool: asymmetric padding (any opset) and opset 19/22 (``dilations``)."""
+"""AveragePool: asymmetric or wider-than-half-kernel padding (any opset) and opset 19/22 (``dilations``)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class OnnxAveragePoolPadded(torch.nn.Module):
 
 
 def convert_average_pool(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:
-    """AveragePool: our module for asymmetric pads; onnx2torch's for the rest (dilations must be 1)."""
+    """AveragePool: our module for asymmetric or wide pads; onnx2torch's for the rest (dilations must be 1)."""
     attrs = node.attributes
     dilations = attrs.get("dilations")
     if dilations is not None and any(int(d) != 1 for d in dilations):
@@ -52,8 +52,9 @@ def convert_average_pool(node: OnnxNode, graph: OnnxGraph, fallback=None) -> Ope
     auto_pad = attrs.get("auto_pad", "NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
     rank = len(kernel)
-    asymmetric = bool(pads) and pads[:rank] != pads[rank:]
-    if asymmetric and auto_pad in ("NOTSET", "") and not int(attrs.get("ceil_mode", 0)):
+    # torch's pooling takes only symmetric pads of at most half the kernel: pad explicitly otherwise
+    explicit = bool(pads) and (pads[:rank] != pads[rank:] or any(p > k // 2 for p, k in zip(pads, kernel)))
+    if explicit and auto_pad in ("NOTSET", "") and not int(attrs.get("ceil_mode", 0)):
         strides = [int(s) for s in attrs.get("strides", [1] * rank)]
         return result(OnnxAveragePoolPadded(kernel, strides, pads, bool(int(attrs.get("count_include_pad", 0)))), node)
     base = fallback or get_converter(operation_type="AveragePool", version=11)

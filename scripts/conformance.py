@@ -1,0 +1,126 @@
+"""Run ONNX's node conformance cases through onnxxai's conversion and report the pass rate.
+
+    python scripts/conformance.py [--raw] [--failures FILE] [--write-readme]
+
+Each case (from ``onnx.backend.test.case.node.collect_testcases``) is a one-node model with inputs
+and expected outputs computed by ONNX's reference implementation. A case passes when the converted
+torch graph reproduces every expected output within the case's own rtol/atol. ``--raw`` measures
+plain ``onnx2torch.convert`` instead, for comparison. "Float-tensor cases" are those whose inputs
+and outputs are all float16/32/64 tensors: the graphs gradient methods can explain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from readme_tables import write_block
+
+FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
+
+
+def is_float_case(model: onnx.ModelProto) -> bool:
+    values = list(model.graph.input) + list(model.graph.output)
+    return all(v.type.HasField("tensor_type") and v.type.tensor_type.elem_type in FLOATS for v in values)
+
+
+def run_case(case, raw: bool) -> tuple[str, str]:
+    """('pass', '') or (reason class, detail)."""
+    import onnx2torch
+
+    import onnxxai
+    from onnxxai.model import convert
+
+    model = case.model
+    if not case.data_sets:
+        return "no data", ""
+    values = list(model.graph.input) + list(model.graph.output)
+    if any(not v.type.HasField("tensor_type") for v in values):
+        return "non-tensor input/output (sequence, optional, map)", ""
+    try:
+        onnx.checker.check_model(model)
+    except Exception as exc:  # noqa: BLE001
+        return "model fails the ONNX checker", str(exc)[:100]
+    try:
+        if raw:
+            module = onnx2torch.convert(model)
+        else:
+            _, _, module = convert(model, case.name)
+    except onnxxai.UnsupportedOpError as exc:
+        return ("converter not implemented" if "converter failed" not in str(exc) else "converter refused the node"), str(exc)[:160]
+    except NotImplementedError as exc:
+        reason = "converter not implemented" if "Converter is not implemented" in str(exc) else "converter refused the node"
+        return reason, str(exc)[:160]
+    except Exception as exc:  # noqa: BLE001
+        return "conversion error", f"{exc.__class__.__name__}: {str(exc)[:140]}"
+    input_names = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    for inputs, expected in case.data_sets:
+        try:
+            with torch.no_grad():
+                args = [torch.from_numpy(np.array(a)) for a in inputs[: len(input_names)]]
+                out = module(*args)
+        except Exception as exc:  # noqa: BLE001
+            return "runtime error", f"{exc.__class__.__name__}: {str(exc)[:140]}"
+        outs = list(out) if isinstance(out, (tuple, list)) else [out]
+        if len(outs) != len(expected):
+            return "wrong number of outputs", f"{len(outs)} vs {len(expected)}"
+        for got, want in zip(outs, expected):
+            got = got.detach().cpu().numpy() if isinstance(got, torch.Tensor) else np.asarray(got)
+            want = np.asarray(want)
+            if got.shape != want.shape:
+                return "wrong shape", f"{got.shape} vs {want.shape}"
+            if want.dtype.kind in "fc":
+                if not np.allclose(got.astype(np.float64), want.astype(np.float64), rtol=max(case.rtol, 1e-5), atol=max(case.atol, 1e-6), equal_nan=True):
+                    return "wrong values", ""
+            elif not np.array_equal(got, want):
+                return "wrong values", ""
+    return "pass", ""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--raw", action="store_true", help="measure plain onnx2torch.convert")
+    parser.add_argument("--failures", type=Path, help="write every failing case with its reason here")
+    parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument("--filter", default="", help="only cases whose name contains this")
+    args = parser.parse_args()
+    from onnx.backend.test.case.node import collect_testcases
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cases = [c for c in collect_testcases(None) if args.filter in c.name]
+        results = []
+        for case in cases:
+            reason, detail = run_case(case, args.raw)
+            results.append((case.name, is_float_case(case.model), reason, detail))
+    loadable = [r for r in results if r[2] != "no data"]
+    floats = [r for r in loadable if r[1]]
+    passed = sum(r[2] == "pass" for r in loadable)
+    passed_f = sum(r[2] == "pass" for r in floats)
+    who = "raw onnx2torch" if args.raw else "onnxxai"
+    lines = [
+        f"{who}: {passed} of {len(loadable)} cases with data pass ({passed / len(loadable):.1%}); "
+        f"float-tensor cases: {passed_f} of {len(floats)} ({passed_f / max(len(floats), 1):.1%}).",
+        "",
+        "| failure reason | all cases | float-tensor cases |",
+        "|---|---|---|",
+    ]
+    reasons = Counter(r[2] for r in loadable if r[2] != "pass")
+    reasons_f = Counter(r[2] for r in floats if r[2] != "pass")
+    for reason, count in reasons.most_common():
+        lines.append(f"| {reason} | {count} | {reasons_f.get(reason, 0)} |")
+    text = "\n".join(lines)
+    print(text)
+    if args.failures:
+        args.failures.write_text("\n".join(f"{n}\t{'float' if f else 'other'}\t{r}\t{d}" for n, f, r, d in results if r != "pass") + "\n")
+    if args.write_readme:
+        write_block("conformance-raw" if args.raw else "conformance", text)
+
+
+if __name__ == "__main__":
+    main()
