@@ -44,8 +44,11 @@ def read_model(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelP
     if not model.graph.node:
         raise ModelFileError(f"{label}: the graph has no nodes (empty or not an ONNX model)")
     try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
+        if model.ByteSize() > onnx.checker.MAXIMUM_PROTOBUF and not isinstance(source, onnx.ModelProto):
+            onnx.checker.check_model(str(source))  # protobuf cannot serialize > 2 GB: check the file
+        else:
+            onnx.checker.check_model(model)
+    except (onnx.checker.ValidationError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
         raise ModelFileError(f"{label}: fails the ONNX checker: {first}") from exc
     return model, label

@@ -194,3 +194,6 @@ def test_custom_analyzer(smooth_cnn, rng):
     expl = onnxxai.analyze(torch.from_numpy(x), RandomAnalyzer(smooth_cnn), 1)
     assert expl.analyzer == "RandomAnalyzer" and expl.val.shape == x.shape
     assert expl.output_selection.tolist() == [1, 1]
+    assert expl.extras["parity"] is smooth_cnn.parity
+    with pytest.raises(onnxxai.InputError, match="axis 3 must be 7"):
+        onnxxai.analyze(np.zeros((1, 1, 7, 9), np.float32), RandomAnalyzer(smooth_cnn))

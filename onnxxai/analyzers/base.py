@@ -21,8 +21,9 @@ class Analyzer(ABC):
     """An explanation method. Subclasses implement :meth:`explain` on a torch batch.
 
     ``analyzer(input, output_selection)`` is the same as ``analyze(input, analyzer, output_selection)``.
-    An analyzer that has a ``function`` attribute (a :class:`ModelFunction`) gets its input
-    validated against the model and the model's parity report in ``extras``.
+    An analyzer with a ``function`` (a :class:`ModelFunction`) or ``model`` (a :class:`Model`)
+    attribute gets its input validated against the model, as a tensor on the model's device, and
+    the model's parity report in ``extras``.
     """
 
     #: preset drawing style of this analyzer's explanations
@@ -126,13 +127,14 @@ def analyze(input: Any, analyzer: Analyzer, output_selection: Any = None) -> Exp
     if not isinstance(analyzer, Analyzer):
         raise AnalyzerError(f"expected an onnxxai analyzer, got {type(analyzer).__name__}")
     function: ModelFunction | None = getattr(analyzer, "function", None)
-    if function is not None:
-        x = function.model.as_tensor(function.input_name, input)
+    model = function.model if function is not None else getattr(analyzer, "model", None)
+    if isinstance(model, Model):
+        x = model.as_tensor(function.input_name if function is not None else model.input_spec().name, input)
     else:
         x = input.detach() if isinstance(input, torch.Tensor) else torch.as_tensor(np.asarray(input))
     expl = analyzer.explain(x, as_selector(output_selection))
-    if function is not None:
-        report = function.model.parity
+    if isinstance(model, Model):
+        report = model.parity
         expl.extras.setdefault("parity", report)
         if not report.ok:
             expl.extras["warning"] = "the converted graph failed its parity check: " + report.summary()
