@@ -16,6 +16,7 @@ from onnxxai.parity import ParityReport
 __version__ = "0.1.0"
 from onnxxai.explanation import Explanation
 from onnxxai.selectors import IndexSelector, MaxActivation, OutputSelector, PerSampleSelector
+from onnxxai.heatmap import heatmap, save_png
 from onnxxai.analyzers import (
     Analyzer,
     Gradient,

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
+import time
 from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
 
 import onnx
 
-from onnxxai.errors import OnnxxaiError, ParityError
+from onnxxai.errors import InputError, OnnxxaiError, ParityError
 from onnxxai.model import load
 from onnxxai.reading import read_model
 
@@ -61,6 +65,141 @@ def _check(args: argparse.Namespace) -> int:
     return status
 
 
+# -- run ----------------------------------------------------------------------------------------
+def _methods() -> dict[str, tuple[str, Callable | None]]:
+    """CLI method name -> (description, factory(model, args) or None when not built yet)."""
+    from onnxxai import analyzers
+
+    def noise_generator(args):
+        return args.seed
+
+    methods: dict[str, tuple[str, Callable | None]] = {
+        "gradient": ("Gradient (sensitivity)", lambda m, a: analyzers.Gradient(m, batch_size=a.batch_size)),
+        "input-x-gradient": ("Input×Gradient", lambda m, a: analyzers.InputTimesGradient(m, batch_size=a.batch_size)),
+        "smoothgrad": ("SmoothGrad, --samples noisy copies (default 50)",
+                       lambda m, a: analyzers.SmoothGrad(m, n=a.samples or 50, generator=noise_generator(a), batch_size=a.batch_size)),
+        "integrated-gradients": ("Integrated Gradients, --samples steps (default 50), zero baseline",
+                                 lambda m, a: analyzers.IntegratedGradients(m, n=a.samples or 50, batch_size=a.batch_size)),
+        "gradcam": ("GradCAM", getattr(analyzers, "GradCAM", None) and (lambda m, a: analyzers.GradCAM(m, batch_size=a.batch_size))),
+        "lrp": ("LRP, EpsilonPlusFlat composite", getattr(analyzers, "LRP", None) and (lambda m, a: analyzers.LRP(m, batch_size=a.batch_size))),
+    }
+    return methods
+
+
+def _size(text: str | None) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    match = re.fullmatch(r"(\d+)[xX](\d+)", text.strip())
+    if not match:
+        raise InputError(f"--size must look like HxW (e.g. 224x224), not {text!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+class _Progress:
+    """A one-line progress display on stderr (silent with --quiet or when nothing is to show)."""
+
+    def __init__(self, total: int, unit: str, quiet: bool) -> None:
+        self.total, self.unit, self.quiet, self.done = total, unit, quiet, 0
+        self.start = time.perf_counter()
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if not self.quiet:
+            rate = self.done / max(time.perf_counter() - self.start, 1e-9)
+            print(f"\r{self.done}/{self.total} {self.unit} ({rate:.1f}/s)", end="", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if not self.quiet and self.done:
+            print(file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from onnxxai.analyzers.base import analyze
+    from onnxxai.heatmap import heatmap, save_png
+    from onnxxai.preprocess import find_images, image_spec, load_images
+
+    methods = _methods()
+    if args.method not in methods:
+        raise InputError(f"unknown method {args.method!r}; choose one of {', '.join(methods)}")
+    description, factory = methods[args.method]
+    if factory is None:
+        raise InputError(f"method {args.method!r} ({description}) is not built yet; choose one of "
+                         + ", ".join(k for k, (_, f) in methods.items() if f is not None))
+    if args.batch_size is not None and args.batch_size < 1:
+        raise InputError("--batch-size must be a positive integer")
+    images = find_images(args.inputs)
+    labels = None
+    if args.labels:
+        try:
+            labels = Path(args.labels).read_text().splitlines()
+        except OSError as exc:
+            raise InputError(f"{args.labels}: cannot read labels ({exc.strerror})") from exc
+    t0 = time.perf_counter()
+    model = load(args.model, device=args.device, strict=True)
+    t_load = time.perf_counter() - t0
+    spec = model.input_spec()
+    ispec = image_spec(spec, layout=args.layout, size=_size(args.size), scale=args.scale, mean=args.mean, std=args.std)
+    analyzer = factory(model, args)
+    chunk = args.batch_size or 16
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    per_image = (args.samples or 50) if args.method in ("smoothgrad", "integrated-gradients") else 1
+    progress = _Progress(len(images) * per_image, "images" if per_image == 1 else "samples", args.quiet)
+    summaries = []
+    for start in range(0, len(images), chunk):
+        paths = images[start : start + chunk]
+        x = load_images(paths, ispec, spec.dtype)
+        t1 = time.perf_counter()
+        expl = analyze(x, analyzer, args.target)
+        t_explain = time.perf_counter() - t1
+        progress.advance(len(paths) * per_image)
+        maps = heatmap(expl, layout=ispec.layout)
+        overlays = heatmap(expl, layout=ispec.layout, overlay=True)
+        logits = np.asarray(expl.output, dtype=np.float64).reshape(len(paths), -1)
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
+        for i, path in enumerate(paths):
+            stem = out_dir / f"{path.stem}_{args.method}"
+            save_png(maps[i], f"{stem}_heatmap.png")
+            save_png(overlays[i], f"{stem}_overlay.png")
+            np.save(f"{stem}.npy", expl.val[i])
+            top = np.argsort(-logits[i])[:5]
+            summary = {
+                "image": str(path),
+                "model": model.source,
+                "method": args.method,
+                "analyzer": expl.analyzer,
+                "parameters": {k: v for k, v in expl.extras.items() if k in ("n", "method", "noise", "boundary")},
+                "target": int(expl.output_selection[i]),
+                "target_label": _label(labels, int(expl.output_selection[i])),
+                "top5": [{"index": int(j), "label": _label(labels, int(j)), "logit": float(logits[i, j]),
+                          "probability": float(probs[i, j])} for j in top],
+                "preprocessing": ispec.describe(),
+                "parity": model.parity.to_dict(),
+                "files": {"heatmap": f"{stem}_heatmap.png", "overlay": f"{stem}_overlay.png", "values": f"{stem}.npy"},
+                "timings_s": {"load": round(t_load, 4), "explain_batch": round(t_explain, 4), "batch_size": len(paths)},
+            }
+            if "completeness_relative" in expl.extras:
+                summary["completeness_relative"] = float(np.asarray(expl.extras["completeness_relative"])[i])
+            Path(f"{stem}.json").write_text(json.dumps(summary, indent=2))
+            summaries.append(summary)
+    progress.close()
+    if args.json:
+        print(json.dumps(summaries if len(summaries) > 1 else summaries[0], indent=2))
+    elif not args.quiet:
+        for s in summaries:
+            best = s["top5"][0]
+            print(f"{s['image']}: target {s['target']} ({s['target_label'] or '-'}), top {best['index']} "
+                  f"p={best['probability']:.3f} -> {s['files']['overlay']}")
+    return 0
+
+
+def _label(labels: list[str] | None, index: int) -> str | None:
+    return labels[index] if labels is not None and 0 <= index < len(labels) else None
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onnxxai", description="Verified explanations for ONNX models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -69,6 +208,29 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument("--device", default="cpu", help="torch device for the converted graph (default: cpu)")
     check.set_defaults(func=_check)
+
+    methods = _methods()
+    listing = "; ".join(f"{k}: {d}" + ("" if f else " (not built yet)") for k, (d, f) in methods.items())
+    run = sub.add_parser("run", help="explain image files with a model; write heatmaps, values and a JSON summary",
+                         description="Explain image files (or every image in a directory) with an ONNX model.")
+    run.add_argument("model", help="path to an .onnx file")
+    run.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or directories of images")
+    run.add_argument("--method", default="integrated-gradients", help=f"attribution method. {listing}")
+    run.add_argument("--target", type=int, default=None, help="output index to explain (default: the top prediction)")
+    run.add_argument("--labels", help="text file with one label per output index")
+    run.add_argument("--out", default="onnxxai-out", help="output directory (default: onnxxai-out)")
+    run.add_argument("--size", help="resize images to HxW (default: the model's fixed input size)")
+    run.add_argument("--mean", type=float, nargs="+", help="per-channel mean subtracted after scaling (default 0)")
+    run.add_argument("--std", type=float, nargs="+", help="per-channel std divided after the mean (default 1)")
+    run.add_argument("--scale", type=float, help="pixel scale applied first (default 1/255: pixels in [0, 1])")
+    run.add_argument("--layout", default="auto", help="auto|nchw|nhwc (default: read off the model's input)")
+    run.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    run.add_argument("--batch-size", type=int, help="images per batch and rows per forward/backward (default 16)")
+    run.add_argument("--samples", type=int, help="samples for smoothgrad / steps for integrated-gradients (default 50)")
+    run.add_argument("--seed", type=int, default=0, help="seed of SmoothGrad's noise (default 0)")
+    run.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    run.add_argument("--quiet", action="store_true", help="no progress bar, no per-image lines")
+    run.set_defaults(func=_run)
     return parser
 
 

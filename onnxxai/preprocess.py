@@ -1,0 +1,119 @@
+"""Image files -> model input, derived from the model's input signature (overridable)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from onnxxai.errors import InputError
+from onnxxai.model import TensorSpec
+
+__all__ = ["ImageSpec", "image_spec", "load_images", "IMAGE_SUFFIXES", "find_images"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    """How image files become the model's input: layout, channels, size and normalization."""
+
+    layout: str  # "nchw" or "nhwc"
+    channels: int  # 1 (grayscale) or 3 (RGB)
+    size: tuple[int, int] | None  # (H, W); None keeps each file's size (all files must then agree)
+    scale: float = 1 / 255
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+
+    def describe(self) -> str:
+        size = "file size" if self.size is None else f"{self.size[0]}x{self.size[1]}"
+        return (f"{self.layout.upper()}, {self.channels} channel(s), {size}, x*{self.scale:g} "
+                f"then (x - {list(self.mean)}) / {list(self.std)}")
+
+
+def image_spec(
+    spec: TensorSpec,
+    *,
+    layout: str = "auto",
+    size: tuple[int, int] | None = None,
+    scale: float | None = None,
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+) -> ImageSpec:
+    """Read layout, channel count and spatial size off a rank-4 input; flags override each."""
+    if len(spec.shape) != 4:
+        raise InputError(f"input {spec} is not image-like: images need a rank-4 input (N, C, H, W) or (N, H, W, C)")
+    dims = spec.shape
+    if layout == "auto":
+        if dims[1] in (1, 3):
+            layout = "nchw"
+        elif dims[3] in (1, 3):
+            layout = "nhwc"
+        else:
+            raise InputError(
+                f"input {spec} has no 1- or 3-channel axis at position 1 or 3, so it is not an image input; "
+                "pass --layout nchw|nhwc if it is one"
+            )
+    if layout not in ("nchw", "nhwc"):
+        raise InputError(f"layout must be auto, nchw or nhwc, not {layout!r}")
+    c_axis, hw = (1, (2, 3)) if layout == "nchw" else (3, (1, 2))
+    channels = dims[c_axis]
+    if not isinstance(channels, int):
+        channels = 3
+    if channels not in (1, 3):
+        raise InputError(f"input {spec} takes {channels} channels; image files convert to 1 (grayscale) or 3 (RGB) only")
+    if size is None and all(isinstance(dims[a], int) and dims[a] > 0 for a in hw):
+        size = (int(dims[hw[0]]), int(dims[hw[1]]))
+    mean = tuple(float(m) for m in (mean or (0.0,)))
+    std = tuple(float(s) for s in (std or (1.0,)))
+    for name, values in (("mean", mean), ("std", std)):
+        if len(values) not in (1, channels):
+            raise InputError(f"--{name} takes 1 or {channels} values for a {channels}-channel input, got {len(values)}")
+    if any(s == 0 for s in std):
+        raise InputError("--std values must be non-zero")
+    return ImageSpec(layout, channels, size, 1 / 255 if scale is None else float(scale), mean, std)
+
+
+def find_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
+    """Files given directly, plus the image files (by suffix, sorted) inside given directories."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file())
+        elif p.is_file():
+            found.append(p)
+        else:
+            raise InputError(f"{p}: no such file or directory")
+    if not found:
+        raise InputError(f"no image files found in {', '.join(map(str, paths))}")
+    return found
+
+
+def load_images(paths: Sequence[Path], spec: ImageSpec, dtype: np.dtype = np.dtype("float32")) -> np.ndarray:
+    """Decode, convert (grayscale/RGB), resize and normalize image files into one batch."""
+    from PIL import Image, UnidentifiedImageError
+
+    arrays = []
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                img = img.convert("L" if spec.channels == 1 else "RGB")
+                if spec.size is not None and img.size != (spec.size[1], spec.size[0]):
+                    img = img.resize((spec.size[1], spec.size[0]), Image.BILINEAR)
+                a = np.asarray(img, dtype=np.float64)
+        except (UnidentifiedImageError, OSError) as exc:
+            raise InputError(f"{path}: not a readable image ({exc.__class__.__name__})") from exc
+        if a.ndim == 2:
+            a = a[..., None]
+        arrays.append(a)
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1:
+        raise InputError(f"images have different sizes {sorted(shapes)}; pass --size HxW to resize them")
+    batch = np.stack(arrays) * spec.scale
+    batch = (batch - np.asarray(spec.mean)) / np.asarray(spec.std)
+    if spec.layout == "nchw":
+        batch = batch.transpose(0, 3, 1, 2)
+    return np.ascontiguousarray(batch.astype(dtype))
