@@ -33,7 +33,7 @@ def single_op(op, shape, _out_shapes, opset, attrs=None, consts=(), n_outputs=1)
     probe = helper.make_model(helper.make_graph([node], "g", [x], untyped, inits), opset_imports=opsets)
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     results = session.run(None, {"x": np.zeros(shape, np.float32)})
-    outputs = [helper.make_tensor_value_info(o, TensorProto.FLOAT, r.shape) for o, r in zip(outs, results)]
+    outputs = [helper.make_tensor_value_info(o, helper.np_dtype_to_tensor_dtype(r.dtype), r.shape) for o, r in zip(outs, results)]
     return helper.make_model(helper.make_graph([node], "g", [x], outputs, inits), opset_imports=opsets)
 
 
@@ -63,6 +63,25 @@ CASES = {
     "Dropout-7": single_op("Dropout", [2, 5], [None], 7),
     "Reshape-19-allowzero": single_op("Reshape", [2, 3, 4], [None], 19, {"allowzero": 1}, [("shape", np.array([2, -1], np.int64))]),
     "Identity-21": single_op("Identity", [2, 3], [None], 21),
+    "Asinh-9": single_op("Asinh", [2, 5], [None], 9),
+    "Cosh-9": single_op("Cosh", [2, 5], [None], 9),
+    "Sinh-22": single_op("Sinh", [2, 5], [None], 22),
+    "Mish-18": single_op("Mish", [2, 5], [None], 18),
+    "ThresholdedRelu-10": single_op("ThresholdedRelu", [2, 5], [None], 10, {"alpha": 0.3}),
+    "Shrink-9": single_op("Shrink", [2, 5], [None], 9, {"lambd": 0.4, "bias": 0.1}),
+    "Hardmax-13": single_op("Hardmax", [2, 3, 5], [None], 13, {"axis": 1}),
+    "CastLike-15": single_op("CastLike", [2, 5], [None], 15, {}, [("like", np.zeros(1, np.float64))]),
+    "GlobalMaxPool-1": single_op("GlobalMaxPool", [2, 3, 4, 5], [None], 1),
+    "LpNormalization-1": single_op("LpNormalization", [2, 3, 4], [None], 1, {"axis": 1, "p": 1}),
+    "MeanVarianceNormalization-13": single_op("MeanVarianceNormalization", [2, 3, 4, 5], [None], 13),
+    "GroupNormalization-21": single_op("GroupNormalization", [2, 4, 3, 3], [None], 21, {"num_groups": 2},
+                                       [("scale", np.array([1.0, 2.0, 0.5, -1.0], np.float32)),
+                                        ("bias", np.array([0.1, 0.2, 0.3, 0.4], np.float32))]),
+    "RMSNormalization-23": single_op("RMSNormalization", [2, 3, 4], [None], 23, {"axis": -1},
+                                     [("scale", np.linspace(0.5, 2, 4).astype(np.float32))]),
+    "LayerNormalization-17-stats": single_op("LayerNormalization", [2, 3, 4], [None] * 3, 17, {"axis": 1},
+                                             [("scale", np.ones((3, 4), np.float32)), ("bias", np.zeros((3, 4), np.float32))],
+                                             n_outputs=3),
 }
 
 
@@ -113,3 +132,42 @@ def test_unsupported_version_change_names_the_node():
     model = single_op("AveragePool", [1, 2, 8, 8], [None], 19, {"kernel_shape": [3, 3], "dilations": [2, 2]})
     with pytest.raises(onnxxai.UnsupportedOpError, match="the_averagepool.*dilations"):
         onnxxai.load(model)
+
+
+def _elementwise(op, **attrs):
+    from onnx2torch.onnx_node import OnnxNode
+
+    from onnxxai.converters.unary import _FUNCTIONS, Elementwise
+
+    node = OnnxNode(helper.make_node(op, ["x"], ["y"], **attrs), unique_name=op)
+    return Elementwise(op, _FUNCTIONS[op](node))
+
+
+@pytest.mark.parametrize(
+    "make,shape",
+    [
+        (lambda: _elementwise("Asinh"), (2, 5)),
+        (lambda: _elementwise("Sinh"), (2, 5)),
+        (lambda: _elementwise("Cosh"), (2, 5)),
+        (lambda: _elementwise("Mish"), (2, 5)),
+        (lambda: _elementwise("Swish", alpha=0.7), (2, 5)),
+        (lambda: __import__("onnxxai.converters.normalization", fromlist=["x"]).LpNormalization(1, 2), (2, 3, 4)),
+        (lambda: __import__("onnxxai.converters.normalization", fromlist=["x"]).MeanVarianceNormalization([0, 2, 3]), (2, 3, 4, 5)),
+        (lambda: __import__("onnxxai.converters.pool", fromlist=["x"]).GlobalMaxPool(), (2, 3, 4, 5)),
+    ],
+    ids=["asinh", "sinh", "cosh", "mish", "swish", "lpnorm", "mvn", "globalmaxpool"],
+)
+def test_new_module_gradcheck(make, shape):
+    _gradcheck(make(), shape)
+
+
+def test_normalizations_with_parameters_gradcheck():
+    from onnxxai.converters.normalization import GroupNormalization, LayerNormalizationWithStats, RMSNormalization
+
+    scale = torch.linspace(0.5, 2.0, 4, dtype=torch.float64)
+    _gradcheck(RMSNormalization(-1, 1e-5, True), (2, 3, 4), scale)
+    _gradcheck(GroupNormalization(2, 1e-5, False), (2, 4, 3, 3), scale, scale * 0.1)
+    stats = LayerNormalizationWithStats(1, 1e-5)
+    x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    w = torch.ones(3, 4, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda t: stats(t, w)[0] * 2 + stats(t, w)[2], (x,))

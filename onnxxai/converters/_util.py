@@ -41,3 +41,20 @@ def extend_converter(op_type: str, version: int, converter, domain: str = "") ->
     extended.__name__ = extended.__qualname__ = f"{converter.__name__}_v{version}"
     extended.__doc__ = converter.__doc__
     _CONVERTER_REGISTRY[key] = extended
+
+
+def schema_versions(op_type: str, domain: str = "", since: int = 1) -> list[int]:
+    """Every opset version at which ``op_type``'s schema changed, from ``since`` on."""
+    from onnx import defs
+
+    return sorted({s.since_version for s in defs.get_all_schemas_with_history()
+                   if s.name == op_type and s.domain == domain and s.since_version >= since})
+
+
+def register_all_versions(op_type: str, converter, since: int = 1) -> None:
+    """Register ``converter`` for every schema version of ``op_type`` not yet in onnx2torch's registry."""
+    from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription, add_converter
+
+    for version in schema_versions(op_type, since=since):
+        if OperationDescription(domain="", operation_type=op_type, version=version) not in _CONVERTER_REGISTRY:
+            add_converter(operation_type=op_type, version=version)(converter)

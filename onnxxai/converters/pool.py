@@ -1,4 +1,4 @@
-"""AveragePool: asymmetric or wider-than-half-kernel padding (any opset) and opset 19/22 (``dilations``)."""
+"""Pooling: AveragePool with asymmetric or wide padding (any opset) and opset 19/22; GlobalMaxPool."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.converters._util import extend_converter, result
+from onnxxai.converters._util import extend_converter, register_all_versions, result
 
 
 class OnnxAveragePoolPadded(torch.nn.Module):
@@ -61,6 +61,19 @@ def convert_average_pool(node: OnnxNode, graph: OnnxGraph, fallback=None) -> Ope
     return base(node, graph)
 
 
+class GlobalMaxPool(torch.nn.Module):
+    """Maximum over every spatial axis, keeping them as size 1 (Keras exports use it)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.amax(x, dim=tuple(range(2, x.dim())), keepdim=True)
+
+
+def convert_global_max_pool(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """GlobalMaxPool-1/22."""
+    return result(GlobalMaxPool(), node)
+
+
+register_all_versions("GlobalMaxPool", convert_global_max_pool)
 for _v in (7, 10, 11):
     extend_converter("AveragePool", _v, convert_average_pool)
 for _v in (19, 22):

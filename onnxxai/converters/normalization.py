@@ -1,0 +1,124 @@
+"""Normalizations onnx2torch lacks (Lp, mean-variance, RMS, group) and LayerNormalization with its
+optional Mean / InvStdDev outputs."""
+
+from __future__ import annotations
+
+import torch
+from onnx2torch.node_converters.registry import add_converter
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OperationConverterResult
+
+from onnxxai.converters._util import extend_converter, register_all_versions, result
+
+
+class LpNormalization(torch.nn.Module):
+    """x / ||x||_p along ``axis`` (p = 1 or 2)."""
+
+    def __init__(self, axis: int, p: int) -> None:
+        super().__init__()
+        self.axis, self.p = axis, p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / torch.linalg.vector_norm(x, ord=self.p, dim=self.axis, keepdim=True)
+
+
+class MeanVarianceNormalization(torch.nn.Module):
+    """(x - mean) / sqrt(var) over ``axes`` (population variance, no epsilon, as in ONNX)."""
+
+    def __init__(self, axes: list[int]) -> None:
+        super().__init__()
+        self.axes = axes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=self.axes, keepdim=True)
+        centred = x - mean
+        return centred / torch.sqrt((centred * centred).mean(dim=self.axes, keepdim=True))
+
+
+class RMSNormalization(torch.nn.Module):
+    """x / sqrt(mean(x², axes from ``axis`` on) + eps) * scale, computed in float32 or the stash type."""
+
+    def __init__(self, axis: int, epsilon: float, stash_float32: bool) -> None:
+        super().__init__()
+        self.axis, self.epsilon, self.stash_float32 = axis, epsilon, stash_float32
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        dims = list(range(self.axis % x.dim(), x.dim()))
+        work = x.float() if self.stash_float32 and x.dtype in (torch.float16, torch.bfloat16) else x
+        y = work * torch.rsqrt((work * work).mean(dim=dims, keepdim=True) + self.epsilon)
+        return y.to(x.dtype) * scale
+
+
+class GroupNormalization(torch.nn.Module):
+    """GroupNormalization: per-group statistics; scale and bias per channel (opset 21) or per group (18)."""
+
+    def __init__(self, groups: int, epsilon: float, per_group_affine: bool) -> None:
+        super().__init__()
+        self.groups, self.epsilon, self.per_group_affine = groups, epsilon, per_group_affine
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        if self.per_group_affine:
+            repeat = x.shape[1] // self.groups
+            scale, bias = scale.repeat_interleave(repeat), bias.repeat_interleave(repeat)
+        return torch.nn.functional.group_norm(x, self.groups, scale, bias, self.epsilon)
+
+
+class LayerNormalizationWithStats(torch.nn.Module):
+    """LayerNormalization returning (Y, Mean, InvStdDev) for graphs that use the statistics outputs."""
+
+    def __init__(self, axis: int, epsilon: float) -> None:
+        super().__init__()
+        self.axis, self.epsilon = axis, epsilon
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None):
+        dims = list(range(self.axis % x.dim(), x.dim()))
+        mean = x.mean(dim=dims, keepdim=True)
+        inv_std = torch.rsqrt(((x - mean) ** 2).mean(dim=dims, keepdim=True) + self.epsilon)
+        y = (x - mean) * inv_std * scale
+        if bias is not None:
+            y = y + bias
+        return y, mean, inv_std
+
+
+def convert_lp_normalization(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """LpNormalization(axis, p)."""
+    p = int(node.attributes.get("p", 2))
+    if p not in (1, 2):
+        raise NotImplementedError(f"LpNormalization with p={p} (ONNX allows only 1 and 2)")
+    return result(LpNormalization(int(node.attributes.get("axis", -1)), p), node)
+
+
+def convert_mvn(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """MeanVarianceNormalization(axes=[0, 2, 3])."""
+    return result(MeanVarianceNormalization([int(a) for a in node.attributes.get("axes", [0, 2, 3])]), node)
+
+
+def convert_rms_normalization(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """RMSNormalization-23 (axis, epsilon, stash_type)."""
+    return result(RMSNormalization(int(node.attributes.get("axis", -1)), float(node.attributes.get("epsilon", 1e-5)),
+                                   int(node.attributes.get("stash_type", 1)) == 1), node)
+
+
+def _group_normalization(per_group_affine: bool):
+    def convert_group_normalization(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+        """GroupNormalization-18 (scale/bias per group) and -21 (per channel)."""
+        groups, eps = int(node.attributes["num_groups"]), float(node.attributes.get("epsilon", 1e-5))
+        return result(GroupNormalization(groups, eps, per_group_affine), node)
+
+    return convert_group_normalization
+
+
+def convert_layer_norm(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:
+    """LayerNormalization: onnx2torch's module when only Y is used, ours when Mean/InvStdDev are too."""
+    if len(node.output_values) > 1 and any(node.output_values[1:]):
+        return result(LayerNormalizationWithStats(int(node.attributes.get("axis", -1)), float(node.attributes.get("epsilon", 1e-5))), node)
+    return fallback(node, graph)
+
+
+register_all_versions("LpNormalization", convert_lp_normalization)
+register_all_versions("MeanVarianceNormalization", convert_mvn)
+register_all_versions("RMSNormalization", convert_rms_normalization)
+extend_converter("LayerNormalization", 17, convert_layer_norm)
+add_converter(operation_type="GroupNormalization", version=18)(_group_normalization(per_group_affine=True))
+add_converter(operation_type="GroupNormalization", version=21)(_group_normalization(per_group_affine=False))
