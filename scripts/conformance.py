@@ -29,6 +29,14 @@ def is_float_case(model: onnx.ModelProto) -> bool:
     return all(v.type.HasField("tensor_type") and v.type.tensor_type.elem_type in FLOATS for v in values)
 
 
+def _typed(array, spec: onnx.ValueInfoProto) -> np.ndarray:
+    """The case's input as the graph input's dtype (some cases store float data as object arrays)."""
+    a = np.array(array)
+    if a.dtype == object:
+        a = a.astype(onnx.helper.tensor_dtype_to_np_dtype(spec.type.tensor_type.elem_type))
+    return a
+
+
 def run_case(case, raw: bool) -> tuple[str, str]:
     """('pass', '') or (reason class, detail)."""
     import onnx2torch
@@ -58,11 +66,11 @@ def run_case(case, raw: bool) -> tuple[str, str]:
         return reason, str(exc)[:160]
     except Exception as exc:  # noqa: BLE001
         return "conversion error", f"{exc.__class__.__name__}: {str(exc)[:140]}"
-    input_names = [i.name for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    graph_inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
     for inputs, expected in case.data_sets:
         try:
             with torch.no_grad():
-                args = [torch.from_numpy(np.array(a)) for a in inputs[: len(input_names)]]
+                args = [torch.from_numpy(_typed(a, spec)) for a, spec in zip(inputs, graph_inputs)]
                 out = module(*args)
         except Exception as exc:  # noqa: BLE001
             return "runtime error", f"{exc.__class__.__name__}: {str(exc)[:140]}"

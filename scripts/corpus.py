@@ -51,6 +51,11 @@ def export_torchvision(name: str, size: int, variant: str) -> Path:
     torch.manual_seed(0)
     kwargs = {"aux_logits": False, "init_weights": True} if name in ("googlenet", "inception_v3") else {}
     net = torchvision.models.get_model(name, weights=None, **kwargs).eval()
+    with torch.no_grad():  # some heads start at zero (ViT): the output would be constant, the gradient zero
+        gen = torch.Generator().manual_seed(1)
+        for p in net.parameters():
+            if p.dim() >= 2 and not p.any():
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
     x = torch.randn(1, 3, size, size)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -79,6 +79,13 @@ CASES = {
                                         ("bias", np.array([0.1, 0.2, 0.3, 0.4], np.float32))]),
     "RMSNormalization-23": single_op("RMSNormalization", [2, 3, 4], [None], 23, {"axis": -1},
                                      [("scale", np.linspace(0.5, 2, 4).astype(np.float32))]),
+    "Flatten-13-axis0": single_op("Flatten", [2, 3, 4], [None], 13, {"axis": 0}),
+    "Flatten-13-axis-1": single_op("Flatten", [2, 3, 4], [None], 13, {"axis": -1}),
+    "LpPool-18": single_op("LpPool", [1, 2, 6, 6], [None], 18, {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 1, 1], "p": 3}),
+    "GridSample-16": single_op("GridSample", [1, 2, 4, 5], [None], 16, {"align_corners": 0},
+                               [("grid", np.random.default_rng(0).uniform(-1.1, 1.1, (1, 3, 3, 2)).astype(np.float32))]),
+    "GridSample-20-cubic-border": single_op("GridSample", [1, 2, 4, 5], [None], 20, {"mode": "cubic", "padding_mode": "border", "align_corners": 1},
+                                            [("grid", np.random.default_rng(1).uniform(-1.1, 1.1, (1, 3, 3, 2)).astype(np.float32))]),
     "LayerNormalization-17-stats": single_op("LayerNormalization", [2, 3, 4], [None] * 3, 17, {"axis": 1},
                                              [("scale", np.ones((3, 4), np.float32)), ("bias", np.zeros((3, 4), np.float32))],
                                              n_outputs=3),
@@ -171,3 +178,13 @@ def test_normalizations_with_parameters_gradcheck():
     x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
     w = torch.ones(3, 4, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda t: stats(t, w)[0] * 2 + stats(t, w)[2], (x,))
+
+
+def test_clip_with_run_time_bounds():
+    from onnxxai.converters.activation import ClipDynamic
+
+    x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
+    low, high = torch.tensor(-0.5, dtype=torch.float64), torch.tensor(0.7, dtype=torch.float64)
+    assert torch.equal(ClipDynamic()(x, low, high), x.clamp(-0.5, 0.7))
+    assert torch.equal(ClipDynamic()(x, None, high), x.clamp(max=0.7))
+    assert torch.autograd.gradcheck(lambda t: ClipDynamic()(t, low, high), (x,))

@@ -1,4 +1,4 @@
-"""Activations and inference-time identities onnx2torch lacks: Gelu-20, Dropout before opset 10."""
+"""Activations onnx2torch lacks or limits: Gelu-20, Dropout before opset 10, Clip with run-time bounds."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
-from onnxxai.converters._util import result
+from onnxxai.converters._util import extend_converter, result
 
 
 def convert_gelu(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
@@ -51,3 +51,30 @@ def _is_consumed(value: str, graph: OnnxGraph) -> bool:
 
 for _v in (1, 6, 7):
     add_converter(operation_type="Dropout", version=_v)(convert_dropout_7)
+
+
+class ClipDynamic(torch.nn.Module):
+    """Clip with min and/or max computed by the graph at run time."""
+
+    def forward(self, x: torch.Tensor, low: torch.Tensor | None = None, high: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.clamp(x, low, high)
+
+
+def convert_clip(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:
+    """Clip-11/12/13: onnx2torch's module for constant bounds, ours when a bound is a graph value."""
+    bounds = [name for name in node.input_values[1:3] if name]
+    if all(name in graph.initializers or _is_constant_node(name, graph) for name in bounds):
+        return fallback(node, graph)
+    return result(ClipDynamic(), node)
+
+
+def _is_constant_node(name: str, graph: OnnxGraph) -> bool:
+    try:
+        producer, _ = graph.value_as_node_output(name)
+    except KeyError:
+        return False
+    return producer.operation_type == "Constant"
+
+
+for _v in (11, 12, 13):
+    extend_converter("Clip", _v, convert_clip)

@@ -1,6 +1,8 @@
-"""Pooling: AveragePool with asymmetric or wide padding (any opset) and opset 19/22; GlobalMaxPool."""
+"""Pooling: AveragePool with asymmetric or wide padding (any opset) and opset 19/22; GlobalMaxPool; LpPool."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -74,6 +76,36 @@ def convert_global_max_pool(node: OnnxNode, graph: OnnxGraph) -> OperationConver
 
 
 register_all_versions("GlobalMaxPool", convert_global_max_pool)
+
+
+class LpPool(torch.nn.Module):
+    """(sum over the window of |x|^p)^(1/p), zero padding (which adds nothing to the sum)."""
+
+    def __init__(self, kernel: list[int], strides: list[int], pads: list[int], p: float) -> None:
+        super().__init__()
+        self.window = OnnxAveragePoolPadded(kernel, strides, pads, count_include_pad=True)
+        self.area = math.prod(kernel)
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.window(x.abs() ** self.p) * self.area) ** (1.0 / self.p)
+
+
+def convert_lp_pool(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """LpPool with explicit pads; auto_pad, ceil_mode and dilations other than 1 are refused."""
+    attrs = node.attributes
+    kernel = [int(k) for k in attrs["kernel_shape"]]
+    rank = len(kernel)
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad not in ("NOTSET", "", "VALID") or int(attrs.get("ceil_mode", 0)) or any(int(d) != 1 for d in attrs.get("dilations", [])):
+        raise NotImplementedError("LpPool with auto_pad SAME_*, ceil_mode or dilations is not supported")
+    pads = [int(p) for p in attrs.get("pads", [0] * 2 * rank)]
+    strides = [int(s) for s in attrs.get("strides", [1] * rank)]
+    return result(LpPool(kernel, strides, pads, float(attrs.get("p", 2))), node)
+
+
+register_all_versions("LpPool", convert_lp_pool)
 for _v in (7, 10, 11):
     extend_converter("AveragePool", _v, convert_average_pool)
 for _v in (19, 22):
