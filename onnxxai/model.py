@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import operator
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -267,10 +268,38 @@ def _convert(model: onnx.ModelProto, label: str) -> torch.fx.GraphModule:
         module = onnx2torch.convert(model)
     except Exception as exc:  # noqa: BLE001 - find which node's converter failed and name it
         raise _conversion_error(model, label, exc) from exc
+    _one_result_per_graph_output(module, model)
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
     return module
+
+
+def _one_result_per_graph_output(module: torch.fx.GraphModule, model: onnx.ModelProto) -> None:
+    """Make the GraphModule return exactly the graph's outputs, in order.
+
+    onnx2torch returns one result per *node* that produces graph outputs, so a graph output taken
+    from a multi-output node (Split, LayerNormalization, Attention, ...) comes back as the node's
+    whole tuple, and two outputs of one node collapse into one. Rewire the fx output to pick each
+    graph output by index.
+    """
+    graph = OnnxGraph(model.graph)
+    if not any(len(graph.value_as_node_output(v)[0].output_values) > 1
+               for v in graph.output_values if graph.value_type(v).name == "NODE_OUTPUT"):
+        return
+    by_target = {n.target: n for n in module.graph.nodes if n.op == "call_module"}
+    output = next(n for n in module.graph.nodes if n.op == "output")
+    results = []
+    with module.graph.inserting_before(output):
+        for value in graph.output_values:
+            onnx_node, index = graph.value_as_node_output(value)
+            fx_node = by_target[onnx_node.unique_name]
+            if len(onnx_node.output_values) > 1:
+                fx_node = module.graph.call_function(operator.getitem, (fx_node, index))
+            results.append(fx_node)
+    output.args = (results[0] if len(results) == 1 else tuple(results),)
+    module.graph.lint()
+    module.recompile()
 
 
 def _conversion_error(model: onnx.ModelProto, label: str, exc: Exception) -> Exception:

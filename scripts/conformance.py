@@ -29,12 +29,15 @@ def is_float_case(model: onnx.ModelProto) -> bool:
     return all(v.type.HasField("tensor_type") and v.type.tensor_type.elem_type in FLOATS for v in values)
 
 
-def _typed(array, spec: onnx.ValueInfoProto) -> np.ndarray:
-    """The case's input as the graph input's dtype (some cases store float data as object arrays)."""
+def _typed(array, spec: onnx.ValueInfoProto) -> torch.Tensor:
+    """The case's input as a tensor of the graph input's dtype (some cases store data as object
+    arrays; bfloat16 arrays go through float32, which holds them exactly)."""
     a = np.array(array)
     if a.dtype == object:
         a = a.astype(onnx.helper.tensor_dtype_to_np_dtype(spec.type.tensor_type.elem_type))
-    return a
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.astype(np.float32)).to(torch.bfloat16)
+    return torch.from_numpy(a)
 
 
 def run_case(case, raw: bool) -> tuple[str, str]:
@@ -70,7 +73,7 @@ def run_case(case, raw: bool) -> tuple[str, str]:
     for inputs, expected in case.data_sets:
         try:
             with torch.no_grad():
-                args = [torch.from_numpy(_typed(a, spec)) for a, spec in zip(inputs, graph_inputs)]
+                args = [_typed(a, spec) for a, spec in zip(inputs, graph_inputs)]
                 out = module(*args)
         except Exception as exc:  # noqa: BLE001
             return "runtime error", f"{exc.__class__.__name__}: {str(exc)[:140]}"
@@ -78,8 +81,12 @@ def run_case(case, raw: bool) -> tuple[str, str]:
         if len(outs) != len(expected):
             return "wrong number of outputs", f"{len(outs)} vs {len(expected)}"
         for got, want in zip(outs, expected):
-            got = got.detach().cpu().numpy() if isinstance(got, torch.Tensor) else np.asarray(got)
+            if isinstance(got, torch.Tensor):
+                got = (got.float() if got.dtype == torch.bfloat16 else got).detach().cpu().numpy()
+            got = np.asarray(got)
             want = np.asarray(want)
+            if want.dtype.name == "bfloat16":
+                want = want.astype(np.float32)
             if got.shape != want.shape:
                 return "wrong shape", f"{got.shape} vs {want.shape}"
             if want.dtype.kind in "fc":

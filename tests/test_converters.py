@@ -188,3 +188,34 @@ def test_clip_with_run_time_bounds():
     assert torch.equal(ClipDynamic()(x, low, high), x.clamp(-0.5, 0.7))
     assert torch.equal(ClipDynamic()(x, None, high), x.clamp(max=0.7))
     assert torch.autograd.gradcheck(lambda t: ClipDynamic()(t, low, high), (x,))
+
+
+def test_graph_output_taken_from_a_multi_output_node():
+    """Only the second piece of a Split is a graph output: the module must return that piece alone."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])
+    y = helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 2])
+    z = helper.make_tensor_value_info("c", TensorProto.FLOAT, [2, 3])
+    split = helper.make_node("Split", ["x", "sizes"], ["a", "b", "c"], name="split", axis=1)
+    relu = helper.make_node("Relu", ["a"], ["r"], name="relu")
+    graph = helper.make_graph([split, relu], "g", [x], [z, y], [numpy_helper.from_array(np.array([1, 2, 3], np.int64), "sizes")])
+    model = onnxxai.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]))
+    assert model.parity.ok, model.parity.summary()
+    data = np.arange(12, dtype=np.float32).reshape(2, 6)
+    c, b = model(data)
+    np.testing.assert_array_equal(b, data[:, 1:3])
+    np.testing.assert_array_equal(c, data[:, 3:])
+
+
+def test_attention_matches_torch_sdpa():
+    from onnxxai.converters.attention import OnnxAttention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 5, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    mask = torch.rand(5, 5) > 0.3
+    mask.fill_diagonal_(True)
+    ours = OnnxAttention(None, None, None, 0.0, False, 0, 1)(q, k, v, mask)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    torch.testing.assert_close(ours, ref)
+    causal = OnnxAttention(None, None, 0.3, 0.0, True, 0, 1)(q, k, v)
+    torch.testing.assert_close(causal, torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3))
+    assert torch.autograd.gradcheck(lambda t: OnnxAttention(None, None, None, 0.0, True, 0, 1)(t, k, v), (q,))
