@@ -168,6 +168,61 @@ def reshape_allowzero(model: onnx.ModelProto) -> int:
     return changed
 
 
+_AUTO_PAD_OPS = {"Conv", "MaxPool", "AveragePool", "LpPool"}
+
+
+def explicit_auto_pad(model: onnx.ModelProto) -> int:
+    """Turn ``auto_pad`` SAME_UPPER / SAME_LOWER / VALID into explicit ``pads`` where the input's
+    spatial size is known (onnx2torch refuses SAME_*; JAX and TensorFlow exports use it)."""
+    shapes = _known_shapes(model)
+    inits = {t.name: t for t in model.graph.initializer}
+    changed = 0
+    for node in model.graph.node:
+        if node.op_type not in _AUTO_PAD_OPS:
+            continue
+        attrs = {a.name: a for a in node.attribute}
+        mode = attrs["auto_pad"].s.decode() if "auto_pad" in attrs else "NOTSET"
+        if mode in ("NOTSET", ""):
+            continue
+        spatial = shapes.get(node.input[0], [])[2:]
+        if "kernel_shape" in attrs:
+            kernel = list(attrs["kernel_shape"].ints)
+        elif node.op_type == "Conv" and len(node.input) > 1 and node.input[1] in inits:
+            kernel = list(inits[node.input[1]].dims[2:])
+        else:
+            continue
+        rank = len(kernel)
+        strides = list(attrs["strides"].ints) if "strides" in attrs else [1] * rank
+        dilations = list(attrs["dilations"].ints) if "dilations" in attrs else [1] * rank
+        if mode == "VALID":
+            pads = [0] * (2 * rank)
+        elif len(spatial) == rank and all(isinstance(d, int) and d > 0 for d in spatial):
+            begins, ends = [], []
+            for size, k, st, dl in zip(spatial, kernel, strides, dilations):
+                out = -(-size // st)
+                total = max((out - 1) * st + (k - 1) * dl + 1 - size, 0)
+                small, large = total // 2, total - total // 2
+                begins.append(small if mode == "SAME_UPPER" else large)
+                ends.append(large if mode == "SAME_UPPER" else small)
+            pads = begins + ends
+        else:
+            continue  # dynamic spatial size: leave it, the converter will name the node
+        for name in ("auto_pad", "pads"):
+            if name in attrs:
+                node.attribute.remove(attrs[name])
+        node.attribute.append(helper.make_attribute("pads", pads))
+        changed += 1
+    return changed
+
+
+def _known_shapes(model: onnx.ModelProto) -> dict[str, list]:
+    shapes: dict[str, list] = {}
+    for value in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+        dims = value.type.tensor_type.shape.dim
+        shapes[value.name] = [d.dim_value if d.HasField("dim_value") else None for d in dims]
+    return shapes
+
+
 def infer_shapes(model: onnx.ModelProto) -> int:
     """Annotate intermediate tensors with inferred shapes and dtypes (best effort; never fails)."""
     try:
@@ -185,6 +240,7 @@ PASSES: list[tuple[str, Callable[[onnx.ModelProto], int], str]] = [
     ("fold_constants", fold_constants, "folded nodes with constant inputs into initializers"),
     ("reshape_allowzero", reshape_allowzero, "cleared Reshape allowzero where the shape has no zero"),
     ("infer_shapes", infer_shapes, "annotated tensors with inferred shapes"),
+    ("explicit_auto_pad", explicit_auto_pad, "replaced auto_pad SAME_*/VALID by explicit pads"),
 ]
 
 
