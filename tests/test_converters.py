@@ -175,12 +175,12 @@ def test_new_module_gradcheck(make, shape):
 
 
 def test_normalizations_with_parameters_gradcheck():
-    from onnxxai.converters.normalization import GroupNormalization, LayerNormalizationWithStats, RMSNormalization
+    from onnxxai.converters.normalization import GroupNormalization, LayerNormalization, RMSNormalization
 
     scale = torch.linspace(0.5, 2.0, 4, dtype=torch.float64)
     _gradcheck(RMSNormalization(-1, 1e-5, True), (2, 3, 4), scale)
     _gradcheck(GroupNormalization(2, 1e-5, False), (2, 4, 3, 3), scale, scale * 0.1)
-    stats = LayerNormalizationWithStats(1, 1e-5)
+    stats = LayerNormalization(1, 1e-5, with_stats=True)
     x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
     w = torch.ones(3, 4, dtype=torch.float64)
     assert torch.autograd.gradcheck(lambda t: stats(t, w)[0] * 2 + stats(t, w)[2], (x,))

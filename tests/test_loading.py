@@ -92,3 +92,34 @@ def test_two_input_model_specs(tmp_path):
     assert [s.name for s in model.inputs] == ["signal", "state"]
     with pytest.raises(onnxxai.InputError, match="several float inputs"):
         model.input_spec()
+
+
+class TokenBlock(torch.nn.Module):
+    """Tokens (N, T, C) through LayerNorm and attention-like mixing: dynamic batch and length."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.norm = torch.nn.LayerNorm(8)
+        self.proj = torch.nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.proj(self.norm(x))
+        weights = torch.softmax(h @ h.transpose(1, 2) / 8**0.5, dim=-1)
+        return (weights @ h).mean(dim=1)
+
+
+def test_dynamic_token_length_layer_norm(tmp_path):
+    """The channel axis is declared dynamic too, so shape inference cannot give LayerNorm a static shape."""
+    torch.manual_seed(0)
+    path = tmp_path / "tokens.onnx"
+    with __import__("warnings").catch_warnings():
+        __import__("warnings").simplefilter("ignore")
+        torch.onnx.export(TokenBlock().eval(), (torch.randn(1, 5, 8),), str(path), dynamo=False, opset_version=17,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "n", 1: "t", 2: "c"}, "y": {0: "n"}})
+    probe = {"x": np.random.default_rng(1).standard_normal((2, 7, 8)).astype(np.float32)}
+    model = onnxxai.load(path, probe_inputs=probe)
+    assert model.inputs[0].shape == ("n", "t", "c")
+    assert model.parity.ok and model.parity.probe_shapes["x"] == (2, 7, 8)
+    x = np.random.default_rng(0).standard_normal((3, 11, 8)).astype(np.float32)
+    ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(model(x), ref, rtol=1e-5, atol=1e-6)

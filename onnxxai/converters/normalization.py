@@ -64,15 +64,20 @@ class GroupNormalization(torch.nn.Module):
         return torch.nn.functional.group_norm(x, self.groups, scale, bias, self.epsilon)
 
 
-class LayerNormalizationWithStats(torch.nn.Module):
-    """LayerNormalization returning (Y, Mean, InvStdDev) for graphs that use the statistics outputs."""
+class LayerNormalization(torch.nn.Module):
+    """LayerNormalization over the axes from ``axis`` on, read off the input at run time; returns
+    (Y, Mean, InvStdDev) when the graph uses the statistics outputs."""
 
-    def __init__(self, axis: int, epsilon: float) -> None:
+    def __init__(self, axis: int, epsilon: float, with_stats: bool = False) -> None:
         super().__init__()
-        self.axis, self.epsilon = axis, epsilon
+        self.axis, self.epsilon, self.with_stats = axis, epsilon, with_stats
 
     def forward(self, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None = None):
-        dims = list(range(self.axis % x.dim(), x.dim()))
+        axis = self.axis % x.dim()
+        if not self.with_stats:
+            return torch.nn.functional.layer_norm(x, x.shape[axis:], scale.expand(x.shape[axis:]),
+                                                  None if bias is None else bias.expand(x.shape[axis:]), self.epsilon)
+        dims = list(range(axis, x.dim()))
         mean = x.mean(dim=dims, keepdim=True)
         inv_std = torch.rsqrt(((x - mean) ** 2).mean(dim=dims, keepdim=True) + self.epsilon)
         y = (x - mean) * inv_std * scale
@@ -109,11 +114,12 @@ def _group_normalization(per_group_affine: bool):
     return convert_group_normalization
 
 
-def convert_layer_norm(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:
-    """LayerNormalization: onnx2torch's module when only Y is used, ours when Mean/InvStdDev are too."""
-    if len(node.output_values) > 1 and any(node.output_values[1:]):
-        return result(LayerNormalizationWithStats(int(node.attributes.get("axis", -1)), float(node.attributes.get("epsilon", 1e-5))), node)
-    return fallback(node, graph)
+def convert_layer_norm(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:  # noqa: ARG001
+    """LayerNormalization: normalized shape taken from the input at run time (onnx2torch's module
+    bakes it from shape inference, which is 0 for dynamic dimensions), statistics outputs when used."""
+    with_stats = len(node.output_values) > 1 and any(node.output_values[1:])
+    module = LayerNormalization(int(node.attributes.get("axis", -1)), float(node.attributes.get("epsilon", 1e-5)), with_stats)
+    return result(module, node)
 
 
 register_all_versions("LpNormalization", convert_lp_normalization)
