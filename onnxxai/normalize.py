@@ -153,6 +153,25 @@ def _walk_nodes(graph: onnx.GraphProto):
                 yield from _walk_nodes(sub)
 
 
+def alias_dotted_domains(model: onnx.ModelProto) -> int:
+    """Rename node domains that contain dots (ai.onnx.ml) to underscores (ai_onnx_ml).
+
+    onnx2torch names each module "<domain>/<node name>" and torch refuses dots in module names;
+    onnxxai registers its ai.onnx.ml converters under the underscored name. Parity is always
+    checked against the original file, whose domains are untouched.
+    """
+    changed = 0
+    for node in model.graph.node:
+        if node.domain not in ("", "ai.onnx") and "." in node.domain:
+            node.domain = node.domain.replace(".", "_")
+            changed += 1
+    if changed:
+        for opset in list(model.opset_import):
+            if "." in opset.domain and opset.domain != "ai.onnx":
+                model.opset_import.append(helper.make_opsetid(opset.domain.replace(".", "_"), opset.version))
+    return changed
+
+
 def reshape_allowzero(model: onnx.ModelProto) -> int:
     """Set ``allowzero=0`` on Reshape nodes whose constant target shape has no zero (where the flag
     cannot matter); the dynamo exporter sets it everywhere and onnx2torch refuses it."""
@@ -238,6 +257,7 @@ PASSES: list[tuple[str, Callable[[onnx.ModelProto], int], str]] = [
     ("name_nodes", name_nodes, "gave unnamed nodes unique names"),
     ("remove_initializer_inputs", remove_initializer_inputs, "dropped initializers listed as graph inputs"),
     ("fold_constants", fold_constants, "folded nodes with constant inputs into initializers"),
+    ("alias_dotted_domains", alias_dotted_domains, "renamed dotted node domains (ai.onnx.ml -> ai_onnx_ml)"),
     ("reshape_allowzero", reshape_allowzero, "cleared Reshape allowzero where the shape has no zero"),
     ("infer_shapes", infer_shapes, "annotated tensors with inferred shapes"),
     ("explicit_auto_pad", explicit_auto_pad, "replaced auto_pad SAME_*/VALID by explicit pads"),

@@ -197,3 +197,20 @@ def test_custom_analyzer(smooth_cnn, rng):
     assert expl.extras["parity"] is smooth_cnn.parity
     with pytest.raises(onnxxai.InputError, match="axis 3 must be 7"):
         onnxxai.analyze(np.zeros((1, 1, 7, 9), np.float32), RandomAnalyzer(smooth_cnn))
+
+
+def test_default_output_is_the_first_float_output(tmp_path, rng):
+    """A classifier exporting (label: int64, scores: float) is explained by its scores."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["scores"], name="mm"),
+             helper.make_node("ArgMax", ["scores"], ["label"], name="argmax", axis=1, keepdims=0)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                              [helper.make_tensor_value_info("label", TensorProto.INT64, ["n"]),
+                               helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", 3])], [w])
+    model = onnxxai.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+    expl = onnxxai.Gradient(model)(x, 1)
+    assert expl.extras["output_name"] == "scores"
+    np.testing.assert_allclose(expl.val, np.repeat(numpy_helper.to_array(w)[:, 1][None], 2, 0), rtol=1e-6)

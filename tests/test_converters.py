@@ -225,3 +225,24 @@ def test_attention_matches_torch_sdpa():
     causal = OnnxAttention(None, None, 0.3, 0.0, True, 0, 1)(q, k, v)
     torch.testing.assert_close(causal, torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3))
     assert torch.autograd.gradcheck(lambda t: OnnxAttention(None, None, None, 0.0, True, 0, 1)(t, k, v), (q,))
+
+
+def test_ml_domain_array_feature_extractor_like_skl2onnx():
+    """skl2onnx maps argmax to class labels with ai.onnx.ml's ArrayFeatureExtractor."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 3)).astype(np.float32), "w")
+    classes = numpy_helper.from_array(np.array([10, 20, 30], np.int64), "classes")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["scores"], name="mm"),
+             helper.make_node("ArgMax", ["scores"], ["idx"], name="argmax", axis=1, keepdims=0),
+             helper.make_node("ArrayFeatureExtractor", ["classes", "idx"], ["label"], name="afe", domain="ai.onnx.ml")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                              [helper.make_tensor_value_info("label", TensorProto.INT64, ["n"]),
+                               helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", 3])], [w, classes])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)])
+    model = onnxxai.load(proto)
+    assert model.parity.ok, model.parity.summary()
+    assert any(p.name == "alias_dotted_domains" and p.changed == 1 for p in model.passes)
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    label, scores = model(x)
+    np.testing.assert_array_equal(label, np.array([10, 20, 30])[scores.argmax(1)])
+    assert [n.domain for n in proto.graph.node][-1] == "ai.onnx.ml"  # the user's model is untouched

@@ -46,7 +46,8 @@ class ModelFunction:
 
     It feeds ``rows`` (a batch of the analyzed input, possibly augmented) to input ``input_name``
     and the user's ``fixed_inputs`` to the others; ``sample_index`` maps each row to the sample
-    of the original batch whose fixed inputs it uses. It returns output ``output_name``.
+    of the original batch whose fixed inputs it uses. It returns output ``output_name`` (by default
+    the first float output).
     """
 
     def __init__(
@@ -66,8 +67,11 @@ class ModelFunction:
                 "gradients need a float input"
             )
         names = [o.name for o in model.outputs]
-        if output_name is None:
-            output_name = names[0]
+        if output_name is None:  # the first float output: classifiers may put an integer label first
+            floats = [o.name for o in model.outputs if o.is_float]
+            if not floats:
+                raise AnalyzerError(f"{model.source}: no float output to explain; outputs are {[str(o) for o in model.outputs]}")
+            output_name = floats[0]
         if output_name not in names:
             raise AnalyzerError(f"{model.source}: no output named {output_name!r}; outputs are {names}")
         self.output_name = output_name

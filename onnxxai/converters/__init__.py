@@ -11,7 +11,7 @@ import importlib
 
 __all__ = ["register", "FAMILIES"]
 
-FAMILIES = ("reduce", "pad", "pool", "activation", "split", "compat", "unary", "normalization", "shape", "sampling", "attention")
+FAMILIES = ("reduce", "pad", "pool", "activation", "split", "compat", "unary", "normalization", "shape", "sampling", "attention", "ml")
 _REGISTERED = False
 
 

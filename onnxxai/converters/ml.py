@@ -1,0 +1,32 @@
+"""Ops of the ai.onnx.ml domain that classifier exports (skl2onnx) put beside the network."""
+
+from __future__ import annotations
+
+import torch
+from onnx2torch.node_converters.registry import add_converter
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OperationConverterResult
+
+from onnxxai.converters._util import result
+
+#: onnx2torch names each module "<domain>/<node>", and torch refuses dots in module names, so the
+#: normalization pass ``alias_dotted_domains`` renames ai.onnx.ml to this before conversion.
+ML_DOMAIN = "ai_onnx_ml"
+
+
+class ArrayFeatureExtractor(torch.nn.Module):
+    """``x[..., indices]``: select entries of the last axis (skl2onnx maps argmax to class labels with it)."""
+
+    def forward(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        index = indices.reshape(-1).long()
+        out = x.index_select(-1, index)
+        return out if x.dim() > 1 or indices.dim() > 0 else out.reshape(())
+
+
+def convert_array_feature_extractor(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """ArrayFeatureExtractor (ai.onnx.ml, opset 1)."""
+    return result(ArrayFeatureExtractor(), node)
+
+
+add_converter(operation_type="ArrayFeatureExtractor", version=1, domain=ML_DOMAIN)(convert_array_feature_extractor)
