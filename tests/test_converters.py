@@ -236,7 +236,7 @@ def test_ml_domain_array_feature_extractor_like_skl2onnx():
              helper.make_node("ArgMax", ["scores"], ["idx"], name="argmax", axis=1, keepdims=0),
              helper.make_node("ArrayFeatureExtractor", ["classes", "idx"], ["label"], name="afe", domain="ai.onnx.ml")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
-                              [helper.make_tensor_value_info("label", TensorProto.INT64, ["n"]),
+                              [helper.make_tensor_value_info("label", TensorProto.INT64, [1, "n"]),
                                helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["n", 3])], [w, classes])
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 1)])
     model = onnxxai.load(proto)
@@ -244,5 +244,5 @@ def test_ml_domain_array_feature_extractor_like_skl2onnx():
     assert any(p.name == "alias_dotted_domains" and p.changed == 1 for p in model.passes)
     x = rng.standard_normal((5, 4)).astype(np.float32)
     label, scores = model(x)
-    np.testing.assert_array_equal(label, np.array([10, 20, 30])[scores.argmax(1)])
+    np.testing.assert_array_equal(label.reshape(-1), np.array([10, 20, 30])[scores.argmax(1)])
     assert [n.domain for n in proto.graph.node][-1] == "ai.onnx.ml"  # the user's model is untouched

@@ -16,12 +16,12 @@ ML_DOMAIN = "ai_onnx_ml"
 
 
 class ArrayFeatureExtractor(torch.nn.Module):
-    """``x[..., indices]``: select entries of the last axis (skl2onnx maps argmax to class labels with it)."""
+    """``x[..., indices]``: entries of the last axis (skl2onnx maps argmax to class labels with it).
+    A 1-D ``x`` gives shape (1, k), as onnxruntime does."""
 
     def forward(self, x: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
-        index = indices.reshape(-1).long()
-        out = x.index_select(-1, index)
-        return out if x.dim() > 1 or indices.dim() > 0 else out.reshape(())
+        out = x.index_select(-1, indices.reshape(-1).long())
+        return out.reshape(1, -1) if x.dim() == 1 else out
 
 
 def convert_array_feature_extractor(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
