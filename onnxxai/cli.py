@@ -13,8 +13,10 @@ from pathlib import Path
 
 import onnx
 
-from onnxxai.errors import InputError, OnnxxaiError, ParityError
-from onnxxai.model import load
+from onnxxai.diagnostics import gradient_flow
+from onnxxai.errors import InputError, OnnxxaiError, ParityError, UnsupportedOpError
+from onnxxai.model import load, unsupported_nodes
+from onnxxai.normalize import normalize
 from onnxxai.reading import read_model
 
 __all__ = ["main"]
@@ -31,6 +33,7 @@ def _check(args: argparse.Namespace) -> int:
         "ops": dict(sorted(ops.items())),
     }
     status = 0
+    model = None
     try:
         model = load(args.model, strict=True, device=args.device)
     except ParityError as exc:
@@ -38,16 +41,35 @@ def _check(args: argparse.Namespace) -> int:
         report["parity"] = exc.report.to_dict()
         report["error"] = str(exc)
         status = 1
+    except UnsupportedOpError as exc:
+        graph = onnx.ModelProto()
+        graph.CopyFrom(proto)
+        normalize(graph)
+        report["converted"] = False
+        report["unsupported"] = [{"op": e.op_type, "domain": e.domain or "ai.onnx", "opset": e.opset, "node": e.node_name}
+                                 for e in unsupported_nodes(graph)] or [{"op": exc.op_type, "domain": exc.domain or "ai.onnx",
+                                                                         "opset": exc.opset, "node": exc.node_name}]
+        report["error"] = str(exc)
+        status = 1
     except OnnxxaiError as exc:
         report["converted"] = False
         report["error"] = str(exc)
         status = 1
-    else:
+    if model is not None:
         report["converted"] = True
         report["inputs"] = [str(s) for s in model.inputs]
         report["outputs"] = [str(s) for s in model.outputs]
         report["passes"] = [{"name": p.name, "changed": p.changed} for p in model.passes if p.changed]
         report["parity"] = model.parity.to_dict()
+        try:
+            gradient = gradient_flow(model, proto)
+        except OnnxxaiError as exc:
+            report["gradient"] = {"ok": False, "error": str(exc)}
+            status = 1
+        else:
+            report["gradient"] = gradient.to_dict()
+            report["gradient_summary"] = gradient.summary()
+            status = 0 if gradient.ok else 1
     if args.json:
         print(json.dumps(report, indent=2, default=str))
         return status
@@ -60,6 +82,9 @@ def _check(args: argparse.Namespace) -> int:
         print("outputs   " + "; ".join(report["outputs"]))
         print("passes    " + (", ".join(f"{p['name']} ({p['changed']})" for p in report["passes"]) or "none"))
         print(model.parity.summary())
+        print(report.get("gradient_summary") or f"gradient FAILED: {report['gradient'].get('error')}")
+    for item in report.get("unsupported", []):
+        print(f"unsupported {item['domain']}::{item['op']} (opset {item['opset']}) at node {item['node']!r}")
     if "error" in report:
         print(f"error     {report['error']}")
     return status
@@ -203,7 +228,7 @@ def _label(labels: list[str] | None, index: int) -> str | None:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onnxxai", description="Verified explanations for ONNX models.")
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="convert and verify a model against onnxruntime; print the report")
+    check = sub.add_parser("check", help="convert and verify a model (parity with onnxruntime, gradient flow); print the report")
     check.add_argument("model", help="path to an .onnx file")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument("--device", default="cpu", help="torch device for the converted graph (default: cpu)")

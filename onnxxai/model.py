@@ -23,7 +23,7 @@ from onnxxai.normalize import PassResult, normalize
 from onnxxai.parity import DEFAULT_ATOL, DEFAULT_RTOL, ParityReport, compare_outputs, execution_provider, run_onnxruntime
 from onnxxai.reading import read_model
 
-__all__ = ["load", "convert", "Model", "TensorSpec", "DEFAULT_BATCH", "DEFAULT_DIM"]
+__all__ = ["load", "convert", "unsupported_nodes", "Model", "TensorSpec", "DEFAULT_BATCH", "DEFAULT_DIM"]
 
 #: Size given to a dynamic first (batch) dimension in probe inputs.
 DEFAULT_BATCH = 2
@@ -242,7 +242,9 @@ def _opset_of(domain: str, model: onnx.ModelProto) -> tuple[str, int]:
     return domain, opsets.get(domain, 0)
 
 
-def _check_supported(model: onnx.ModelProto, label: str) -> None:
+def unsupported_nodes(model: onnx.ModelProto) -> list[UnsupportedOpError]:
+    """Every node of a (normalized) graph whose op, domain and opset have no converter."""
+    converters.register()
     missing: list[UnsupportedOpError] = []
     for node in model.graph.node:
         domain, version = _opset_of(node.domain, model)
@@ -250,6 +252,11 @@ def _check_supported(model: onnx.ModelProto, label: str) -> None:
             get_converter(operation_type=node.op_type, version=version, domain=domain)
         except NotImplementedError:
             missing.append(UnsupportedOpError(node.op_type, domain, version, node.name))
+    return missing
+
+
+def _check_supported(model: onnx.ModelProto, label: str) -> None:
+    missing = unsupported_nodes(model)
     if missing:
         first = missing[0]
         others = {(e.domain, e.op_type, e.opset) for e in missing[1:]} - {(first.domain, first.op_type, first.opset)}

@@ -154,7 +154,7 @@ def _walk_nodes(graph: onnx.GraphProto):
 
 
 def alias_dotted_domains(model: onnx.ModelProto) -> int:
-    """Rename node domains that contain dots (ai.onnx.ml) to underscores (ai_onnx_ml).
+    """Rename the dotted domain ai.onnx.ml to ai_onnx_ml.
 
     onnx2torch names each module "<domain>/<node name>" and torch refuses dots in module names;
     onnxxai registers its ai.onnx.ml converters under the underscored name. Parity is always
@@ -162,14 +162,18 @@ def alias_dotted_domains(model: onnx.ModelProto) -> int:
     """
     changed = 0
     for node in model.graph.node:
-        if node.domain not in ("", "ai.onnx") and "." in node.domain:
-            node.domain = node.domain.replace(".", "_")
+        if node.domain in _ALIASED_DOMAINS:
+            node.domain = _ALIASED_DOMAINS[node.domain]
             changed += 1
     if changed:
         for opset in list(model.opset_import):
-            if "." in opset.domain and opset.domain != "ai.onnx":
-                model.opset_import.append(helper.make_opsetid(opset.domain.replace(".", "_"), opset.version))
+            if opset.domain in _ALIASED_DOMAINS:
+                model.opset_import.append(helper.make_opsetid(_ALIASED_DOMAINS[opset.domain], opset.version))
     return changed
+
+
+#: dotted domains onnxxai has converters for (other domains keep their names, so errors name them as written)
+_ALIASED_DOMAINS = {"ai.onnx.ml": "ai_onnx_ml"}
 
 
 def reshape_allowzero(model: onnx.ModelProto) -> int:

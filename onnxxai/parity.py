@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-__all__ = ["ParityReport", "OutputParity", "run_onnxruntime", "compare_outputs", "execution_provider"]
+__all__ = ["ParityReport", "OutputParity", "onnxruntime_session", "run_onnxruntime", "compare_outputs", "execution_provider"]
 
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-6
@@ -73,13 +73,16 @@ def execution_provider() -> str:
     return "CUDAExecutionProvider" if "CUDAExecutionProvider" in available else "CPUExecutionProvider"
 
 
-def run_onnxruntime(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], provider: str | None = None) -> list[np.ndarray]:
-    """Run the model in onnxruntime on ``feeds``; returns every graph output in order."""
-    provider = provider or execution_provider()
+def onnxruntime_session(model: onnx.ModelProto, provider: str | None = None) -> ort.InferenceSession:
+    """An onnxruntime session for ``model`` on ``provider`` (default: :func:`execution_provider`)."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=[provider])
-    return session.run(None, dict(feeds))
+    return ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=[provider or execution_provider()])
+
+
+def run_onnxruntime(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], provider: str | None = None) -> list[np.ndarray]:
+    """Run the model in onnxruntime on ``feeds``; returns every graph output in order."""
+    return onnxruntime_session(model, provider).run(None, dict(feeds))
 
 
 def compare_outputs(

@@ -109,3 +109,29 @@ def test_run_help_lists_methods_not_built_yet():
     text = " ".join(proc.stdout.split())
     for method in ("gradient", "input-x-gradient", "smoothgrad", "integrated-gradients", "gradcam", "lrp"):
         assert method in text
+
+
+def test_check_reports_gradient_flow(smooth_cnn_path):
+    report = json.loads(_run("check", smooth_cnn_path, "--json").stdout)
+    assert report["gradient"]["ok"] and report["gradient"]["fd_rel_error"] < 2e-2
+    assert report["gradient"]["input_name"] == "x"
+
+
+def test_check_lists_every_unsupported_node(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    nodes = [helper.make_node("Relu", ["x"], ["a"], name="ok_relu"),
+             helper.make_node("Wobble", ["a"], ["b"], name="first_wobble", domain="com.example"),
+             helper.make_node("Wobble", ["b"], ["y"], name="second_wobble", domain="com.example")]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)])
+    path = tmp_path / "wobble.onnx"
+    onnx.save(model, str(path))
+    proc = _run("check", path, "--json")
+    assert proc.returncode == 1
+    report = json.loads(proc.stdout)
+    assert [u["node"] for u in report["unsupported"]] == ["first_wobble", "second_wobble"]
+    assert report["unsupported"][0] == {"op": "Wobble", "domain": "com.example", "opset": 1, "node": "first_wobble"}

@@ -52,6 +52,11 @@ class GradientAnalyzer(Analyzer):
             rows = rows.detach().requires_grad_(True)
             out = self.function(rows, sample_index)
             index = target if isinstance(target, torch.Tensor) else target(out.detach())
+            if not out.requires_grad:
+                raise AnalyzerError(
+                    f"output {self.function.output_name!r} does not depend differentiably on input "
+                    f"{self.function.input_name!r} (no gradient path: integer casts, argmax, ...)"
+                )
             (grad,) = torch.autograd.grad(select(out, index).sum(), rows)
         return self.combine(rows.detach(), grad), out.detach(), index
 
