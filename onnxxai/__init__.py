@@ -12,20 +12,29 @@ from onnxxai.errors import (
 )
 from onnxxai.model import Model, TensorSpec, load
 from onnxxai.parity import ParityReport
-
-__version__ = "0.1.0"
 from onnxxai.explanation import Explanation
 from onnxxai.selectors import IndexSelector, MaxActivation, OutputSelector, PerSampleSelector
-from onnxxai.heatmap import heatmap, save_png
 from onnxxai.analyzers import (
+    LRP,
     Analyzer,
+    Composite,
+    EpsilonAlpha2Beta1,
+    EpsilonAlpha2Beta1Flat,
+    EpsilonGammaBox,
+    EpsilonPlus,
+    EpsilonPlusFlat,
     Gradient,
     InputTimesGradient,
     IntegratedGradients,
     InterpolationAugmentation,
+    LRPModelError,
     NoiseAugmentation,
     Normal,
     SmoothGrad,
     Uniform,
     analyze,
+    lrp,
 )
+from onnxxai.heatmap import heatmap, save_png
+
+__version__ = "0.1.0"

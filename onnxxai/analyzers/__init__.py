@@ -10,6 +10,17 @@ from onnxxai.analyzers.augment import (
 )
 from onnxxai.analyzers.base import Analyzer, ModelFunction, analyze
 from onnxxai.analyzers.gradient import Gradient, GradientAnalyzer, InputTimesGradient
+from onnxxai.analyzers import lrp
+from onnxxai.analyzers.lrp import (
+    LRP,
+    Composite,
+    EpsilonAlpha2Beta1,
+    EpsilonAlpha2Beta1Flat,
+    EpsilonGammaBox,
+    EpsilonPlus,
+    EpsilonPlusFlat,
+    LRPModelError,
+)
 
 __all__ = [
     "Analyzer",
@@ -24,4 +35,13 @@ __all__ = [
     "IntegratedGradients",
     "Normal",
     "Uniform",
+    "lrp",
+    "LRP",
+    "LRPModelError",
+    "Composite",
+    "EpsilonPlus",
+    "EpsilonPlusFlat",
+    "EpsilonAlpha2Beta1",
+    "EpsilonAlpha2Beta1Flat",
+    "EpsilonGammaBox",
 ]
