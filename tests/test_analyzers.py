@@ -214,3 +214,34 @@ def test_default_output_is_the_first_float_output(tmp_path, rng):
     expl = onnxxai.Gradient(model)(x, 1)
     assert expl.extras["output_name"] == "scores"
     np.testing.assert_allclose(expl.val, np.repeat(numpy_helper.to_array(w)[:, 1][None], 2, 0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "tf32"])
+def test_reduced_precision_reports_its_error_against_float32(smooth_cnn, rng, precision):
+    x = rng.standard_normal((3, 1, 7, 7)).astype(np.float32)
+    exact = onnxxai.IntegratedGradients(smooth_cnn, n=16)(x, 2).val
+    expl = onnxxai.IntegratedGradients(smooth_cnn, n=16, precision=precision, check_precision=True)(x, 2)
+    report = expl.extras["precision_error"]
+    assert report["precision"] == precision
+    assert expl.val.dtype == np.float32
+    err = np.linalg.norm(expl.val - exact) / np.linalg.norm(exact)
+    assert report["relative_l2"] == pytest.approx(err, rel=1e-3, abs=1e-9)
+    if precision == "bf16":  # bfloat16 keeps 8 bits of mantissa: visibly inexact, still aligned
+        assert 1e-4 < report["relative_l2"] < 0.1 and report["cosine"] > 0.99
+    else:  # TF32 only changes CUDA matmuls/convolutions: exact on the CPU
+        assert report["relative_l2"] < 1e-6
+
+
+def test_precision_flags_are_restored(smooth_cnn, rng):
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    onnxxai.Gradient(smooth_cnn, precision="tf32")(rng.standard_normal((1, 1, 7, 7)).astype(np.float32))
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    with pytest.raises(onnxxai.AnalyzerError, match="precision"):
+        onnxxai.Gradient(smooth_cnn, precision="fp8")
+
+
+def test_compiled_graph_gives_the_same_attribution(smooth_cnn, rng):
+    x = rng.standard_normal((2, 1, 7, 7)).astype(np.float32)
+    eager = onnxxai.Gradient(smooth_cnn)(x, 1).val
+    compiled = onnxxai.Gradient(smooth_cnn, compile=True)(x, 1).val
+    np.testing.assert_allclose(compiled, eager, rtol=1e-4, atol=1e-6)

@@ -90,6 +90,7 @@ class _Augmentation(Analyzer):
             raise AnalyzerError(f"n must be a positive integer, got {n}")
         self.analyzer = analyzer
         self.function = analyzer.function
+        self.check_precision = analyzer.check_precision
         self.n = int(n)
         self.batch_size = batch_size
 
@@ -263,8 +264,12 @@ class SmoothGrad(NoiseAugmentation):
         input_name: str | None = None,
         output_name: str | None = None,
         fixed_inputs: Mapping[str, Any] | None = None,
+        precision: str = "float32",
+        compile: bool = False,
+        check_precision: bool = False,
     ) -> None:
-        inner = Gradient(model, input_name=input_name, output_name=output_name, fixed_inputs=fixed_inputs)
+        inner = Gradient(model, input_name=input_name, output_name=output_name, fixed_inputs=fixed_inputs,
+                         precision=precision, compile=compile, check_precision=check_precision)
         super().__init__(inner, n, std, distribution=distribution, generator=generator, batch_size=batch_size)
 
     @property
@@ -287,8 +292,12 @@ class IntegratedGradients(InterpolationAugmentation):
         input_name: str | None = None,
         output_name: str | None = None,
         fixed_inputs: Mapping[str, Any] | None = None,
+        precision: str = "float32",
+        compile: bool = False,
+        check_precision: bool = False,
     ) -> None:
-        inner = Gradient(model, input_name=input_name, output_name=output_name, fixed_inputs=fixed_inputs)
+        inner = Gradient(model, input_name=input_name, output_name=output_name, fixed_inputs=fixed_inputs,
+                         precision=precision, compile=compile, check_precision=check_precision)
         super().__init__(inner, n, baseline, method=method, batch_size=batch_size)
 
     @property

@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -14,7 +16,10 @@ from onnxxai.explanation import Explanation
 from onnxxai.model import Model
 from onnxxai.selectors import OutputSelector, as_selector
 
-__all__ = ["Analyzer", "ModelFunction", "analyze", "select", "chunks"]
+__all__ = ["Analyzer", "ModelFunction", "analyze", "select", "chunks", "PRECISIONS"]
+
+#: numerics of the forward/backward passes: exact float32, TF32 tensor cores, or bfloat16 autocast
+PRECISIONS = ("float32", "tf32", "bf16")
 
 
 class Analyzer(ABC):
@@ -56,7 +61,14 @@ class ModelFunction:
         input_name: str | None = None,
         output_name: str | None = None,
         fixed_inputs: Mapping[str, Any] | None = None,
+        precision: str = "float32",
+        compile: bool = False,
     ) -> None:
+        if precision not in PRECISIONS:
+            raise AnalyzerError(f"precision must be one of {PRECISIONS}, not {precision!r}")
+        self.precision = precision
+        self.compile = bool(compile)
+        self._compiled: Any = None
         if not isinstance(model, Model):
             raise AnalyzerError(f"expected an onnxxai.Model (from onnxxai.load), got {type(model).__name__}")
         self.model = model
@@ -101,7 +113,34 @@ class ModelFunction:
                         "give it batch 1 or the same batch"
                     )
                 feeds[name] = value.index_select(0, sample_index)
-        return self.model.forward(feeds)[self.output_index]
+        args = [feeds[s.name] for s in self.model.inputs]
+        with self.numerics(rows.device):
+            out = self._module()(*args)
+        out = out[self.output_index] if isinstance(out, (tuple, list)) else out
+        return out.to(rows.dtype) if out.dtype != rows.dtype and out.is_floating_point() else out
+
+    def _module(self):
+        if not self.compile:
+            return self.model.torch_module
+        if self._compiled is None:
+            self._compiled = torch.compile(self.model.torch_module, dynamic=True)
+        return self._compiled
+
+    @contextlib.contextmanager
+    def numerics(self, device: torch.device):
+        """float32 (no TF32 anywhere), tf32 (TF32 matmuls and convolutions) or bf16 (autocast); the
+        global flags touched are restored on exit."""
+        matmul = torch.backends.cuda.matmul.allow_tf32
+        try:
+            torch.backends.cuda.matmul.allow_tf32 = self.precision == "tf32"
+            with torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, allow_tf32=self.precision == "tf32"):
+                if self.precision == "bf16":
+                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16):
+                        yield
+                else:
+                    yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = matmul
 
     def output(self, x: torch.Tensor) -> torch.Tensor:
         """The output on a clean batch, without autograd."""
@@ -136,13 +175,32 @@ def analyze(input: Any, analyzer: Analyzer, output_selection: Any = None) -> Exp
         x = model.as_tensor(function.input_name if function is not None else model.input_spec().name, input)
     else:
         x = input.detach() if isinstance(input, torch.Tensor) else torch.as_tensor(np.asarray(input))
-    expl = analyzer.explain(x, as_selector(output_selection))
+    selector = as_selector(output_selection)
+    expl = analyzer.explain(x, selector)
+    if function is not None and getattr(analyzer, "check_precision", False) and function.precision != "float32":
+        expl.extras["precision_error"] = _precision_error(analyzer, function, x, selector, expl)
     if isinstance(model, Model):
         report = model.parity
         expl.extras.setdefault("parity", report)
         if not report.ok:
             expl.extras["warning"] = "the converted graph failed its parity check: " + report.summary()
     return _follow_input_type(expl, input)
+
+
+def _precision_error(analyzer: Analyzer, function: ModelFunction, x: torch.Tensor, selector, expl: Explanation) -> dict:
+    """Relative L2 distance and cosine similarity of the attribution to a float32 run (same selection)."""
+    precision, compiled = function.precision, function.compile
+    try:
+        function.precision, function.compile = "float32", False
+        reference = analyzer.explain(x, lambda _out: expl.output_selection).val
+    finally:
+        function.precision, function.compile = precision, compiled
+    a, b = expl.val.double().flatten(), reference.double().flatten()
+    return {
+        "precision": precision,
+        "relative_l2": float((a - b).norm() / b.norm().clamp_min(1e-30)),
+        "cosine": float(torch.nn.functional.cosine_similarity(a, b, dim=0)),
+    }
 
 
 def _follow_input_type(expl: Explanation, input: Any) -> Explanation:
