@@ -245,3 +245,13 @@ def test_compiled_graph_gives_the_same_attribution(smooth_cnn, rng):
     eager = onnxxai.Gradient(smooth_cnn)(x, 1).val
     compiled = onnxxai.Gradient(smooth_cnn, compile=True)(x, 1).val
     np.testing.assert_allclose(compiled, eager, rtol=1e-4, atol=1e-6)
+
+
+def test_row_chunks_resize_after_the_first_piece():
+    from onnxxai.analyzers.base import RowChunks
+
+    assert list(RowChunks(10, 4)) == [(0, 4), (4, 8), (8, 10)]
+    seen = []
+    plan = RowChunks(20, 3, resize=lambda rows: seen.append(rows) or 7)
+    assert list(plan) == [(0, 3), (3, 10), (10, 17), (17, 20)]
+    assert seen == [3]  # measured once, on the first piece

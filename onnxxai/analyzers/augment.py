@@ -1,8 +1,9 @@
 """Input augmentations around gradient analyzers: noise (SmoothGrad) and interpolation (IG).
 
 Both pick the output once on the clean input and keep it for every augmented sample, and both
-push the ``n * batch`` augmented rows through the inner analyzer in chunks of ``batch_size`` rows
-(one forward and one backward per chunk), so memory stays bounded whatever ``n`` is.
+push the ``n * batch`` augmented rows through the inner analyzer in chunks (one forward and one
+backward per chunk), so memory stays bounded whatever ``n`` is: ``batch_size`` rows when given,
+else sized automatically (on CUDA, to a memory budget measured on the first chunk).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from onnxxai.analyzers.base import Analyzer, chunks, select
+from onnxxai.analyzers.base import Analyzer, CudaMemoryBudget, RowChunks, select
 from onnxxai.analyzers.gradient import Gradient, GradientAnalyzer
 from onnxxai.errors import AnalyzerError
 from onnxxai.explanation import Explanation
@@ -94,8 +95,16 @@ class _Augmentation(Analyzer):
         self.n = int(n)
         self.batch_size = batch_size
 
-    def _rows_per_chunk(self, batch: int) -> int:
-        return int(self.batch_size) if self.batch_size else max(DEFAULT_CHUNK_ROWS, batch)
+    def _row_chunks(self, batch: int, device: torch.device) -> RowChunks:
+        """Chunks of the ``n * batch`` augmented rows: ``batch_size`` rows when given; else, on CUDA,
+        the first chunk has the batch's rows and the rest are sized to a memory budget measured on it;
+        on the CPU, :data:`DEFAULT_CHUNK_ROWS` (or the batch, if larger)."""
+        total = self.n * batch
+        if self.batch_size:
+            return RowChunks(total, int(self.batch_size))
+        if device.type == "cuda":
+            return RowChunks(total, batch, CudaMemoryBudget(device, limit=total))
+        return RowChunks(total, max(DEFAULT_CHUNK_ROWS, batch))
 
     def _select_clean(self, x: torch.Tensor, selector: OutputSelector) -> tuple[torch.Tensor, torch.Tensor]:
         output = self.function.output(x)
@@ -143,7 +152,7 @@ class NoiseAugmentation(_Augmentation):
         else:
             scale, dist, described = None, self.distribution, repr(self.distribution)
         total = torch.zeros_like(input)
-        for start, stop in chunks(self.n * b, self._rows_per_chunk(b)):
+        for start, stop in self._row_chunks(b, input.device):
             sample_index = torch.arange(start, stop, device=input.device) % b
             noise = dist.sample((stop - start, *input.shape[1:]), gen, input.device, input.dtype)
             if scale is not None:
@@ -228,7 +237,7 @@ class InterpolationAugmentation(_Augmentation):
         weights = torch.as_tensor(self.weights, device=input.device, dtype=input.dtype)
         total = torch.zeros_like(input)
         shape = (-1, *[1] * (input.dim() - 1))
-        for start, stop in chunks(self.n * b, self._rows_per_chunk(b)):
+        for start, stop in self._row_chunks(b, input.device):
             row = torch.arange(start, stop, device=input.device)
             sample_index, step = row % b, row // b
             rows = baseline.index_select(0, sample_index) + alphas[step].view(shape) * delta.index_select(0, sample_index)

@@ -16,7 +16,7 @@ from onnxxai.explanation import Explanation
 from onnxxai.model import Model
 from onnxxai.selectors import OutputSelector, as_selector
 
-__all__ = ["Analyzer", "ModelFunction", "analyze", "select", "chunks", "PRECISIONS"]
+__all__ = ["Analyzer", "ModelFunction", "analyze", "select", "chunks", "RowChunks", "CudaMemoryBudget", "PRECISIONS"]
 
 #: numerics of the forward/backward passes: exact float32, TF32 tensor cores, or bfloat16 autocast
 PRECISIONS = ("float32", "tf32", "bf16")
@@ -160,6 +160,47 @@ def chunks(total: int, size: int | None):
         raise AnalyzerError(f"batch_size must be a positive integer, got {size}")
     for start in range(0, total, size):
         yield start, min(start + size, total)
+
+
+class RowChunks:
+    """``(start, stop)`` pieces over ``total`` rows, of ``size`` rows each; with a ``resize``
+    callback, the size after the first piece is ``resize(rows_in_first_piece)`` (used to fit the
+    chunk to a memory budget measured on the first piece)."""
+
+    def __init__(self, total: int, size: int, resize=None) -> None:
+        self.total, self.size, self.resize = total, max(1, int(size)), resize
+
+    def __iter__(self):
+        start, first = 0, True
+        while start < self.total:
+            stop = min(start + self.size, self.total)
+            yield start, stop
+            if first and self.resize is not None:
+                self.size = max(1, int(self.resize(stop - start)))
+            first = False
+            start = stop
+
+
+class CudaMemoryBudget:
+    """Measures the peak CUDA memory of the first chunk and sizes the next ones to use at most
+    ``fraction`` of the memory still available (free on the device plus cached by torch).
+
+    Resets torch's CUDA peak-memory statistics when it starts a measurement.
+    """
+
+    def __init__(self, device: torch.device, fraction: float = 0.6, limit: int | None = None) -> None:
+        self.device, self.fraction, self.limit = device, fraction, limit
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        self.base = torch.cuda.memory_allocated(device)
+
+    def __call__(self, rows: int) -> int:
+        torch.cuda.synchronize(self.device)
+        per_row = max((torch.cuda.max_memory_allocated(self.device) - self.base) / rows, 1.0)
+        free, _ = torch.cuda.mem_get_info(self.device)
+        cached = torch.cuda.memory_reserved(self.device) - torch.cuda.memory_allocated(self.device)
+        size = int(self.fraction * (free + cached) / per_row)
+        return max(1, min(size, self.limit or size))
 
 
 def analyze(input: Any, analyzer: Analyzer, output_selection: Any = None) -> Explanation:
