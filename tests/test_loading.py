@@ -123,3 +123,14 @@ def test_dynamic_token_length_layer_norm(tmp_path):
     x = np.random.default_rng(0).standard_normal((3, 11, 8)).astype(np.float32)
     ref = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(model(x), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("variant", ["legacy17", "dynamo"])
+def test_resnet18_gradient_flows(resnet18_paths, variant):
+    """The corpus check on the fast subset: finite, non-zero, equal to finite differences."""
+    from onnxxai.diagnostics import gradient_flow
+
+    model = onnxxai.load(resnet18_paths[variant])
+    report = gradient_flow(model, onnx.load(str(resnet18_paths[variant])))
+    assert report.ok, report.summary()
+    assert report.reference == "float64" and report.fd_rel_error < 1e-3
