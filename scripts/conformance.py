@@ -32,7 +32,7 @@ def is_float_case(model: onnx.ModelProto) -> bool:
 def _typed(array, spec: onnx.ValueInfoProto) -> torch.Tensor:
     """The case's input as a tensor of the graph input's dtype (some cases store data as object
     arrays; bfloat16 arrays go through float32, which holds them exactly)."""
-    a = np.array(array)
+    a = onnx.numpy_helper.to_array(array) if isinstance(array, onnx.TensorProto) else np.array(array)
     if a.dtype == object:
         a = a.astype(onnx.helper.tensor_dtype_to_np_dtype(spec.type.tensor_type.elem_type))
     if a.dtype.name == "bfloat16":
@@ -84,7 +84,7 @@ def run_case(case, raw: bool) -> tuple[str, str]:
             if isinstance(got, torch.Tensor):
                 got = (got.float() if got.dtype == torch.bfloat16 else got).detach().cpu().numpy()
             got = np.asarray(got)
-            want = np.asarray(want)
+            want = onnx.numpy_helper.to_array(want) if isinstance(want, onnx.TensorProto) else np.asarray(want)
             if want.dtype.name == "bfloat16":
                 want = want.astype(np.float32)
             if got.shape != want.shape:

@@ -21,6 +21,7 @@ OPS = {
     "Gelu", "GlobalMaxPool", "GroupNormalization", "LayerNormalization", "MeanVarianceNormalization",
     "RMSNormalization", "Flatten", "Split", "ReduceMax", "ReduceMin", "ReduceProd",
     "Gemm", "MatMul", "Add", "Relu", "Softmax", "Concat", "Transpose", "GlobalAveragePool",
+    "Cast", "CastLike", "Conv", "GridSample", "Selu",
 }
 
 

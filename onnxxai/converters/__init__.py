@@ -11,7 +11,7 @@ import importlib
 
 __all__ = ["register", "FAMILIES"]
 
-FAMILIES = ("reduce", "pad", "pool", "activation", "split", "compat", "unary", "normalization", "shape", "sampling", "attention", "ml")
+FAMILIES = ("reduce", "pad", "pool", "activation", "split", "compat", "unary", "normalization", "shape", "sampling", "attention", "ml", "conv")
 _REGISTERED = False
 
 

@@ -78,3 +78,23 @@ def _is_constant_node(name: str, graph: OnnxGraph) -> bool:
 
 for _v in (11, 12, 13):
     extend_converter("Clip", _v, convert_clip)
+
+
+class Selu(torch.nn.Module):
+    """SELU with the node's own alpha and gamma (torch's nn.SELU fixes both)."""
+
+    def __init__(self, alpha: float, gamma: float) -> None:
+        super().__init__()
+        self.alpha, self.gamma = alpha, gamma
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gamma * torch.where(x > 0, x, self.alpha * (torch.exp(x) - 1))
+
+
+def convert_selu(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:  # noqa: ARG001
+    """Selu with any alpha/gamma (defaults 1.67326..., 1.0507...)."""
+    return result(Selu(float(node.attributes.get("alpha", 1.67326319217681884765625)),
+                       float(node.attributes.get("gamma", 1.05070102214813232421875))), node)
+
+
+extend_converter("Selu", 6, convert_selu)

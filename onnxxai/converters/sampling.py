@@ -1,4 +1,4 @@
-"""GridSample (opset 16/20/22) for 4-D inputs, on torch's grid_sample."""
+"""GridSample (opset 16/20/22) for 4-D inputs and (not cubic) 5-D inputs, on torch's grid_sample."""
 
 from __future__ import annotations
 
@@ -14,15 +14,15 @@ _PADDING = ("zeros", "border", "reflection")
 
 
 class GridSample(torch.nn.Module):
-    """Sample ``x`` (N, C, H, W) at ``grid`` (N, H_out, W_out, 2) normalized coordinates."""
+    """Sample ``x`` (N, C, H, W) at ``grid`` (N, H_out, W_out, 2) normalized coordinates (or 5-D)."""
 
     def __init__(self, mode: str, padding_mode: str, align_corners: bool) -> None:
         super().__init__()
         self.mode, self.padding_mode, self.align_corners = mode, padding_mode, align_corners
 
     def forward(self, x: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-        if x.dim() != 4:
-            raise NotImplementedError(f"GridSample on rank-{x.dim()} inputs is not supported (only 4-D)")
+        if x.dim() not in (4, 5) or (x.dim() == 5 and self.mode == "bicubic"):
+            raise NotImplementedError(f"GridSample on rank-{x.dim()} inputs with mode {self.mode} is not supported")
         return torch.nn.functional.grid_sample(x, grid.to(x.dtype), mode=self.mode, padding_mode=self.padding_mode,
                                                align_corners=self.align_corners)
 

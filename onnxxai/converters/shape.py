@@ -1,4 +1,4 @@
-"""Shape ops whose onnx2torch converters miss a case: Flatten with axis 0 (ONNX gives (1, N))."""
+"""Shape ops whose onnx2torch converters miss a case: Flatten with axis <= 0, Reshape with allowzero=1."""
 
 from __future__ import annotations
 
@@ -34,3 +34,20 @@ def convert_flatten(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConv
 
 for _v in (9, 11, 13):
     extend_converter("Flatten", _v, convert_flatten)
+
+
+class ReshapeAllowZero(torch.nn.Module):
+    """Reshape with ``allowzero=1``: a 0 in the shape is a zero-size axis, not 'copy this axis'."""
+
+    def forward(self, x: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+        return torch.reshape(x, [int(s) for s in shape.tolist()])
+
+
+def convert_reshape(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:
+    """Reshape: onnx2torch's module, or ours for allowzero=1 (which onnx2torch refuses)."""
+    if int(node.attributes.get("allowzero", 0)) == 1:
+        return result(ReshapeAllowZero(), node)
+    return fallback(node, graph)
+
+
+extend_converter("Reshape", 14, convert_reshape)
