@@ -58,3 +58,12 @@ def register_all_versions(op_type: str, converter, since: int = 1) -> None:
     for version in schema_versions(op_type, since=since):
         if OperationDescription(domain="", operation_type=op_type, version=version) not in _CONVERTER_REGISTRY:
             add_converter(operation_type=op_type, version=version)(converter)
+
+
+def torch_pads(onnx_pads: list[int]) -> list[int]:
+    """ONNX pads ``[b1, b2, ..., e1, e2, ...]`` as F.pad's ``[b_last, e_last, ..., b1, e1]``."""
+    rank = len(onnx_pads) // 2
+    out: list[int] = []
+    for d in reversed(range(rank)):
+        out += [int(onnx_pads[d]), int(onnx_pads[d + rank])]
+    return out

@@ -8,7 +8,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.converters._util import extend_converter, result
+from onnxxai.converters._util import extend_converter, result, torch_pads
 
 
 class ConvDynamicWeight(torch.nn.Module):
@@ -18,9 +18,7 @@ class ConvDynamicWeight(torch.nn.Module):
         super().__init__()
         rank = len(strides)
         self.strides, self.dilations, self.groups = strides, dilations, groups
-        self.torch_pads: list[int] = []
-        for d in reversed(range(rank)):
-            self.torch_pads += [pads[d], pads[d + rank]]
+        self.torch_pads = torch_pads(pads)
         self.conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[rank]
 
     def forward(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:

@@ -11,7 +11,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.converters._util import extend_converter, register_all_versions, result
+from onnxxai.converters._util import extend_converter, register_all_versions, result, torch_pads
 
 
 class OnnxAveragePoolPadded(torch.nn.Module):
@@ -21,24 +21,17 @@ class OnnxAveragePoolPadded(torch.nn.Module):
         super().__init__()
         rank = len(kernel)
         self.kernel, self.strides, self.count_include_pad = kernel, strides, count_include_pad
-        self.torch_pads: list[int] = []
-        for d in reversed(range(rank)):  # torch orders pads from the last axis, begin then end
-            self.torch_pads += [pads[d], pads[d + rank]]
+        self.torch_pads = torch_pads(pads)
+        self.area = math.prod(kernel)
         self.pool = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[rank]
 
     def _window_sum(self, x: torch.Tensor) -> torch.Tensor:
-        area = 1
-        for k in self.kernel:
-            area *= k
-        return self.pool(F.pad(x, self.torch_pads), self.kernel, self.strides) * area
+        return self.pool(F.pad(x, self.torch_pads), self.kernel, self.strides) * self.area
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         total = self._window_sum(x)
         if self.count_include_pad:
-            area = 1
-            for k in self.kernel:
-                area *= k
-            return total / area
+            return total / self.area
         count = self._window_sum(torch.ones_like(x[:1, :1]))
         return total / count
 
@@ -84,11 +77,10 @@ class LpPool(torch.nn.Module):
     def __init__(self, kernel: list[int], strides: list[int], pads: list[int], p: float) -> None:
         super().__init__()
         self.window = OnnxAveragePoolPadded(kernel, strides, pads, count_include_pad=True)
-        self.area = math.prod(kernel)
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return (self.window(x.abs() ** self.p) * self.area) ** (1.0 / self.p)
+        return self.window._window_sum(x.abs() ** self.p) ** (1.0 / self.p)
 
 
 def convert_lp_pool(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
