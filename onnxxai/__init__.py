@@ -23,6 +23,7 @@ from onnxxai.analyzers import (
     EpsilonGammaBox,
     EpsilonPlus,
     EpsilonPlusFlat,
+    GradCAM,
     Gradient,
     InputTimesGradient,
     IntegratedGradients,
@@ -35,6 +36,7 @@ from onnxxai.analyzers import (
     analyze,
     lrp,
 )
+from onnxxai.graph import BoundaryError, split
 from onnxxai.heatmap import heatmap, save_png
 
 __version__ = "0.1.0"

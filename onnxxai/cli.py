@@ -225,6 +225,21 @@ def _label(labels: list[str] | None, index: int) -> str | None:
     return labels[index] if labels is not None and 0 <= index < len(labels) else None
 
 
+def _layers(args: argparse.Namespace) -> int:
+    from onnxxai.graph import boundaries, format_boundaries
+
+    found = boundaries(args.model, input_name=args.input, output_name=args.output)
+    if args.json:
+        print(json.dumps([{"name": b.name, "shape": list(b.shape), "kind": b.kind, "node": b.node,
+                           "op_type": b.op_type, "note": b.note, "default": b.default} for b in found], indent=2))
+    else:
+        print(format_boundaries(found))
+        if not any(b.default for b in found):
+            print("no default GradCAM boundary: no cut is a spatial feature map or a token sequence on the "
+                  "input's image grid", file=sys.stderr)
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onnxxai", description="Verified explanations for ONNX models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -233,6 +248,13 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument("--device", default="cpu", help="torch device for the converted graph (default: cpu)")
     check.set_defaults(func=_check)
+
+    layers = sub.add_parser("layers", help="list the cut tensors GradCAM can use as boundary, marking the default (*)")
+    layers.add_argument("model", help="path to an .onnx file")
+    layers.add_argument("--input", help="the analyzed input (default: the single float input)")
+    layers.add_argument("--output", help="the explained output (default: the first float output)")
+    layers.add_argument("--json", action="store_true", help="print the candidates as JSON")
+    layers.set_defaults(func=_layers)
 
     methods = _methods()
     listing = "; ".join(f"{k}: {d}" + ("" if f else " (not built yet)") for k, (d, f) in methods.items())

@@ -9,6 +9,7 @@ from onnxxai.analyzers.augment import (
     Uniform,
 )
 from onnxxai.analyzers.base import Analyzer, ModelFunction, analyze
+from onnxxai.analyzers.gradcam import GradCAM
 from onnxxai.analyzers.gradient import Gradient, GradientAnalyzer, InputTimesGradient
 from onnxxai.analyzers import lrp
 from onnxxai.analyzers.lrp import (
@@ -26,6 +27,7 @@ __all__ = [
     "Analyzer",
     "ModelFunction",
     "analyze",
+    "GradCAM",
     "Gradient",
     "GradientAnalyzer",
     "InputTimesGradient",

@@ -1,0 +1,237 @@
+"""GradCAM on an ONNX graph, at a boundary found by data-flow analysis (:mod:`onnxxai.graph`).
+
+The map of each sample is ``ReLU(Σ_c w_c · A_c)`` where ``A`` is the boundary activation and
+``w_c`` the spatial mean of the gradient of the selected output with respect to ``A_c``; it is
+upsampled bilinearly (``align_corners=False``, as Captum's ``LayerAttribution.interpolate``) to the
+input's spatial size. Token boundaries ``(N, T, C)`` are mapped to the image grid with
+:func:`onnxxai.graph.token_grid`: the leading non-patch tokens (class, distillation) are dropped and
+the ``h·w`` patch tokens reshaped row-major to ``(N, C, h, w)``.
+
+One forward and one backward per chunk: a new GraphModule over a copy of the converted graph
+returns the boundary activation next to the outputs, as a fresh autograd leaf (nothing upstream of
+the boundary records gradients). The user's Model is never modified. When the boundary's producer
+cannot be found in the converted graph, the two split graphs are converted and run instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import operator
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from onnx2torch.onnx_graph import OnnxGraph
+
+from onnxxai.analyzers.base import Analyzer, ModelFunction, chunks, select
+from onnxxai.analyzers.gradient import _row_targets
+from onnxxai.errors import AnalyzerError, InputError
+from onnxxai.explanation import Explanation
+from onnxxai.graph import DataFlow, token_grid
+from onnxxai.model import Model
+from onnxxai.selectors import OutputSelector
+
+__all__ = ["GradCAM", "capture_module"]
+
+
+def _boundary_leaf(x: torch.Tensor) -> torch.Tensor:
+    """The boundary activation as an autograd leaf: the gradient is read here and goes no further."""
+    return x.detach().requires_grad_(True)
+
+
+def capture_module(model: Model, boundary: str) -> torch.fx.GraphModule | None:
+    """A new GraphModule computing ``model.torch_module``'s outputs plus the activation of ONNX
+    tensor ``boundary`` (last), made an autograd leaf; None when its producer is not an fx node."""
+    owner = next(((name, node) for name, node in OnnxGraph(model.onnx_model.graph).nodes.items()
+                  if boundary in node.output_values), None)
+    if owner is None:
+        return None
+    module_name, onnx_node = owner
+    graph = copy.deepcopy(model.torch_module.graph)
+    fx_node = next((n for n in graph.nodes if n.op == "call_module" and n.target == module_name), None)
+    output = next(n for n in graph.nodes if n.op == "output")
+    if fx_node is None:
+        return None
+    many = len(onnx_node.output_values) > 1
+    index = list(onnx_node.output_values).index(boundary)
+    with graph.inserting_after(fx_node):
+        value = graph.call_function(operator.getitem, (fx_node, index)) if many else fx_node
+    with graph.inserting_after(value):
+        leaf = graph.call_function(_boundary_leaf, (value,))
+    if many:  # every consumer reads the boundary through its own getitem(fx_node, index)
+        for user in list(fx_node.users):
+            if user is not value and user.target is operator.getitem and user.args[1] == index:
+                user.replace_all_uses_with(leaf)
+                graph.erase_node(user)
+    else:
+        fx_node.replace_all_uses_with(leaf, delete_user_cb=lambda user: user is not leaf)
+    results = output.args[0]
+    results = list(results) if isinstance(results, (tuple, list)) else [results]
+    output.args = (tuple(results + [leaf]),)
+    graph.lint()
+    captured = torch.fx.GraphModule(model.torch_module, graph, class_name="GradCAMGraphModule")
+    captured.train(model.torch_module.training)
+    return captured
+
+
+class _SplitRunner:
+    """Fallback: the features and head graphs converted separately (two forwards per chunk)."""
+
+    def __init__(self, model: Model, boundary: str, input_name: str, output_name: str) -> None:
+        from onnxxai.graph import split
+        from onnxxai.model import convert
+
+        features, head, _ = split(model, boundary, input_name=input_name, output_name=output_name, verify=True)
+        self.feature_inputs = [i.name for i in features.graph.input]
+        self.feature_outputs = [o.name for o in features.graph.output]
+        self.head_inputs = [i.name for i in head.graph.input]
+        self.head_outputs = [o.name for o in head.graph.output]
+        self.features = convert(features, f"{model.source} (features)")[2].to(model.device)
+        self.head = convert(head, f"{model.source} (head)")[2].to(model.device)
+        self.boundary = boundary
+
+    def __call__(self, feeds: Mapping[str, torch.Tensor], output_name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            outs = self.features(*[feeds[n] for n in self.feature_inputs])
+        outs = list(outs) if isinstance(outs, (tuple, list)) else [outs]
+        values = {**feeds, **dict(zip(self.feature_outputs, outs))}
+        values[self.boundary] = act = _boundary_leaf(values[self.boundary])
+        result = self.head(*[values[n] for n in self.head_inputs])
+        result = list(result) if isinstance(result, (tuple, list)) else [result]
+        return result[self.head_outputs.index(output_name)], act
+
+
+class GradCAM(Analyzer):
+    """GradCAM at ``boundary``: an ONNX tensor (or single-output node) that every path from the input
+    to the output passes through. None picks :func:`onnxxai.graph.default_boundary` (ResNet's
+    ``layer4`` output, a ViT's last-but-one encoder block output); a tensor that is not a cut raises
+    :class:`onnxxai.graph.BoundaryError` naming the paths that bypass it.
+
+    ``val`` has one channel, the input's spatial size and layout (``(B, 1, H, W)`` for NCHW input);
+    ``extras["cam"]`` holds the low-resolution maps ``(B, h, w)``, ``extras["boundary"]`` the tensor.
+    Token boundaries ``(N, T, C)`` drop their leading class/distillation tokens and put the patch
+    tokens row-major on the grid (:func:`onnxxai.graph.token_grid`). ``batch_size`` bounds the rows
+    per forward/backward (None: the whole batch at once). ``one_pass=False`` runs the converted
+    features and head graphs of :func:`onnxxai.graph.split` instead of the whole graph.
+    """
+
+    heatmap = "cam"
+
+    def __init__(
+        self,
+        model: Model,
+        boundary: str | None = None,
+        *,
+        input_name: str | None = None,
+        output_name: str | None = None,
+        fixed_inputs: Mapping[str, Any] | None = None,
+        batch_size: int | None = None,
+        one_pass: bool = True,
+    ) -> None:
+        self.function = ModelFunction(model, input_name, output_name, fixed_inputs)
+        if batch_size is not None and int(batch_size) < 1:
+            raise AnalyzerError(f"batch_size must be a positive integer, got {batch_size}")
+        self.batch_size = batch_size
+        self.model = model
+        flow = DataFlow(model.onnx_model, self.function.input_name, self.function.output_name, model.source)
+        if boundary is None:
+            probe = {n: v.cpu().numpy() for n, v in self.function.fixed.items()} or None
+            self.boundary = flow.default(probe)
+        else:
+            self.boundary = flow.resolve(boundary)
+        self._capture = capture_module(model, self.boundary) if one_pass else None
+        self._split = None if self._capture is not None else _SplitRunner(
+            model, self.boundary, self.function.input_name, self.function.output_name)
+
+    def __repr__(self) -> str:
+        return f"GradCAM(boundary={self.boundary!r})"
+
+    # -- running --------------------------------------------------------------------------------
+    def _feeds(self, rows: torch.Tensor, sample_index: torch.Tensor) -> dict[str, torch.Tensor]:
+        feeds = {self.function.input_name: rows}
+        for name, value in self.function.fixed.items():
+            if value.shape[0] == 1:
+                feeds[name] = value.expand(rows.shape[0], *value.shape[1:])
+            elif int(sample_index.max()) >= value.shape[0]:
+                raise InputError(f"fixed input {name!r} has batch {value.shape[0]}, fewer than the analyzed batch; "
+                                 "give it batch 1 or the same batch")
+            else:
+                feeds[name] = value.index_select(0, sample_index)
+        return feeds
+
+    def _forward(self, rows: torch.Tensor, sample_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The explained output and the boundary activation (an autograd leaf) of ``rows``."""
+        feeds = self._feeds(rows, sample_index)
+        if self._split is not None:
+            return self._split(feeds, self.function.output_name)
+        outs = self._capture(*[feeds[s.name] for s in self.model.inputs])
+        return outs[self.function.output_index], outs[-1]
+
+    def explain_rows(
+        self, rows: torch.Tensor, sample_index: torch.Tensor, target: torch.Tensor | OutputSelector
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One forward and one backward over ``rows``: (upsampled map, low-res map, output, index)."""
+        with torch.enable_grad():
+            out, act = self._forward(rows, sample_index)
+            index = target if isinstance(target, torch.Tensor) else target(out.detach())
+            if not out.requires_grad:
+                raise AnalyzerError(f"output {self.function.output_name!r} does not depend differentiably on the "
+                                    f"boundary {self.boundary!r}")
+            (grad,) = torch.autograd.grad(select(out, index).sum(), act)
+        cam = self._cam(act.detach(), grad, rows.shape)
+        return self._upsample(cam, rows.shape), cam, out.detach(), index
+
+    def _cam(self, act: torch.Tensor, grad: torch.Tensor, input_shape: torch.Size) -> torch.Tensor:
+        if act.dim() == 3:  # tokens (N, T, C) -> (N, C, h, w)
+            height, width = _image_hw(input_shape, self.function.input_name)
+            grid = token_grid(act.shape[1], height, width)
+            if grid is None:
+                raise AnalyzerError(
+                    f"boundary {self.boundary!r} has {act.shape[1]} tokens, which do not map onto the "
+                    f"{height}×{width} input as p×p patches after at most a few class tokens; pick a spatial boundary"
+                )
+            prefix, h, w = grid
+            act, grad = (t[:, prefix:].reshape(t.shape[0], h, w, t.shape[2]).permute(0, 3, 1, 2) for t in (act, grad))
+        elif act.dim() != 4:
+            raise AnalyzerError(f"boundary {self.boundary!r} has shape {tuple(act.shape)}; GradCAM needs a feature map "
+                                "(N, C, H, W) or a token sequence (N, T, C)")
+        weights = grad.mean(dim=(2, 3), keepdim=True)
+        return torch.relu((weights * act).sum(dim=1))
+
+    def _upsample(self, cam: torch.Tensor, input_shape: torch.Size) -> torch.Tensor:
+        height, width = _image_hw(input_shape, self.function.input_name)
+        up = F.interpolate(cam[:, None], size=(height, width), mode="bilinear", align_corners=False)
+        return up if _channels_first(input_shape) else up.permute(0, 2, 3, 1)
+
+    def explain(self, input: torch.Tensor, selector: OutputSelector) -> Explanation:
+        _image_hw(input.shape, self.function.input_name)
+        pieces = list(chunks(input.shape[0], self.batch_size))
+        targets = _row_targets(selector, pieces, lambda: self.function.output(input))
+        vals, cams, outs, idxs = [], [], [], []
+        for start, stop in pieces:
+            sample_index = torch.arange(start, stop, device=input.device)
+            target = targets if not isinstance(targets, torch.Tensor) else targets[start:stop]
+            val, cam, out, idx = self.explain_rows(input[start:stop], sample_index, target)
+            vals.append(val)
+            cams.append(cam)
+            outs.append(out)
+            idxs.append(idx)
+        return Explanation(
+            torch.cat(vals), input, torch.cat(outs), torch.cat(idxs), self.name, self.heatmap,
+            {"boundary": self.boundary, "cam": torch.cat(cams), "input_name": self.function.input_name,
+             "output_name": self.function.output_name, "one_pass": self._split is None},
+        )
+
+
+def _channels_first(shape: torch.Size) -> bool:
+    return shape[1] in (1, 3, 4)
+
+
+def _image_hw(shape: torch.Size, name: str) -> tuple[int, int]:
+    """H, W of an image batch (NCHW when axis 1 has 1, 3 or 4 entries, else NHWC)."""
+    if len(shape) != 4:
+        raise InputError(f"GradCAM needs an image batch (rank 4, NCHW or NHWC) for input {name!r}, got shape "
+                         f"{tuple(shape)}")
+    return (int(shape[2]), int(shape[3])) if _channels_first(shape) else (int(shape[1]), int(shape[2]))
+
