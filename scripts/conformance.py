@@ -63,7 +63,10 @@ def run_case(case, raw: bool) -> tuple[str, str]:
         else:
             _, _, module = convert(model, case.name)
     except onnxxai.UnsupportedOpError as exc:
-        return ("converter not implemented" if "converter failed" not in str(exc) else "converter refused the node"), str(exc)[:160]
+        message = str(exc)
+        if "converter failed" in message:
+            return "converter refused the node", f"{exc.op_type}-{exc.opset}: " + message.split("converter failed", 1)[1][:200]
+        return "converter not implemented", message[:160]
     except NotImplementedError as exc:
         reason = "converter not implemented" if "Converter is not implemented" in str(exc) else "converter refused the node"
         return reason, str(exc)[:160]
