@@ -64,6 +64,54 @@ def remove_initializer_inputs(model: onnx.ModelProto) -> int:
     return removed
 
 
+def fold_static_shapes(model: onnx.ModelProto) -> int:
+    """Turn ``Shape`` (and ``Shape`` → ``Gather`` with constant indices) into constants where every
+    dimension read is static.
+
+    Exporters test static facts at run time (``if y.shape[1] == 4``); once the dimensions read are
+    known, constant folding (run again here) settles the test and :func:`inline_constant_if` the branch.
+    Dynamic dimensions (batch, sequence length) are never frozen.
+    """
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # noqa: BLE001 - without shapes there is nothing to fold
+        return 0
+    graph = model.graph
+    dims: dict[str, list[int | None]] = {}
+    for value in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
+        if value.type.tensor_type.HasField("shape"):
+            dims[value.name] = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+    consts = {t.name: t for t in graph.initializer}
+    graph_outputs = {o.name for o in graph.output}
+    shape_of: dict[str, list[int | None]] = {}  # Shape output -> the dims it holds
+    folded: dict[str, np.ndarray] = {}
+    for node in graph.node:
+        if node.op_type == "Shape" and node.domain in ("", "ai.onnx") and node.input[0] in dims:
+            attrs = {a.name: a.i for a in node.attribute}
+            held = dims[node.input[0]][attrs.get("start", 0):attrs["end"] if "end" in attrs else None]
+            shape_of[node.output[0]] = held
+            if all(d is not None for d in held) and node.output[0] not in graph_outputs:
+                folded[node.output[0]] = np.array(held, dtype=np.int64)
+        elif (node.op_type == "Gather" and node.domain in ("", "ai.onnx") and node.input[0] in shape_of
+              and node.input[1] in consts and node.output[0] not in graph_outputs):
+            index = numpy_helper.to_array(consts[node.input[1]])
+            held = shape_of[node.input[0]]
+            picked = [held[int(i)] for i in index.reshape(-1)] if all(-len(held) <= int(i) < len(held) for i in index.reshape(-1)) else [None]
+            if all(d is not None for d in picked):
+                folded[node.output[0]] = np.array(picked, dtype=np.int64).reshape(index.shape)
+    if not folded:
+        return 0
+    kept = [n for n in graph.node if not (n.output and n.output[0] in folded)]
+    read = {i for n in kept for i in _node_reads(n)} | graph_outputs
+    kept = [n for n in kept if not (n.op_type == "Shape" and n.output[0] not in read)]
+    del graph.node[:]
+    graph.node.extend(kept)
+    graph.initializer.extend(numpy_helper.from_array(v, k) for k, v in folded.items())
+    _drop_unused_initializers(model)
+    fold_constants(model)  # what the folded dimensions settle (comparisons, casts, arithmetic)
+    return len(folded)
+
+
 def fold_constants(model: onnx.ModelProto) -> int:
     """Evaluate every node whose inputs are all constants and store its outputs as initializers.
 
@@ -121,6 +169,75 @@ def fold_constants(model: onnx.ModelProto) -> int:
         graph.initializer.extend(new_inits)
         _drop_unused_initializers(model)
     return folded
+
+
+def inline_constant_if(model: onnx.ModelProto) -> int:
+    """Replace each top-level ``If`` whose condition is a constant by the branch it selects.
+
+    Exporters emit ``If`` for checks that constant folding settles (a flag, a static shape test).
+    The chosen branch's nodes move into the graph with their values renamed ``<if node>/<name>``
+    (outer-scope references keep their names) and ``Identity`` nodes bind the branch outputs to
+    the ``If``'s outputs; constants then fold again, so weights built inside the branch become
+    initializers. ``If`` nodes with a run-time condition are left to the control-flow converter.
+    """
+    inlined = 0
+    while True:
+        graph = model.graph
+        consts = {t.name: t for t in graph.initializer}
+        index = next((k for k, n in enumerate(graph.node)
+                      if n.op_type == "If" and n.domain in ("", "ai.onnx") and n.input[0] in consts), None)
+        if index is None:
+            return inlined
+        node = graph.node[index]
+        taken = bool(numpy_helper.to_array(consts[node.input[0]]).reshape(-1)[0])
+        branch = next(a.g for a in node.attribute if a.name == ("then_branch" if taken else "else_branch"))
+        prefix = f"{node.name or 'If'}/"
+        local = {t.name for t in branch.initializer} | {o for n in branch.node for o in n.output if o}
+        rename = {name: prefix + name for name in local}
+        new_nodes: list[onnx.NodeProto] = []
+        for inner in branch.node:
+            moved = onnx.NodeProto()
+            moved.CopyFrom(inner)
+            moved.name = prefix + (inner.name or inner.op_type)
+            _rename_values(moved, rename)
+            new_nodes.append(moved)
+        for out, value in zip(node.output, branch.output):
+            if out:
+                new_nodes.append(helper.make_node("Identity", [rename.get(value.name, value.name)], [out], name=f"{prefix}output/{out}"))
+        for tensor in branch.initializer:
+            moved = onnx.TensorProto()
+            moved.CopyFrom(tensor)
+            moved.name = rename[tensor.name]
+            graph.initializer.append(moved)
+        nodes = list(graph.node[:index]) + new_nodes + list(graph.node[index + 1:])
+        del graph.node[:]
+        graph.node.extend(nodes)
+        inlined += 1
+        fold_constants(model)
+
+
+def _node_reads(node: onnx.NodeProto) -> set[str]:
+    """The values a node reads: its inputs and its subgraphs' inputs (outer-scope references)."""
+    return {i for n in _walk_nodes_of(node) for i in n.input}
+
+
+def _walk_nodes_of(node: onnx.NodeProto):
+    yield node
+    for attr in node.attribute:
+        for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            yield from _walk_nodes(sub)
+
+
+def _rename_values(node: onnx.NodeProto, rename: dict[str, str]) -> None:
+    """Rename the node's inputs and outputs, and the outer-scope references of its subgraphs."""
+    node.input[:] = [rename.get(i, i) for i in node.input]
+    node.output[:] = [rename.get(o, o) for o in node.output]
+    for attr in node.attribute:
+        for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+            for inner in sub.node:
+                _rename_values(inner, rename)
+            for out in sub.output:  # a subgraph may return an outer value directly
+                out.name = rename.get(out.name, out.name)
 
 
 def _evaluate(node: onnx.NodeProto, feeds: dict[str, np.ndarray], opsets: dict[str, int]) -> list[np.ndarray]:
@@ -261,6 +378,8 @@ PASSES: list[tuple[str, Callable[[onnx.ModelProto], int], str]] = [
     ("name_nodes", name_nodes, "gave unnamed nodes unique names"),
     ("remove_initializer_inputs", remove_initializer_inputs, "dropped initializers listed as graph inputs"),
     ("fold_constants", fold_constants, "folded nodes with constant inputs into initializers"),
+    ("fold_static_shapes", fold_static_shapes, "replaced Shape reads of static dimensions by constants"),
+    ("inline_constant_if", inline_constant_if, "replaced If nodes with a constant condition by the chosen branch"),
     ("alias_dotted_domains", alias_dotted_domains, "renamed dotted node domains (ai.onnx.ml -> ai_onnx_ml)"),
     ("reshape_allowzero", reshape_allowzero, "cleared Reshape allowzero where the shape has no zero"),
     ("infer_shapes", infer_shapes, "annotated tensors with inferred shapes"),

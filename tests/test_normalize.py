@@ -1,0 +1,104 @@
+"""Normalization passes that settle exporters' static checks: static Shape reads and constant If."""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+import onnxxai
+from onnxxai.normalize import fold_static_shapes, inline_constant_if
+
+
+class ScriptedChecks(torch.nn.Module):
+    """A network whose forward tests shapes; TorchScript export keeps the test as an ONNX If."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3)
+        self.lin = torch.nn.Linear(4, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv(x))
+        if y.shape[1] == 4:
+            y = y.mean(dim=(2, 3))
+        else:
+            y = y.sum(dim=(2, 3))
+        return self.lin(y) * x.shape[0]  # the batch is dynamic: this Shape read must stay
+
+
+@pytest.fixture(scope="module")
+def scripted_export() -> tuple[onnx.ModelProto, torch.nn.Module]:
+    torch.manual_seed(0)
+    native = ScriptedChecks().eval()
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(torch.jit.script(native), (torch.randn(2, 3, 8, 8),), buffer, dynamo=False, opset_version=17,
+                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "b", 2: "h", 3: "w"}})
+    return onnx.load_from_string(buffer.getvalue()), native
+
+
+def test_scripted_shape_check_is_settled_and_matches_torch(scripted_export):
+    proto, native = scripted_export
+    assert "If" in {n.op_type for n in proto.graph.node}
+    model = onnxxai.load(proto)
+    changed = {p.name: p.changed for p in model.passes}
+    assert changed["fold_static_shapes"] >= 1 and changed["inline_constant_if"] == 1
+    assert "If" not in {n.op_type for n in model.onnx_model.graph.node}
+    assert "Shape" in {n.op_type for n in model.onnx_model.graph.node}  # the dynamic batch read stays
+    for batch, size in ((3, 10), (1, 7)):  # other batch and spatial sizes than the parity probe
+        x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(batch))
+        want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})[0]
+        np.testing.assert_allclose(model(x.numpy()), want, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(model(x.numpy()), native(x).detach().numpy(), rtol=1e-5, atol=1e-5)
+
+
+def _if_model(cond_from_constant: bool) -> onnx.ModelProto:
+    """y = If(c) then (x @ W + bias, W an initializer inside the branch) else (x @ V, V outside);
+    c a Constant node (or a graph input when not ``cond_from_constant``)."""
+    w = np.arange(12, dtype=np.float32).reshape(4, 3) / 10
+    then_graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["xw"], name="mm"), helper.make_node("Add", ["xw", "bias"], ["t"], name="add")],
+        "then", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, ["b", 3])],
+        [numpy_helper.from_array(w, "w")],
+    )
+    else_graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "v"], ["e"], name="mm_else")], "else", [],
+        [helper.make_tensor_value_info("e", TensorProto.FLOAT, ["b", 3])],
+    )
+    nodes = [helper.make_node("If", ["c"], ["y"], name="the_if", then_branch=then_graph, else_branch=else_graph)]
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", 4])]
+    if cond_from_constant:
+        nodes.insert(0, helper.make_node("Constant", [], ["c"], name="flag", value=numpy_helper.from_array(np.array(True), "v")))
+    else:
+        inputs.append(helper.make_tensor_value_info("c", TensorProto.BOOL, []))
+    graph = helper.make_graph(nodes, "g", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", 3])],
+                              [numpy_helper.from_array(np.float32([0.5, -1, 2]), "bias"), numpy_helper.from_array(-w, "v")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_constant_if_is_inlined_with_branch_initializers_and_outer_references():
+    proto = _if_model(cond_from_constant=True)
+    model = onnxxai.load(proto)
+    assert [n.op_type for n in model.onnx_model.graph.node if n.op_type == "If"] == []
+    x = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(model(x), want, rtol=1e-6, atol=1e-6)
+    assert want.shape == (5, 3)  # the then-branch ran
+
+
+def test_inlining_leaves_the_callers_proto_and_run_time_conditions_alone():
+    proto = _if_model(cond_from_constant=True)
+    before = proto.SerializeToString()
+    onnxxai.load(proto)
+    assert proto.SerializeToString() == before
+    dynamic = _if_model(cond_from_constant=False)
+    assert inline_constant_if(dynamic) == 0 and fold_static_shapes(dynamic) == 0
+    assert [n.op_type for n in dynamic.graph.node] == ["If"]
