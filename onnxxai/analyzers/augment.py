@@ -192,7 +192,9 @@ class InterpolationAugmentation(_Augmentation):
     """Integrate the inner analyzer along the straight path from ``baseline`` to the input, then
     multiply by ``input - baseline``.
 
-    ``baseline``: None (zeros), a number, or an array broadcastable to one sample or the batch.
+    ``baseline``: None (zeros), a number, or an array broadcastable to one sample or the batch. For
+    an integer input (attributed at its embedding) an integer baseline is a token sequence (e.g. all
+    padding ids), embedded like the input.
     Reports the completeness delta ``sum(val) - (f(x) - f(baseline))`` per sample in ``extras``.
     """
 
@@ -219,6 +221,15 @@ class InterpolationAugmentation(_Augmentation):
     def _baseline(self, x: torch.Tensor) -> torch.Tensor:
         if self.baseline is None:
             return torch.zeros_like(x)
+        raw = self.baseline.detach() if isinstance(self.baseline, torch.Tensor) else np.asarray(self.baseline)
+        bound = getattr(self.function, "_bound", None)
+        if bound is not None and not bound.is_floating_point() and not torch.as_tensor(raw).is_floating_point():
+            ids = torch.as_tensor(raw, device=bound.device, dtype=bound.dtype)  # baseline tokens: embed them
+            try:
+                ids = torch.broadcast_to(ids, bound.shape).clone()
+            except RuntimeError as exc:
+                raise AnalyzerError(f"baseline ids of shape {tuple(ids.shape)} do not broadcast to the input's {tuple(bound.shape)}") from exc
+            return self.function.embed(ids).to(x.dtype)
         base = torch.as_tensor(
             self.baseline.detach() if isinstance(self.baseline, torch.Tensor) else np.asarray(self.baseline),
             device=x.device, dtype=x.dtype,
@@ -276,9 +287,11 @@ class SmoothGrad(NoiseAugmentation):
         precision: str = "float32",
         compile: bool = False,
         check_precision: bool = False,
+        attribute_at: str | None = None,
     ) -> None:
         inner = Gradient(model, input_name=input_name, output_name=output_name, fixed_inputs=fixed_inputs,
-                         precision=precision, compile=compile, check_precision=check_precision)
+                         precision=precision, compile=compile, check_precision=check_precision,
+                         attribute_at=attribute_at)
         super().__init__(inner, n, std, distribution=distribution, generator=generator, batch_size=batch_size)
 
     @property
@@ -304,9 +317,11 @@ class IntegratedGradients(InterpolationAugmentation):
         precision: str = "float32",
         compile: bool = False,
         check_precision: bool = False,
+        attribute_at: str | None = None,
     ) -> None:
         inner = Gradient(model, input_name=input_name, output_name=output_name, fixed_inputs=fixed_inputs,
-                         precision=precision, compile=compile, check_precision=check_precision)
+                         precision=precision, compile=compile, check_precision=check_precision,
+                         attribute_at=attribute_at)
         super().__init__(inner, n, baseline, method=method, batch_size=batch_size)
 
     @property

@@ -11,6 +11,7 @@ import contextlib
 import numpy as np
 import torch
 
+from onnxxai.analyzers.tap import Tap, choose_tensor
 from onnxxai.errors import AnalyzerError, InputError
 from onnxxai.explanation import Explanation
 from onnxxai.model import Model
@@ -53,6 +54,12 @@ class ModelFunction:
     and the user's ``fixed_inputs`` to the others; ``sample_index`` maps each row to the sample
     of the original batch whose fixed inputs it uses. It returns output ``output_name`` (by default
     the first float output).
+
+    An integer input (token ids, bytes) is attributed at the first float tensor computed from it
+    (the embedding lookup; :mod:`onnxxai.analyzers.tap`), or at ``attribute_at`` when given: the
+    rows are then values of that tensor, and the input itself is bound per analysis with
+    :meth:`bound`. ``attribute_at`` also works for a float input (layer attribution).
+    ``integer_inputs=False`` refuses integer inputs instead (methods that need the input itself).
     """
 
     def __init__(
@@ -63,6 +70,8 @@ class ModelFunction:
         fixed_inputs: Mapping[str, Any] | None = None,
         precision: str = "float32",
         compile: bool = False,
+        attribute_at: str | None = None,
+        integer_inputs: bool = True,
     ) -> None:
         if precision not in PRECISIONS:
             raise AnalyzerError(f"precision must be one of {PRECISIONS}, not {precision!r}")
@@ -72,12 +81,14 @@ class ModelFunction:
         if not isinstance(model, Model):
             raise AnalyzerError(f"expected an onnxxai.Model (from onnxxai.load), got {type(model).__name__}")
         self.model = model
-        self.input_name = model.input_spec(input_name).name
-        if not model.input_spec(self.input_name).is_float:
-            raise InputError(
-                f"{model.source}: input {self.input_name!r} is {model.input_spec(self.input_name).dtype}; "
-                "gradients need a float input"
-            )
+        self.input_name = _input_name(model, input_name, integer_inputs)
+        spec = model.input_spec(self.input_name)
+        if not spec.is_float and not integer_inputs:
+            raise InputError(f"{model.source}: input {self.input_name!r} is {spec.dtype}; this method needs a float input")
+        self.tap: Tap | None = None
+        if not spec.is_float or attribute_at is not None:
+            self.tap = Tap(model, choose_tensor(model, self.input_name, attribute_at) if not spec.is_float else attribute_at)
+        self._bound: torch.Tensor | None = None
         names = [o.name for o in model.outputs]
         if output_name is None:  # the first float output: classifiers may put an integer label first
             floats = [o.name for o in model.outputs if o.is_float]
@@ -102,29 +113,62 @@ class ModelFunction:
         self.fixed = {n: model.as_tensor(n, v) for n, v in fixed_inputs.items()}
 
     def __call__(self, rows: torch.Tensor, sample_index: torch.Tensor) -> torch.Tensor:
-        feeds = {self.input_name: rows}
-        for name, value in self.fixed.items():
-            if value.shape[0] == 1:
-                feeds[name] = value.expand(rows.shape[0], *value.shape[1:])
-            else:
-                if int(sample_index.max()) >= value.shape[0]:
-                    raise InputError(
-                        f"fixed input {name!r} has batch {value.shape[0]}, fewer than the analyzed batch; "
-                        "give it batch 1 or the same batch"
-                    )
-                feeds[name] = value.index_select(0, sample_index)
-        args = [feeds[s.name] for s in self.model.inputs]
+        args = self._args(rows, sample_index)
         with self.numerics(rows.device):
             out = self._module()(*args)
         out = out[self.output_index] if isinstance(out, (tuple, list)) else out
         return out.to(rows.dtype) if out.dtype != rows.dtype and out.is_floating_point() else out
 
+    def _args(self, rows: torch.Tensor, sample_index: torch.Tensor) -> list[torch.Tensor]:
+        """The graph's arguments for ``rows``: the inputs in order, then the tap value if any."""
+        if self.tap is None:
+            feeds = self._feeds(self.input_name, rows, sample_index)
+            return [feeds[s.name] for s in self.model.inputs]
+        if self._bound is None:
+            raise AnalyzerError(f"attributing at {self.tap.tensor!r}: bind the input with ModelFunction.bound(x)")
+        feeds = self._feeds(self.input_name, self._bound.index_select(0, sample_index), sample_index)
+        return [feeds[s.name] for s in self.model.inputs] + [rows]
+
+    def _feeds(self, name: str, value: torch.Tensor, sample_index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``value`` for input ``name`` and the fixed inputs of the samples ``sample_index``."""
+        feeds = {name: value}
+        for fixed_name, fixed in self.fixed.items():
+            if fixed.shape[0] == 1:
+                feeds[fixed_name] = fixed.expand(value.shape[0], *fixed.shape[1:])
+            else:
+                if int(sample_index.max()) >= fixed.shape[0]:
+                    raise InputError(
+                        f"fixed input {fixed_name!r} has batch {fixed.shape[0]}, fewer than the analyzed batch; "
+                        "give it batch 1 or the same batch"
+                    )
+                feeds[fixed_name] = fixed.index_select(0, sample_index)
+        return feeds
+
     def _module(self):
+        module = self.model.torch_module if self.tap is None else self.tap.substitute
         if not self.compile:
-            return self.model.torch_module
+            return module
         if self._compiled is None:
-            self._compiled = torch.compile(self.model.torch_module, dynamic=True)
+            self._compiled = torch.compile(module, dynamic=True)
         return self._compiled
+
+    @contextlib.contextmanager
+    def bound(self, x: torch.Tensor):
+        """Bind the analyzed input batch ``x`` while attributing at the tap tensor; yields the tap
+        tensor's values on ``x`` (the rows the analyzers start from)."""
+        try:
+            self._bound = x
+            yield self.embed(x)
+        finally:
+            self._bound = None
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The tap tensor's values when the analyzed input is ``x`` (other inputs as fixed)."""
+        if self.tap is None:
+            raise AnalyzerError("embed() needs attribution at a tensor (integer input or attribute_at)")
+        feeds = self._feeds(self.input_name, x, torch.arange(x.shape[0], device=x.device))
+        with torch.no_grad():
+            return self.tap.embed(*[feeds[s.name] for s in self.model.inputs]).detach()
 
     @contextlib.contextmanager
     def numerics(self, device: torch.device):
@@ -146,6 +190,14 @@ class ModelFunction:
         """The output on a clean batch, without autograd."""
         with torch.no_grad():
             return self(x, torch.arange(x.shape[0], device=x.device))
+
+
+def _input_name(model: Model, name: str | None, integer_inputs: bool) -> str:
+    """``name``, or the single float input, or (when integer inputs are allowed and the model has
+    no float input) the single input."""
+    if name is not None or not integer_inputs or any(s.is_float for s in model.inputs) or len(model.inputs) != 1:
+        return model.input_spec(name).name
+    return model.inputs[0].name
 
 
 def select(output: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
@@ -217,15 +269,38 @@ def analyze(input: Any, analyzer: Analyzer, output_selection: Any = None) -> Exp
     else:
         x = input.detach() if isinstance(input, torch.Tensor) else torch.as_tensor(np.asarray(input))
     selector = as_selector(output_selection)
-    expl = analyzer.explain(x, selector)
-    if function is not None and getattr(analyzer, "check_precision", False) and function.precision != "float32":
-        expl.extras["precision_error"] = _precision_error(analyzer, function, x, selector, expl)
+    if function is not None and function.tap is not None:
+        with function.bound(x) as rows:
+            expl = _explain(analyzer, function, rows, selector)
+        _attribute_to_input(expl, function, x)
+    else:
+        expl = _explain(analyzer, function, x, selector)
     if isinstance(model, Model):
         report = model.parity
         expl.extras.setdefault("parity", report)
         if not report.ok:
             expl.extras["warning"] = "the converted graph failed its parity check: " + report.summary()
     return _follow_input_type(expl, input)
+
+
+def _explain(analyzer: Analyzer, function: ModelFunction | None, x: torch.Tensor, selector: OutputSelector) -> Explanation:
+    expl = analyzer.explain(x, selector)
+    if function is not None and getattr(analyzer, "check_precision", False) and function.precision != "float32":
+        expl.extras["precision_error"] = _precision_error(analyzer, function, x, selector, expl)
+    return expl
+
+
+def _attribute_to_input(expl: Explanation, function: ModelFunction, x: torch.Tensor) -> None:
+    """After attributing at the tap tensor: keep its attribution in ``extras["tap_attribution"]``;
+    for an integer input whose tap tensor has the input's shape plus feature axes (an embedding),
+    ``val`` becomes the sum over those axes, one value per token (sums are preserved, so IG's
+    completeness still holds for ``val``)."""
+    tap_val = expl.val
+    expl.extras["attributed_at"] = function.tap.tensor
+    expl.extras["tap_attribution"] = tap_val
+    integer = not x.is_floating_point()
+    if integer and tap_val.dim() >= x.dim() and tuple(tap_val.shape[: x.dim()]) == tuple(x.shape):
+        expl.val = tap_val.sum(dim=tuple(range(x.dim(), tap_val.dim()))) if tap_val.dim() > x.dim() else tap_val
 
 
 def _precision_error(analyzer: Analyzer, function: ModelFunction, x: torch.Tensor, selector, expl: Explanation) -> dict:

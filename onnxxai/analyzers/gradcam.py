@@ -129,7 +129,7 @@ class GradCAM(Analyzer):
         batch_size: int | None = None,
         one_pass: bool = True,
     ) -> None:
-        self.function = ModelFunction(model, input_name, output_name, fixed_inputs)
+        self.function = ModelFunction(model, input_name, output_name, fixed_inputs, integer_inputs=False)
         if batch_size is not None and int(batch_size) < 1:
             raise AnalyzerError(f"batch_size must be a positive integer, got {batch_size}")
         self.batch_size = batch_size

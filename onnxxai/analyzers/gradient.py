@@ -23,7 +23,9 @@ class GradientAnalyzer(Analyzer):
     the rows per forward/backward (None: the whole batch at once). ``precision`` is "float32"
     (default; no TF32 either), "tf32" or "bf16" (autocast); ``compile=True`` runs the graph through
     ``torch.compile``; ``check_precision=True`` also runs float32 and reports the attribution's
-    relative L2 error and cosine similarity in ``extras["precision_error"]``.
+    relative L2 error and cosine similarity in ``extras["precision_error"]``. ``attribute_at``
+    names an ONNX tensor to attribute at instead of the input (integer inputs default to the
+    first float tensor computed from them; see :class:`ModelFunction`).
     """
 
     def __init__(
@@ -37,8 +39,9 @@ class GradientAnalyzer(Analyzer):
         precision: str = "float32",
         compile: bool = False,
         check_precision: bool = False,
+        attribute_at: str | None = None,
     ) -> None:
-        self.function = ModelFunction(model, input_name, output_name, fixed_inputs, precision, compile)
+        self.function = ModelFunction(model, input_name, output_name, fixed_inputs, precision, compile, attribute_at)
         self.check_precision = bool(check_precision)
         if batch_size is not None and int(batch_size) < 1:
             raise AnalyzerError(f"batch_size must be a positive integer, got {batch_size}")

@@ -114,7 +114,7 @@ class LRP(Analyzer):
         fixed_inputs: Mapping[str, Any] | None = None,
         batch_size: int | None = None,
     ) -> None:
-        self.function = ModelFunction(model, input_name, output_name, fixed_inputs)
+        self.function = ModelFunction(model, input_name, output_name, fixed_inputs, integer_inputs=False)
         composite = EpsilonPlusFlat() if composite is None else composite
         if not isinstance(composite, Composite):
             raise AnalyzerError(f"composite must be an onnxxai LRP Composite (e.g. EpsilonPlusFlat()), got {type(composite).__name__}")
