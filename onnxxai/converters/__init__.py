@@ -11,7 +11,8 @@ import importlib
 
 __all__ = ["register", "FAMILIES"]
 
-FAMILIES = ("reduce", "pad", "pool", "activation", "split", "compat", "unary", "normalization", "shape", "sampling", "attention", "ml", "conv")
+FAMILIES = ("reduce", "pad", "pool", "activation", "split", "compat", "unary", "normalization", "shape", "sampling", "attention", "ml", "conv",
+            "recurrent")
 _REGISTERED = False
 
 
