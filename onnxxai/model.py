@@ -18,6 +18,7 @@ from onnx2torch.node_converters.registry import get_converter
 from onnx2torch.onnx_graph import OnnxGraph
 
 from onnxxai import converters
+from onnxxai.converters._util import CONVERTING
 from onnxxai.errors import ConversionError, InputError, ModelFileError, ParityError, UnsupportedOpError
 from onnxxai.normalize import PassResult, normalize
 from onnxxai.parity import DEFAULT_ATOL, DEFAULT_RTOL, ParityReport, compare_outputs, execution_provider, run_onnxruntime
@@ -271,10 +272,14 @@ def _check_supported(model: onnx.ModelProto, label: str) -> None:
 
 
 def _convert(model: onnx.ModelProto, label: str) -> torch.fx.GraphModule:
+    token = CONVERTING.set(model)
     try:
-        module = onnx2torch.convert(model)
-    except Exception as exc:  # noqa: BLE001 - find which node's converter failed and name it
-        raise _conversion_error(model, label, exc) from exc
+        try:
+            module = onnx2torch.convert(model)
+        except Exception as exc:  # noqa: BLE001 - find which node's converter failed and name it
+            raise _conversion_error(model, label, exc) from exc
+    finally:
+        CONVERTING.reset(token)
     _one_result_per_graph_output(module, model)
     module.eval()
     for p in module.parameters():

@@ -48,6 +48,26 @@ def name_nodes(model: onnx.ModelProto) -> int:
     return changed
 
 
+def name_omitted_outputs(model: onnx.ModelProto) -> int:
+    """Drop omitted ("") trailing outputs of nodes and name omitted middle ones ``<node>/unused<k>``.
+
+    onnx2torch looks up an omitted *input* among the values nodes produce, so a node with an
+    omitted output makes every omitted input elsewhere resolve to it. Trailing optional outputs
+    may simply be left out in ONNX; middle ones get a name nothing reads.
+    """
+    changed = 0
+    for node in _walk_nodes(model.graph):
+        outputs = list(node.output)
+        if "" not in outputs:
+            continue
+        while outputs and not outputs[-1]:
+            outputs.pop()
+        outputs = [o or f"{node.name or node.op_type}/unused{k}" for k, o in enumerate(outputs)]
+        node.output[:] = outputs
+        changed += 1
+    return changed
+
+
 def remove_initializer_inputs(model: onnx.ModelProto) -> int:
     """Drop graph inputs that are really initializers (IR < 4 style), so only true inputs remain.
 
@@ -271,7 +291,7 @@ def _walk_nodes(graph: onnx.GraphProto):
 
 
 def alias_dotted_domains(model: onnx.ModelProto) -> int:
-    """Rename the dotted domain ai.onnx.ml to ai_onnx_ml.
+    """Rename the dotted domains ai.onnx.ml and ai.onnx.preview to ai_onnx_ml and ai_onnx_preview.
 
     onnx2torch names each module "<domain>/<node name>" and torch refuses dots in module names;
     onnxxai registers its ai.onnx.ml converters under the underscored name. Parity is always
@@ -290,7 +310,7 @@ def alias_dotted_domains(model: onnx.ModelProto) -> int:
 
 
 #: dotted domains onnxxai has converters for (other domains keep their names, so errors name them as written)
-_ALIASED_DOMAINS = {"ai.onnx.ml": "ai_onnx_ml"}
+_ALIASED_DOMAINS = {"ai.onnx.ml": "ai_onnx_ml", "ai.onnx.preview": "ai_onnx_preview"}
 
 
 def reshape_allowzero(model: onnx.ModelProto) -> int:
@@ -376,11 +396,12 @@ def infer_shapes(model: onnx.ModelProto) -> int:
 
 PASSES: list[tuple[str, Callable[[onnx.ModelProto], int], str]] = [
     ("name_nodes", name_nodes, "gave unnamed nodes unique names"),
+    ("name_omitted_outputs", name_omitted_outputs, "dropped or named omitted (empty) node outputs"),
     ("remove_initializer_inputs", remove_initializer_inputs, "dropped initializers listed as graph inputs"),
     ("fold_constants", fold_constants, "folded nodes with constant inputs into initializers"),
     ("fold_static_shapes", fold_static_shapes, "replaced Shape reads of static dimensions by constants"),
     ("inline_constant_if", inline_constant_if, "replaced If nodes with a constant condition by the chosen branch"),
-    ("alias_dotted_domains", alias_dotted_domains, "renamed dotted node domains (ai.onnx.ml -> ai_onnx_ml)"),
+    ("alias_dotted_domains", alias_dotted_domains, "renamed dotted node domains (ai.onnx.ml, ai.onnx.preview -> ai_onnx_*)"),
     ("reshape_allowzero", reshape_allowzero, "cleared Reshape allowzero where the shape has no zero"),
     ("infer_shapes", infer_shapes, "annotated tensors with inferred shapes"),
     ("explicit_auto_pad", explicit_auto_pad, "replaced auto_pad SAME_*/VALID by explicit pads"),

@@ -102,3 +102,23 @@ def test_inlining_leaves_the_callers_proto_and_run_time_conditions_alone():
     dynamic = _if_model(cond_from_constant=False)
     assert inline_constant_if(dynamic) == 0 and fold_static_shapes(dynamic) == 0
     assert [n.op_type for n in dynamic.graph.node] == ["If"]
+
+
+def test_omitted_outputs_do_not_capture_omitted_inputs():
+    """LSTM(..) -> ["", "Y_h"] then Clip(Y_h, "", max): the Clip's omitted min must stay omitted."""
+    rng = np.random.default_rng(1)
+    hidden = 3
+    inits = [numpy_helper.from_array(rng.standard_normal((1, 4 * hidden, 2)).astype(np.float32), "W"),
+             numpy_helper.from_array(rng.standard_normal((1, 4 * hidden, hidden)).astype(np.float32), "R"),
+             numpy_helper.from_array(np.float32(0.1), "high")]
+    nodes = [helper.make_node("LSTM", ["x", "W", "R"], ["", "h"], name="lstm", hidden_size=hidden),
+             helper.make_node("Clip", ["h", "", "high"], ["y"], name="clip")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [5, 2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, hidden])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model = onnxxai.load(proto)
+    assert {p.name: p.changed for p in model.passes}["name_omitted_outputs"] == 1
+    x = rng.standard_normal((5, 2, 2)).astype(np.float32)
+    want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_allclose(model(x), want, rtol=1e-5, atol=1e-6)
+    assert want.min() < 0  # the clip has no lower bound: a captured min would have changed this

@@ -2,10 +2,24 @@
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
+import onnx
 import torch
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
+
+
+#: The ModelProto being converted (set by :func:`onnxxai.model.convert`): converters of nodes with
+#: subgraph bodies read its opset imports, IR version and functions, which onnx2torch does not pass.
+CONVERTING: ContextVar[onnx.ModelProto | None] = ContextVar("onnxxai_converting", default=None)
+
+
+def enclosing_model(graph: OnnxGraph) -> onnx.ModelProto | None:  # noqa: ARG001 - kept for call sites' clarity
+    """The model being converted (onnx2torch converts a shape-inferred copy of it: same opsets,
+    same functions), or None outside :func:`onnxxai.model.convert`."""
+    return CONVERTING.get()
 
 
 def constant_input(node: OnnxNode, graph: OnnxGraph, index: int) -> torch.Tensor | None:
