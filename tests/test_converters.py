@@ -141,9 +141,13 @@ def test_split_gradcheck():
     assert [p.shape[1] for p in module(x)] == [3, 3, 1]
 
 
-def test_unsupported_version_change_names_the_node():
-    model = single_op("AveragePool", [1, 2, 8, 8], [None], 19, {"kernel_shape": [3, 3], "dilations": [2, 2]})
-    with pytest.raises(onnxxai.UnsupportedOpError, match="the_averagepool.*dilations"):
+def test_refused_attribute_names_the_node_and_the_attribute():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2, 4, 4])
+    scales = numpy_helper.from_array(np.float32([1, 1, 0.5, 0.5]), "scales")
+    node = helper.make_node("Resize", ["x", "", "scales"], ["y"], name="the_resize", mode="area")
+    model = helper.make_model(helper.make_graph([node], "g", [x], [y], [scales]), opset_imports=[helper.make_opsetid("", 19)])
+    with pytest.raises(onnxxai.UnsupportedOpError, match="the_resize.*mode='area'"):
         onnxxai.load(model)
 
 
