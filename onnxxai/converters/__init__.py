@@ -12,7 +12,7 @@ import importlib
 __all__ = ["register", "FAMILIES"]
 
 FAMILIES = ("reduce", "pad", "pool", "activation", "split", "compat", "unary", "normalization", "shape", "sampling", "attention", "ml", "conv",
-            "recurrent")
+            "recurrent", "control_flow", "tensor_ops")
 _REGISTERED = False
 
 

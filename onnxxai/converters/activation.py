@@ -1,4 +1,5 @@
-"""Activations onnx2torch lacks or limits: Gelu-20, Dropout before opset 10, Clip with run-time bounds."""
+"""Activations onnx2torch lacks or limits: Gelu-20, Dropout at inference (any opset, with seeds and
+mask outputs), Clip with run-time or absent bounds."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
-from onnxxai.converters._util import extend_converter, result
+from onnxxai.converters._util import constant_input, extend_converter, result
 
 
 def convert_gelu(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
@@ -25,14 +26,19 @@ add_converter(operation_type="Gelu", version=20)(convert_gelu)
 
 
 class DropoutInference(torch.nn.Module):
-    """Dropout at inference: the identity (with a placeholder for an unused mask output)."""
+    """Dropout at inference: the identity, whatever the ratio or seed, plus the all-true mask when the
+    node has a mask output. A run-time ``training_mode`` of true with a non-zero ratio would need a
+    random mask, which cannot be reproduced: it raises instead of silently returning the identity."""
 
     def __init__(self, with_mask: bool = False) -> None:
         super().__init__()
         self.with_mask = with_mask
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, None]:
-        return (x, None) if self.with_mask else x
+    def forward(self, x: torch.Tensor, ratio: torch.Tensor | None = None,
+                training_mode: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        if training_mode is not None and bool(training_mode) and (ratio is None or float(ratio) != 0.0):
+            raise NotImplementedError("Dropout with training_mode=True and ratio > 0 (a random mask) is not supported")
+        return (x, torch.ones_like(x, dtype=torch.bool)) if self.with_mask else x
 
 
 def convert_dropout_7(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
@@ -45,25 +51,44 @@ def convert_dropout_7(node: OnnxNode, graph: OnnxGraph) -> OperationConverterRes
     )
 
 
+def convert_dropout(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:  # noqa: ARG001
+    """Dropout-10/12/13/22 at inference (the seed attribute is irrelevant there); mask output all true.
+
+    A constant training_mode of true with a ratio that is not a constant 0 is refused."""
+    training = constant_input(node, graph, 2)
+    if training is not None and bool(training):
+        ratio = constant_input(node, graph, 1) if len(node.input_values) > 1 and node.input_values[1] else torch.tensor(0.5)
+        if ratio is None or float(ratio) != 0.0:
+            raise NotImplementedError("Dropout with training_mode=1 (a random mask) is not supported")
+    with_mask = len(node.output_values) > 1
+    return result(DropoutInference(with_mask=with_mask), node)
+
+
 def _is_consumed(value: str, graph: OnnxGraph) -> bool:
     return value in graph.output_values or any(value in n.input_values for n in graph.nodes.values())
 
 
 for _v in (1, 6, 7):
     add_converter(operation_type="Dropout", version=_v)(convert_dropout_7)
+for _v in (10, 12, 13):
+    extend_converter("Dropout", _v, convert_dropout)
+add_converter(operation_type="Dropout", version=22)(convert_dropout)
 
 
 class ClipDynamic(torch.nn.Module):
-    """Clip with min and/or max computed by the graph at run time."""
+    """Clip with min and/or max computed by the graph at run time, or absent (the identity)."""
 
     def forward(self, x: torch.Tensor, low: torch.Tensor | None = None, high: torch.Tensor | None = None) -> torch.Tensor:
+        if low is None and high is None:
+            return x
         return torch.clamp(x, low, high)
 
 
 def convert_clip(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:
-    """Clip-11/12/13: onnx2torch's module for constant bounds, ours when a bound is a graph value."""
-    bounds = [name for name in node.input_values[1:3] if name]
-    if all(name in graph.initializers or _is_constant_node(name, graph) for name in bounds):
+    """Clip-11/12/13: onnx2torch's module for constant bounds, ours when a bound is a graph value or
+    is skipped with an empty name (onnx2torch looks up the empty name and refuses)."""
+    bounds = node.input_values[1:3]
+    if all(name and (name in graph.initializers or _is_constant_node(name, graph)) for name in bounds):
         return fallback(node, graph)
     return result(ClipDynamic(), node)
 

@@ -29,4 +29,21 @@ def convert_array_feature_extractor(node: OnnxNode, graph: OnnxGraph) -> Operati
     return result(ArrayFeatureExtractor(), node)
 
 
+class Binarizer(torch.nn.Module):
+    """1 where ``x > threshold``, else 0, in x's dtype (a step function: its gradient is zero)."""
+
+    def __init__(self, threshold: float) -> None:
+        super().__init__()
+        self.threshold = threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x > self.threshold).to(x.dtype)
+
+
+def convert_binarizer(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """Binarizer (ai.onnx.ml, opset 1; threshold default 0)."""
+    return result(Binarizer(float(node.attributes.get("threshold", 0.0))), node)
+
+
 add_converter(operation_type="ArrayFeatureExtractor", version=1, domain=ML_DOMAIN)(convert_array_feature_extractor)
+add_converter(operation_type="Binarizer", version=1, domain=ML_DOMAIN)(convert_binarizer)

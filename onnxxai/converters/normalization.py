@@ -1,5 +1,5 @@
-"""Normalizations onnx2torch lacks (Lp, mean-variance, RMS, group) and LayerNormalization with its
-optional Mean / InvStdDev outputs."""
+"""Normalizations onnx2torch lacks (Lp, mean-variance, RMS, group), LayerNormalization with its
+optional Mean / InvStdDev outputs and BatchNormalization in training mode."""
 
 from __future__ import annotations
 
@@ -13,14 +13,40 @@ from onnxxai.converters._util import extend_converter, register_all_versions, re
 
 
 class LpNormalization(torch.nn.Module):
-    """x / ||x||_p along ``axis`` (p = 1 or 2)."""
+    """x / ||x||_p along ``axis`` (p = 1 or 2); a zero norm gives 0, not NaN, as in ONNX."""
 
     def __init__(self, axis: int, p: int) -> None:
         super().__init__()
         self.axis, self.p = axis, p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x / torch.linalg.vector_norm(x, ord=self.p, dim=self.axis, keepdim=True)
+        norm = torch.linalg.vector_norm(x, ord=self.p, dim=self.axis, keepdim=True)
+        # where the norm is 0 the slice is all zeros, so dividing by 1 gives the 0 ONNX asks for
+        return x / torch.where(norm == 0, torch.ones_like(norm), norm)
+
+
+class BatchNormTraining(torch.nn.Module):
+    """BatchNormalization-14/15 with training_mode=1: Y normalized with the batch's own mean and
+    (population) variance over every axis but 1, and the updated running statistics
+    ``input_mean * momentum + batch_mean * (1 - momentum)`` (same for the variance) when the node
+    has those outputs."""
+
+    def __init__(self, epsilon: float, momentum: float, n_outputs: int) -> None:
+        super().__init__()
+        self.epsilon, self.momentum, self.n_outputs = epsilon, momentum, n_outputs
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
+                var: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        dims = [d for d in range(x.dim()) if d != 1]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        batch_mean = x.mean(dim=dims)
+        batch_var = ((x - batch_mean.reshape(shape)) ** 2).mean(dim=dims)
+        y = (x - batch_mean.reshape(shape)) * torch.rsqrt(batch_var.reshape(shape) + self.epsilon) * scale.reshape(shape) + bias.reshape(shape)
+        if self.n_outputs == 1:
+            return y
+        running_mean = mean * self.momentum + batch_mean * (1 - self.momentum)
+        running_var = var * self.momentum + batch_var * (1 - self.momentum)
+        return (y, running_mean, running_var)[: self.n_outputs]
 
 
 class MeanVarianceNormalization(torch.nn.Module):
@@ -122,9 +148,21 @@ def convert_layer_norm(node: OnnxNode, graph: OnnxGraph, fallback=None) -> Opera
     return result(module, node)
 
 
+def convert_batch_norm(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:
+    """BatchNormalization-14/15: onnx2torch's module at inference (training_mode=0), ours for
+    training_mode=1, which single-op graphs (ONNX's conformance cases) use to ask for batch statistics."""
+    if not int(node.attributes.get("training_mode", 0)):
+        return fallback(node, graph)
+    module = BatchNormTraining(float(node.attributes.get("epsilon", 1e-5)), float(node.attributes.get("momentum", 0.9)),
+                               len(node.output_values))
+    return result(module, node)
+
+
 register_all_versions("LpNormalization", convert_lp_normalization)
 register_all_versions("MeanVarianceNormalization", convert_mvn)
 register_all_versions("RMSNormalization", convert_rms_normalization)
 extend_converter("LayerNormalization", 17, convert_layer_norm)
+for _v in (14, 15):
+    extend_converter("BatchNormalization", _v, convert_batch_norm)
 add_converter(operation_type="GroupNormalization", version=18)(_group_normalization(per_group_affine=True))
 add_converter(operation_type="GroupNormalization", version=21)(_group_normalization(per_group_affine=False))

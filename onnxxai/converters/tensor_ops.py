@@ -1,0 +1,199 @@
+"""Layout, index and signal ops onnx2torch lacks: SpaceToDepth, DepthToSpace in DCR mode, OneHot,
+Range with the input's dtype, Det and DFT."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from onnx2torch.node_converters.registry import add_converter
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OperationConverterResult
+
+from onnxxai.converters._util import constant_input, extend_converter, register_all_versions, result
+
+
+def _mode(node: OnnxNode, op: str) -> str:
+    mode = node.attributes.get("mode", "DCR")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    if mode not in ("DCR", "CRD"):
+        raise NotImplementedError(f"{op} with mode={mode!r} is not supported")
+    return mode
+
+
+class SpaceToDepth(torch.nn.Module):
+    """Move ``blocksize`` x ``blocksize`` spatial blocks of an NCHW tensor into channels, ordered
+    depth-column-row (DCR, the ONNX default) or column-row-depth (CRD, opset 28)."""
+
+    def __init__(self, blocksize: int, mode: str = "DCR") -> None:
+        super().__init__()
+        self.blocksize, self.mode = blocksize, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        b = self.blocksize
+        blocks = x.reshape(n, c, h // b, b, w // b, b)
+        order = (0, 3, 5, 1, 2, 4) if self.mode == "DCR" else (0, 1, 3, 5, 2, 4)
+        return blocks.permute(order).reshape(n, c * b * b, h // b, w // b)
+
+
+class DepthToSpace(torch.nn.Module):
+    """Inverse of :class:`SpaceToDepth`: channels of an NCHW tensor into ``blocksize`` x ``blocksize``
+    spatial blocks, DCR (the ONNX default, which onnx2torch refuses) or CRD (torch's pixel_shuffle)."""
+
+    def __init__(self, blocksize: int, mode: str = "DCR") -> None:
+        super().__init__()
+        self.blocksize, self.mode = blocksize, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        b = self.blocksize
+        if self.mode == "DCR":
+            blocks = x.reshape(n, b, b, c // (b * b), h, w).permute(0, 3, 4, 1, 5, 2)
+        else:
+            blocks = x.reshape(n, c // (b * b), b, b, h, w).permute(0, 1, 4, 2, 5, 3)
+        return blocks.reshape(n, c // (b * b), h * b, w * b)
+
+
+def convert_space_to_depth(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """SpaceToDepth-1/13 (DCR) and -28 (mode DCR or CRD)."""
+    return result(SpaceToDepth(int(node.attributes["blocksize"]), _mode(node, "SpaceToDepth")), node)
+
+
+def convert_depth_to_space(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:  # noqa: ARG001
+    """DepthToSpace-1 (DCR) and -11/13/28 (mode DCR or CRD)."""
+    return result(DepthToSpace(int(node.attributes["blocksize"]), _mode(node, "DepthToSpace")), node)
+
+
+class OneHot(torch.nn.Module):
+    """``values[1]`` where the index along the new ``axis`` equals ``indices`` (negative indices count
+    from ``depth``; indices outside [-depth, depth-1] give an all-off row), ``values[0]`` elsewhere.
+    Differentiable in ``values``."""
+
+    def __init__(self, axis: int) -> None:
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, indices: torch.Tensor, depth: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        n = int(depth.reshape(-1)[0].to(torch.int64))
+        idx = indices.to(torch.int64)
+        idx = torch.where(idx < 0, idx + n, idx)
+        axis = self.axis % (indices.dim() + 1)
+        classes = torch.arange(n, device=indices.device).reshape([n] + [1] * (indices.dim() - axis))
+        hot = idx.unsqueeze(axis) == classes
+        return torch.where(hot, values[1], values[0])
+
+
+def convert_one_hot(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """OneHot-9/11/28 (axis attribute, default -1)."""
+    return result(OneHot(int(node.attributes.get("axis", -1))), node)
+
+
+class Range(torch.nn.Module):
+    """``start + i * delta`` for i < max(ceil((limit - start) / delta), 0), in the input's dtype.
+
+    Floats are computed in float64 (float16/bfloat16 in the ``stash_type`` precision, as Range-27
+    says), so the values match numpy's arange; the output is differentiable in start and delta."""
+
+    def __init__(self, stash: torch.dtype = torch.float32) -> None:
+        super().__init__()
+        self.stash = stash
+
+    def forward(self, start: torch.Tensor, limit: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+        start, limit, delta = start.reshape(()), limit.reshape(()), delta.reshape(())
+        if not start.is_floating_point():
+            return torch.arange(int(start), int(limit), int(delta), dtype=start.dtype, device=start.device)
+        first, end, step = (float(v.detach()) for v in (start, limit, delta))
+        n = max(math.ceil((end - first) / step), 0)
+        work = self.stash if start.dtype in (torch.float16, torch.bfloat16) else torch.float64
+        steps = torch.arange(n, dtype=work, device=start.device)
+        return (start.to(work) + steps * delta.to(work)).to(start.dtype)
+
+
+def convert_range(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:  # noqa: ARG001
+    """Range-11 and -27 (stash_type 1 = float32 or 11 = float64 for float16/bfloat16 inputs).
+
+    Replaces onnx2torch's Range-11, whose output is always int64 or the default float dtype."""
+    stash = int(node.attributes.get("stash_type", 1))
+    dtypes = {1: torch.float32, 11: torch.float64}
+    if stash not in dtypes:
+        raise NotImplementedError(f"Range with stash_type={stash} is not supported")
+    return result(Range(dtypes[stash]), node)
+
+
+class Det(torch.nn.Module):
+    """Determinant of the trailing square matrices (batched over leading dimensions)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16):
+            return torch.linalg.det(x.float()).to(x.dtype)
+        return torch.linalg.det(x)
+
+
+def convert_det(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """Det-11/22."""
+    return result(Det(), node)
+
+
+class DFT(torch.nn.Module):
+    """ONNX DFT on a signal whose last dimension holds [real] or [real, imaginary].
+
+    Forward or inverse (scaled by 1/n), full or one-sided (rfft: first n//2+1 frequencies; irfft:
+    a real signal from one-sided frequencies). ``dft_length`` pads or truncates the signal. The axis
+    comes from the attribute (DFT-17) or the ``axis`` input (DFT-20). Differentiable in the signal."""
+
+    def __init__(self, inverse: bool, onesided: bool, axis: int | None = None) -> None:
+        super().__init__()
+        self.inverse, self.onesided, self.axis = inverse, onesided, axis
+
+    def forward(self, x: torch.Tensor, dft_length: torch.Tensor | None = None, axis: torch.Tensor | None = None) -> torch.Tensor:
+        dim = (self.axis if self.axis is not None else int(axis)) % x.dim()
+        if dim == x.dim() - 1:
+            raise ValueError("DFT's axis must not be the last (real/imaginary) dimension")
+        work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+        if work.shape[-1] == 2:
+            signal = torch.complex(work[..., 0], work[..., 1])
+        else:
+            signal = work[..., 0]
+        if dft_length is not None:
+            n = int(dft_length)
+        elif self.inverse and self.onesided:
+            n = 2 * (x.shape[dim] - 1)
+        else:
+            n = x.shape[dim]
+        if self.inverse and self.onesided:
+            if not signal.is_complex():
+                signal = torch.complex(signal, torch.zeros_like(signal))
+            return torch.fft.irfft(signal, n=n, dim=dim).unsqueeze(-1).to(x.dtype)
+        out = torch.fft.ifft(signal, n=n, dim=dim) if self.inverse else torch.fft.fft(signal, n=n, dim=dim)
+        if self.onesided:
+            out = out.narrow(dim, 0, n // 2 + 1)
+        return torch.view_as_real(out).to(x.dtype)
+
+
+def _dft(opset: int):
+    def convert_dft(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+        """DFT-17 (axis attribute, default 1) and DFT-20 (axis input, default -2)."""
+        inverse, onesided = bool(node.attributes.get("inverse", 0)), bool(node.attributes.get("onesided", 0))
+        if opset < 20:
+            axis = int(node.attributes.get("axis", 1))
+        else:
+            given = node.input_values[2] if len(node.input_values) > 2 and node.input_values[2] else None
+            constant = constant_input(node, graph, 2)
+            axis = -2 if given is None else (int(constant) if constant is not None else None)
+        return result(DFT(inverse, onesided, axis), node)
+
+    return convert_dft
+
+
+register_all_versions("SpaceToDepth", convert_space_to_depth)
+for _v in (11, 13):
+    extend_converter("DepthToSpace", _v, convert_depth_to_space)
+register_all_versions("DepthToSpace", convert_depth_to_space)
+register_all_versions("OneHot", convert_one_hot)
+extend_converter("Range", 11, convert_range)
+register_all_versions("Range", convert_range)
+register_all_versions("Det", convert_det)
+add_converter(operation_type="DFT", version=17)(_dft(17))
+add_converter(operation_type="DFT", version=20)(_dft(20))
