@@ -64,15 +64,24 @@ class ConvDynamicWeight(torch.nn.Module):
         return _CONV[rank](x, weight, bias, strides, 0, dilations, self.groups)
 
 
-def convert_conv(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:
-    """Conv: onnx2torch's nn.ConvNd when weight and bias are initializers, ours otherwise."""
-    params = [name for name in node.input_values[1:3] if name]
-    if all(name in graph.initializers for name in params):
-        return fallback(node, graph)
-    attrs = node.attributes
+def _run_time_parameters(node: OnnxNode, graph: OnnxGraph) -> bool:
+    """Whether the weight or bias is computed by the graph rather than stored as an initializer."""
+    return not all(name in graph.initializers for name in node.input_values[1:3] if name)
+
+
+def _checked_auto_pad(attrs: dict, op: str) -> str:
     auto_pad = _auto_pad(attrs)
     if auto_pad not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
-        raise NotImplementedError(f"Conv with auto_pad={auto_pad} is not supported")
+        raise NotImplementedError(f"{op} with auto_pad={auto_pad} is not supported")
+    return auto_pad
+
+
+def convert_conv(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:
+    """Conv: onnx2torch's nn.ConvNd when weight and bias are initializers, ours otherwise."""
+    if not _run_time_parameters(node, graph):
+        return fallback(node, graph)
+    attrs = node.attributes
+    auto_pad = _checked_auto_pad(attrs, "Conv")
     pads = attrs.get("pads")
     module = ConvDynamicWeight(
         [int(s) for s in attrs["strides"]] if "strides" in attrs else None,
@@ -138,13 +147,10 @@ class ConvTransposeDynamicWeight(torch.nn.Module):
 
 def convert_conv_transpose(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:
     """ConvTranspose: onnx2torch's nn.ConvTransposeNd when weight and bias are initializers, ours otherwise."""
-    params = [name for name in node.input_values[1:3] if name]
-    if all(name in graph.initializers for name in params):
+    if not _run_time_parameters(node, graph):
         return fallback(node, graph)
     attrs = node.attributes
-    auto_pad = _auto_pad(attrs)
-    if auto_pad not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
-        raise NotImplementedError(f"ConvTranspose with auto_pad={auto_pad} is not supported")
+    auto_pad = _checked_auto_pad(attrs, "ConvTranspose")
 
     def ints(name: str) -> list[int] | None:
         return [int(v) for v in attrs[name]] if name in attrs else None
