@@ -29,15 +29,36 @@ def is_float_case(model: onnx.ModelProto) -> bool:
     return all(v.type.HasField("tensor_type") and v.type.tensor_type.elem_type in FLOATS for v in values)
 
 
+#: ml_dtypes element types torch holds bit for bit (decoded through a uint8 view).
+_TORCH_FLOAT8 = {"float8_e4m3fn": torch.float8_e4m3fn, "float8_e4m3fnuz": torch.float8_e4m3fnuz,
+                 "float8_e5m2": torch.float8_e5m2, "float8_e5m2fnuz": torch.float8_e5m2fnuz}
+#: ml_dtypes sub-byte integers: torch has no such dtype, onnxxai carries them in int8/uint8.
+_SUB_BYTE = {"int4": np.int8, "uint4": np.uint8, "int2": np.int8, "uint2": np.uint8}
+
+
 def _typed(array, spec: onnx.ValueInfoProto) -> torch.Tensor:
     """The case's input as a tensor of the graph input's dtype (some cases store data as object
-    arrays; bfloat16 arrays go through float32, which holds them exactly)."""
+    arrays; bfloat16 arrays go through float32, which holds them exactly; float8 arrays are
+    reinterpreted bit for bit; int4/uint4/int2/uint2 go into int8/uint8 containers)."""
     a = onnx.numpy_helper.to_array(array) if isinstance(array, onnx.TensorProto) else np.array(array)
     if a.dtype == object:
         a = a.astype(onnx.helper.tensor_dtype_to_np_dtype(spec.type.tensor_type.elem_type))
     if a.dtype.name == "bfloat16":
         return torch.from_numpy(a.astype(np.float32)).to(torch.bfloat16)
+    if a.dtype.name in _TORCH_FLOAT8:
+        return torch.from_numpy(np.ascontiguousarray(a).view(np.uint8)).view(_TORCH_FLOAT8[a.dtype.name])
+    if a.dtype.name in _SUB_BYTE:
+        return torch.from_numpy(a.astype(_SUB_BYTE[a.dtype.name]))
     return torch.from_numpy(a)
+
+
+def _comparable(want: np.ndarray) -> np.ndarray:
+    """Expected values of ml_dtypes types as plain numpy values (float32 / int64)."""
+    if want.dtype.name == "bfloat16" or want.dtype.name in _TORCH_FLOAT8:
+        return want.astype(np.float32)
+    if want.dtype.name in _SUB_BYTE:
+        return want.astype(np.int64)
+    return want
 
 
 def run_case(case, raw: bool) -> tuple[str, str]:
@@ -85,11 +106,10 @@ def run_case(case, raw: bool) -> tuple[str, str]:
             return "wrong number of outputs", f"{len(outs)} vs {len(expected)}"
         for got, want in zip(outs, expected):
             if isinstance(got, torch.Tensor):
-                got = (got.float() if got.dtype == torch.bfloat16 else got).detach().cpu().numpy()
+                got = (got.float() if got.dtype in (torch.bfloat16, *_TORCH_FLOAT8.values()) else got).detach().cpu().numpy()
             got = np.asarray(got)
             want = onnx.numpy_helper.to_array(want) if isinstance(want, onnx.TensorProto) else np.asarray(want)
-            if want.dtype.name == "bfloat16":
-                want = want.astype(np.float32)
+            want = _comparable(want)
             if got.shape != want.shape:
                 return "wrong shape", f"{got.shape} vs {want.shape}"
             if want.dtype.kind in "fc":

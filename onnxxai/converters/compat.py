@@ -1,22 +1,108 @@
-"""Newer versions whose added attributes only matter in cases we refuse explicitly.
+"""Cast, for every opset version and every element type torch can hold exactly.
 
-Each converter here checks that the new attributes keep their old meaning for this node and then
-delegates to onnx2torch's converter of the older version; otherwise it names what is unsupported.
+onnx2torch's Cast knows only the classic dtypes. Ours adds bfloat16, uint16/32/64, the four float8
+types of opset 19 (``saturate`` honoured) and the sub-byte integers int4/uint4/int2/uint2, which
+torch has no dtype for: they are carried in int8/uint8 tensors holding the same values (a cast to
+them wraps modulo 2**bits, as ONNX's reference does). The table :data:`TORCH_DTYPES` and
+:class:`Cast` are shared with CastLike and the quantization family.
+
+Refused: float4e2m1, float6, float8e8m0 and string targets.
 """
 
 from __future__ import annotations
 
-from onnx2torch.node_converters.registry import add_converter, get_converter
+import torch
+from onnx import TensorProto
+from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
+from onnxxai.converters._util import result, schema_versions
 
-def convert_cast_19(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-    """Cast-19+: ``saturate`` only affects float8 targets and ``round_mode`` only float4/8, which
-    onnx2torch's Cast-13 refuses anyway; otherwise identical."""
-    return get_converter(operation_type="Cast", version=13)(node, graph)
+__all__ = ["TORCH_DTYPES", "SUB_BYTE", "FLOAT8", "Cast", "cast_module", "elem_type"]
+
+#: ONNX element type -> torch dtype holding it exactly (sub-byte integers: a wider container).
+TORCH_DTYPES: dict[int, torch.dtype] = {
+    TensorProto.FLOAT: torch.float32, TensorProto.DOUBLE: torch.float64, TensorProto.FLOAT16: torch.float16,
+    TensorProto.BFLOAT16: torch.bfloat16,
+    TensorProto.UINT8: torch.uint8, TensorProto.INT8: torch.int8, TensorProto.UINT16: torch.uint16,
+    TensorProto.INT16: torch.int16, TensorProto.UINT32: torch.uint32, TensorProto.INT32: torch.int32,
+    TensorProto.UINT64: torch.uint64, TensorProto.INT64: torch.int64, TensorProto.BOOL: torch.bool,
+    TensorProto.COMPLEX64: torch.complex64, TensorProto.COMPLEX128: torch.complex128,
+    TensorProto.FLOAT8E4M3FN: torch.float8_e4m3fn, TensorProto.FLOAT8E4M3FNUZ: torch.float8_e4m3fnuz,
+    TensorProto.FLOAT8E5M2: torch.float8_e5m2, TensorProto.FLOAT8E5M2FNUZ: torch.float8_e5m2fnuz,
+    TensorProto.INT4: torch.int8, TensorProto.UINT4: torch.uint8,
+    TensorProto.INT2: torch.int8, TensorProto.UINT2: torch.uint8,
+}
+#: Sub-byte integer types: (bits, signed).
+SUB_BYTE: dict[int, tuple[int, bool]] = {
+    TensorProto.INT4: (4, True), TensorProto.UINT4: (4, False), TensorProto.INT2: (2, True), TensorProto.UINT2: (2, False),
+}
+FLOAT8 = (torch.float8_e4m3fn, torch.float8_e4m3fnuz, torch.float8_e5m2, torch.float8_e5m2fnuz)
+#: float8e4m3fn has no infinity: without saturation, magnitudes that round past 448 become NaN.
+#: (448 + 480) / 2 = 464 rounds to even, i.e. down to 448. torch's own conversion saturates for this
+#: type; for the three others it already gives inf/NaN on overflow, as ONNX's saturate=0 asks.
+_E4M3FN_OVERFLOW = 464.0
 
 
-for _v in (19, 21, 23, 24, 25):
-    add_converter(operation_type="Cast", version=_v)(convert_cast_19)
+class Cast(torch.nn.Module):
+    """Convert to ``dtype``; float8 targets saturate to ±max when ``saturate`` (ONNX's default),
+    sub-byte integer targets (``bits``) wrap modulo 2**bits inside their int8/uint8 container."""
+
+    def __init__(self, dtype: torch.dtype, saturate: bool = True, bits: int = 0, signed: bool = False) -> None:
+        super().__init__()
+        self.dtype, self.saturate, self.bits, self.signed = dtype, saturate, bits, signed
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bits:
+            v = (x.trunc() if x.is_floating_point() else x).to(torch.int64)
+            if self.signed:
+                half = 1 << (self.bits - 1)
+                v = torch.remainder(v + half, 1 << self.bits) - half
+            else:
+                v = torch.remainder(v, 1 << self.bits)
+            return v.to(self.dtype)
+        if self.dtype in FLOAT8 and x.is_floating_point() and x.dtype not in FLOAT8:
+            if self.saturate:
+                limit = torch.finfo(self.dtype).max
+                return x.clamp(-limit, limit).to(self.dtype)
+            y = x.to(self.dtype)
+            if self.dtype == torch.float8_e4m3fn:
+                y = torch.where(x.abs() > _E4M3FN_OVERFLOW, torch.full_like(y, float("nan")), y)
+            return y
+        return x.to(self.dtype)
+
+    def extra_repr(self) -> str:
+        extra = f", int{self.bits} container" if self.bits else ""
+        return f"{self.dtype}, saturate={self.saturate}{extra}"
+
+
+def cast_module(onnx_type: int, saturate: bool = True, op: str = "Cast") -> Cast:
+    """The :class:`Cast` to ONNX element type ``onnx_type``; NotImplementedError for types torch cannot hold."""
+    if onnx_type not in TORCH_DTYPES:
+        name = TensorProto.DataType.Name(onnx_type) if onnx_type in TensorProto.DataType.values() else str(onnx_type)
+        raise NotImplementedError(f"{op} with to={name} is not supported")
+    bits, signed = SUB_BYTE.get(onnx_type, (0, False))
+    return Cast(TORCH_DTYPES[onnx_type], saturate=saturate, bits=bits, signed=signed)
+
+
+def elem_type(graph: OnnxGraph, name: str) -> int | None:
+    """The ONNX element type of value ``name`` if the graph (after shape inference) knows it."""
+    info = graph.value_info.get(name)
+    if info is not None and info.type.HasField("tensor_type") and info.type.tensor_type.elem_type:
+        return int(info.type.tensor_type.elem_type)
+    if name in graph.initializers:
+        return int(graph.initializers[name].proto.data_type)
+    return None
+
+
+def convert_cast(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """Cast (all versions): ``to`` any type in :data:`TORCH_DTYPES`; ``saturate`` (19+) for float8;
+    ``round_mode`` (24+) only matters for float8e8m0, which is refused."""
+    saturate = bool(int(node.attributes.get("saturate", 1)))
+    return result(cast_module(int(node.attributes["to"]), saturate), node, n_inputs=1)
+
+
+for _v in schema_versions("Cast"):
+    _CONVERTER_REGISTRY[OperationDescription(domain="", operation_type="Cast", version=_v)] = convert_cast

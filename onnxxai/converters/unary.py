@@ -9,6 +9,7 @@ from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
 from onnxxai.converters._util import register_all_versions, result
+from onnxxai.converters.compat import cast_module, elem_type
 
 
 class Elementwise(torch.nn.Module):
@@ -68,16 +69,22 @@ def convert_hardmax(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResul
 
 
 class CastLike(torch.nn.Module):
-    """Cast the first input to the dtype of the second."""
+    """Cast the first input to the dtype of the second (used when the target type is unknown at
+    conversion time; otherwise CastLike converts to compat's :class:`Cast`)."""
 
     def forward(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return x.to(like.dtype)
 
 
-def convert_cast_like(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
-    """CastLike: ``saturate``/``round_mode`` only matter for float8/float4 targets, which torch graphs
-    here do not use; refused when set to a non-default value."""
-    if int(node.attributes.get("saturate", 1)) != 1:
+def convert_cast_like(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """CastLike: the target element type is read from the second input's type info, so bfloat16,
+    float8 (with ``saturate``) and int4/uint4/int2/uint2 behave as in Cast; without type info it
+    falls back to the second input's run-time dtype (only with the default ``saturate=1``)."""
+    saturate = bool(int(node.attributes.get("saturate", 1)))
+    target = elem_type(graph, node.input_values[1])
+    if target is not None:
+        return result(cast_module(target, saturate, op="CastLike"), node, n_inputs=1)
+    if not saturate:
         raise NotImplementedError("CastLike with saturate=0 is not supported")
     return result(CastLike(), node)
 

@@ -1,0 +1,344 @@
+"""Quantization (QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear), quantized arithmetic
+(QLinearMatMul, MatMulInteger, ConvInteger) and unsigned-integer arithmetic torch lacks kernels for.
+
+Forward passes are exact: they reproduce ONNX's reference bit for bit (round half to even, saturation
+to the target range, scales in their own precision). Element types follow :mod:`compat`: float8
+types are torch's, int4/uint4/int2/uint2 live in int8/uint8 containers.
+
+Gradients. Rounding has zero derivative almost everywhere, so a quantized graph taken literally has
+no useful gradient. A QuantizeLinear whose output only feeds DequantizeLinear nodes (the QDQ pattern
+of quantized deployments) therefore returns its integer values in a float tensor ("fake quant") and
+uses a straight-through estimator: the round step passes the gradient unchanged and the clamp to
+the target range passes it only inside the range, so the backward of quantize->dequantize is the
+identity where ``qmin <= round(x / scale) + zero_point <= qmax`` and zero outside. The forward
+values are unchanged. A QuantizeLinear whose output goes elsewhere (or is a graph output) returns
+the exact integer/float8 dtype, which carries no gradient.
+
+Unsigned integers: torch has no add/sub/div/mod/max/min/comparison/topk kernels for uint16/32/64.
+Those ops, when type information says an input is such a type, compute in int64 and cast back:
+exact for uint16/uint32; for uint64 the bits are reinterpreted as int64, which is exact for
+add/sub/mul (wrap-around modulo 2**64) and, with the sign bit flipped, for order (max, min,
+comparisons, topk); div and mod on uint64 values >= 2**63 raise NotImplementedError at run time
+rather than compute a wrong value.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto
+from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OperationConverterResult
+
+from onnxxai.converters._util import extend_converter, register_all_versions, result, torch_pads
+from onnxxai.converters.compat import FLOAT8, TORCH_DTYPES, elem_type
+
+#: Integer quantization ranges (sub-byte types included).
+_INT_RANGES: dict[int, tuple[int, int]] = {
+    TensorProto.UINT8: (0, 255), TensorProto.INT8: (-128, 127), TensorProto.UINT16: (0, 65535),
+    TensorProto.INT16: (-32768, 32767), TensorProto.UINT4: (0, 15), TensorProto.INT4: (-8, 7),
+    TensorProto.UINT2: (0, 3), TensorProto.INT2: (-2, 1),
+}
+_FLOAT8_TYPES = (TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E4M3FNUZ, TensorProto.FLOAT8E5M2, TensorProto.FLOAT8E5M2FNUZ)
+
+
+def _broadcast_param(value: torch.Tensor, shape: torch.Size, axis: int, block_size: int) -> torch.Tensor:
+    """Scale or zero point shaped to broadcast against ``shape``: per tensor, per axis or blocked."""
+    if value.dim() == 0 or value.numel() == 1:
+        return value.reshape(())
+    axis = axis % len(shape)
+    if block_size:
+        return value.repeat_interleave(block_size, dim=axis).narrow(axis, 0, shape[axis])
+    dims = [1] * len(shape)
+    dims[axis] = value.numel()
+    return value.reshape(dims)
+
+
+def _float_container(x: torch.Tensor) -> torch.dtype:
+    """Float dtype that holds every quantized integer value exactly (float64 stays float64)."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+class QuantizeLinear(torch.nn.Module):
+    """``saturate(round(x / scale) + zero_point)`` to ``target`` (ONNX element type).
+
+    ``fake`` keeps the result in a float tensor with a straight-through gradient (see the module
+    docstring); otherwise the result has the target's exact dtype.
+    """
+
+    def __init__(self, target: int, axis: int, block_size: int, saturate: bool, precision: int | None, fake: bool) -> None:
+        super().__init__()
+        self.target, self.axis, self.block_size, self.saturate, self.fake = target, axis, block_size, saturate, fake
+        self.precision = TORCH_DTYPES[precision] if precision else None
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None = None) -> torch.Tensor:
+        scale = _broadcast_param(scale, x.shape, self.axis, self.block_size)
+        if self.precision is not None:
+            x, scale = x.to(self.precision), scale.to(self.precision)
+        y = x / scale
+        if self.target in _INT_RANGES:
+            qmin, qmax = _INT_RANGES[self.target]
+            rounded = y + (torch.round(y) - y).detach()  # straight-through round
+            if zero_point is not None:
+                zp = _broadcast_param(zero_point, x.shape, self.axis, self.block_size)
+                rounded = rounded.to(_float_container(x)) + zp.to(_float_container(x))
+            q = rounded.to(_float_container(x)).clamp(qmin, qmax)
+            return q if self.fake else q.to(TORCH_DTYPES[self.target])
+        dtype = TORCH_DTYPES[self.target]  # float8: zero point is zero by definition
+        if self.saturate:
+            limit = torch.finfo(dtype).max
+            y = y.clamp(-limit, limit)
+        q = y.to(dtype)
+        if self.fake:
+            return y + (q.to(y.dtype) - y).detach()
+        return q
+
+    def extra_repr(self) -> str:
+        return f"to={TensorProto.DataType.Name(self.target)}, axis={self.axis}, block_size={self.block_size}, fake={self.fake}"
+
+
+class DequantizeLinear(torch.nn.Module):
+    """``(x - zero_point) * scale`` computed in float32 (as ONNX's reference), returned as ``dtype``
+    (the scale's dtype unless ``output_dtype`` is set)."""
+
+    def __init__(self, axis: int, block_size: int, dtype: torch.dtype | None) -> None:
+        super().__init__()
+        self.axis, self.block_size, self.dtype = axis, block_size, dtype
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None = None) -> torch.Tensor:
+        compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+        dx = x.to(compute)
+        if zero_point is not None and zero_point.dtype not in FLOAT8:
+            dx = dx - _broadcast_param(zero_point, x.shape, self.axis, self.block_size).to(compute)
+        y = dx * _broadcast_param(scale, x.shape, self.axis, self.block_size).to(compute)
+        return y.to(self.dtype or scale.dtype)
+
+    def extra_repr(self) -> str:
+        return f"axis={self.axis}, block_size={self.block_size}"
+
+
+def _only_dequantized(node: OnnxNode, graph: OnnxGraph) -> bool:
+    """Whether the node's output feeds DequantizeLinear nodes only (and is not a graph output)."""
+    out = node.output_values[0]
+    if out in graph.output_values:
+        return False
+    consumers = [n for n in graph.nodes.values() if out in n.input_values]
+    return bool(consumers) and all(n.operation_type == "DequantizeLinear" and n.input_values[0] == out for n in consumers)
+
+
+def convert_quantize_linear(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """QuantizeLinear (10-25): per tensor, per axis and blocked; integer targets (int2..uint16) and
+    float8 (``saturate``); ``output_dtype`` and ``precision``. Refuses float4/float6 targets."""
+    attrs = node.attributes
+    target = int(attrs.get("output_dtype", 0))
+    if not target and len(node.input_values) > 2 and node.input_values[2]:
+        target = elem_type(graph, node.input_values[2]) or 0
+    if not target:
+        target = elem_type(graph, node.output_values[0]) or TensorProto.UINT8
+    if target not in _INT_RANGES and target not in _FLOAT8_TYPES:
+        raise NotImplementedError(f"QuantizeLinear with output type {TensorProto.DataType.Name(target)} is not supported")
+    module = QuantizeLinear(target, int(attrs.get("axis", 1)), int(attrs.get("block_size", 0)),
+                            bool(int(attrs.get("saturate", 1))), int(attrs.get("precision", 0)) or None,
+                            fake=_only_dequantized(node, graph))
+    return result(module, node)
+
+
+def convert_dequantize_linear(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """DequantizeLinear (10-25): per tensor, per axis and blocked; integer and float8 inputs;
+    ``output_dtype``. Refuses float4 inputs."""
+    attrs = node.attributes
+    source = elem_type(graph, node.input_values[0])
+    if source is not None and source not in _INT_RANGES and source not in _FLOAT8_TYPES and source != TensorProto.INT32:
+        raise NotImplementedError(f"DequantizeLinear with input type {TensorProto.DataType.Name(source)} is not supported")
+    out = int(attrs.get("output_dtype", 0))
+    return result(DequantizeLinear(int(attrs.get("axis", 1)), int(attrs.get("block_size", 0)), TORCH_DTYPES[out] if out else None), node)
+
+
+class DynamicQuantizeLinear(torch.nn.Module):
+    """uint8 quantization with scale and zero point from the input's range (including 0)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        xf = x.to(torch.float32)
+        hi = xf.max().clamp(min=0)
+        lo = xf.min().clamp(max=0)
+        scale = torch.where(hi == lo, torch.ones_like(hi), hi - lo) / 255.0
+        zp = torch.round((0.0 - lo / scale).clamp(0, 255))
+        y = (torch.round(xf / scale) + zp).clamp(0, 255)
+        return y.to(torch.uint8), scale.to(x.dtype), zp.to(torch.uint8)
+
+
+def convert_dynamic_quantize_linear(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """DynamicQuantizeLinear-11 (uint8 output, no gradient)."""
+    return result(DynamicQuantizeLinear(), node)
+
+
+def _centered(x: torch.Tensor, zero_point: torch.Tensor | None, per_row: bool = False) -> torch.Tensor:
+    """``x - zero_point`` in int64; a 1-D zero point of A is per row (last-but-one axis)."""
+    v = x.to(torch.int64)
+    if zero_point is None:
+        return v
+    zp = zero_point.to(torch.int64)
+    if per_row and zp.dim() == 1 and zp.numel() > 1:
+        zp = zp.unsqueeze(-1)
+    return v - zp
+
+
+class MatMulInteger(torch.nn.Module):
+    """``(A - a_zero_point) @ (B - b_zero_point)`` in int32 (exact: computed in int64)."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, a_zero_point: torch.Tensor | None = None,
+                b_zero_point: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.matmul(_centered(a, a_zero_point, per_row=True), _centered(b, b_zero_point)).to(torch.int32)
+
+
+def convert_matmul_integer(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """MatMulInteger-10: per-tensor or per-row (A) / per-column (B) zero points."""
+    return result(MatMulInteger(), node)
+
+
+class QLinearMatMul(torch.nn.Module):
+    """Quantized matmul: the int32 product rescaled by ``a_scale * b_scale / y_scale`` (in the scales'
+    precision, then float64 as ONNX's reference), rounded half to even and saturated to the output type."""
+
+    def __init__(self, dtype: torch.dtype, qmin: int, qmax: int) -> None:
+        super().__init__()
+        self.dtype, self.qmin, self.qmax = dtype, qmin, qmax
+
+    def forward(self, a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point=None) -> torch.Tensor:  # noqa: ANN001
+        c = torch.matmul(_centered(a, a_zero_point, per_row=True), _centered(b, b_zero_point))
+        if a_scale.dim() == 1 and a_scale.numel() > 1:
+            a_scale = a_scale.unsqueeze(-1)
+        d = c.to(torch.float64) * (a_scale * b_scale / y_scale).to(torch.float64)
+        if y_zero_point is not None:
+            d = d + y_zero_point.to(torch.float64)
+        return torch.round(d).clamp(self.qmin, self.qmax).to(self.dtype)
+
+
+def convert_qlinear_matmul(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """QLinearMatMul (10, 21): uint8/int8 operands, per-tensor or per-row/column parameters."""
+    names = node.input_values
+    target = (elem_type(graph, names[7]) if len(names) > 7 and names[7] else None) or elem_type(graph, names[0]) or TensorProto.UINT8
+    if target not in (TensorProto.UINT8, TensorProto.INT8):
+        raise NotImplementedError(f"QLinearMatMul with output type {TensorProto.DataType.Name(target)} is not supported")
+    qmin, qmax = _INT_RANGES[target]
+    return result(QLinearMatMul(TORCH_DTYPES[target], qmin, qmax), node)
+
+
+class ConvInteger(torch.nn.Module):
+    """``conv(x - x_zero_point, w - w_zero_point)`` in int32 (computed exactly in float64)."""
+
+    def __init__(self, pads: list[int], strides: list[int], dilations: list[int], group: int) -> None:
+        super().__init__()
+        self.pads, self.strides, self.dilations, self.group = pads, strides, dilations, group
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, x_zero_point: torch.Tensor | None = None,
+                w_zero_point: torch.Tensor | None = None) -> torch.Tensor:
+        xc = _centered(x, x_zero_point).to(torch.float64)
+        wzp = w_zero_point
+        if wzp is not None and wzp.dim() == 1 and wzp.numel() > 1:
+            wzp = wzp.reshape(-1, *([1] * (w.dim() - 1)))
+        wc = _centered(w, wzp).to(torch.float64)
+        xc = F.pad(xc, torch_pads(self.pads)) if any(self.pads) else xc
+        conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[w.dim() - 2]
+        return torch.round(conv(xc, wc, stride=self.strides, dilation=self.dilations, groups=self.group)).to(torch.int32)
+
+
+def convert_conv_integer(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """ConvInteger-10 with explicit pads (auto_pad=NOTSET), strides, dilations, group."""
+    attrs = node.attributes
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad != "NOTSET":
+        raise NotImplementedError(f"ConvInteger with auto_pad={auto_pad} is not supported")
+    w_shape = graph.value_info.get(node.input_values[1])
+    rank = len(w_shape.type.tensor_type.shape.dim) - 2 if w_shape is not None else len(attrs.get("kernel_shape", [0, 0]))
+    pads = list(attrs.get("pads", [0] * 2 * rank))
+    return result(ConvInteger(pads, list(attrs.get("strides", [1] * rank)), list(attrs.get("dilations", [1] * rank)),
+                              int(attrs.get("group", 1))), node)
+
+
+# ---------------------------------------------------------------------------------------------
+# Unsigned integer arithmetic
+# ---------------------------------------------------------------------------------------------
+
+_UNSIGNED = {TensorProto.UINT16: torch.uint16, TensorProto.UINT32: torch.uint32, TensorProto.UINT64: torch.uint64}
+_ARITHMETIC = ("Add", "Sub", "Mul")
+_DIVISION = ("Div", "Mod")
+_ORDER = ("Max", "Min", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Equal", "TopK")
+_SIGN = -(2**63)
+
+
+class UnsignedAsInt64(torch.nn.Module):
+    """Run ``inner`` (a converted op) on uint16/32/64 inputs by computing in int64 and casting back.
+
+    ``mode``: "wrap" (add/sub/mul: modular arithmetic is the same in int64), "order" (uint64 with
+    the sign bit flipped, which maps unsigned order onto signed order), "divide" (exact while
+    uint64 values are below 2**63, refused otherwise). ``value_outputs`` are the outputs that hold
+    values of the input type (cast back); the others (bool, indices) pass through.
+    """
+
+    def __init__(self, inner: torch.nn.Module, dtype: torch.dtype, mode: str, value_outputs: tuple[int, ...]) -> None:
+        super().__init__()
+        self.inner, self.dtype, self.mode, self.value_outputs = inner, dtype, mode, value_outputs
+
+    def _to_int64(self, t):  # noqa: ANN001, ANN202
+        if not isinstance(t, torch.Tensor) or t.dtype != self.dtype:
+            return t
+        if self.dtype != torch.uint64:
+            return t.to(torch.int64)
+        v = t.view(torch.int64)
+        if self.mode == "order":
+            return v ^ _SIGN
+        if self.mode == "divide" and bool((v < 0).any()):
+            raise NotImplementedError("Div/Mod on uint64 values >= 2**63 is not supported")
+        return v
+
+    def _back(self, t: torch.Tensor) -> torch.Tensor:
+        if t.dtype != torch.int64:
+            return t
+        if self.dtype != torch.uint64:
+            return t.to(self.dtype)
+        return (t ^ _SIGN if self.mode == "order" else t).view(torch.uint64)
+
+    def forward(self, *args):  # noqa: ANN002, ANN201
+        out = self.inner(*[self._to_int64(a) for a in args])
+        if isinstance(out, (tuple, list)):
+            return type(out)(self._back(o) if i in self.value_outputs else o for i, o in enumerate(out))
+        return self._back(out)
+
+    def extra_repr(self) -> str:
+        return f"{self.dtype} via int64, mode={self.mode}"
+
+
+def _unsigned_converter(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:  # noqa: ANN001
+    """Wrap the op's usual converter in :class:`UnsignedAsInt64` when an input is uint16/32/64."""
+    converted = fallback(node, graph)
+    types = {elem_type(graph, name) for name in node.input_values if name}
+    unsigned = [_UNSIGNED[t] for t in types if t in _UNSIGNED]
+    if not unsigned:
+        return converted
+    op = node.operation_type
+    mode = "wrap" if op in _ARITHMETIC else "divide" if op in _DIVISION else "order"
+    value_outputs = (0,)  # TopK: values, not indices; single-output ops: their one output
+    module = UnsignedAsInt64(converted.torch_module, unsigned[0], mode, value_outputs)
+    return OperationConverterResult(torch_module=module, onnx_mapping=converted.onnx_mapping)
+
+
+def _register_unsigned() -> None:
+    for op in _ARITHMETIC + _DIVISION + _ORDER:
+        for desc in [d for d in _CONVERTER_REGISTRY if d.domain == "" and d.operation_type == op]:
+            extend_converter(op, desc.version, _unsigned_converter)
+
+
+register_all_versions("QuantizeLinear", convert_quantize_linear)
+register_all_versions("DequantizeLinear", convert_dequantize_linear)
+register_all_versions("DynamicQuantizeLinear", convert_dynamic_quantize_linear)
+register_all_versions("MatMulInteger", convert_matmul_integer)
+register_all_versions("QLinearMatMul", convert_qlinear_matmul)
+register_all_versions("ConvInteger", convert_conv_integer)
+_register_unsigned()
+
+__all__ = ["QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul",
+           "ConvInteger", "UnsignedAsInt64"]
