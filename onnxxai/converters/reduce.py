@@ -50,7 +50,23 @@ class OnnxReduce(torch.nn.Module):
         dims = [d % x.dim() for d in dims] if x.dim() else []
         if not dims:
             return x
+        if self.op_type in ("ReduceMax", "ReduceMin") and any(x.shape[d] == 0 for d in dims):
+            return _empty_extremum(x, dims, self.keepdims, self.op_type == "ReduceMax")
         return _REDUCTIONS[self.op_type](x, dims, self.keepdims)
+
+
+def _empty_extremum(x: torch.Tensor, dims: list[int], keepdims: bool, is_max: bool) -> torch.Tensor:
+    """ReduceMax/Min over an empty set: the identity, per the ONNX spec (-inf / +inf for floats,
+    the dtype's lowest / highest value for integers, False / True for bool), which torch refuses."""
+    shape = [1 if d in dims else n for d, n in enumerate(x.shape)] if keepdims else [n for d, n in enumerate(x.shape) if d not in dims]
+    if x.dtype == torch.bool:
+        value = not is_max
+    elif x.dtype.is_floating_point:
+        value = float("-inf") if is_max else float("inf")
+    else:
+        info = torch.iinfo(x.dtype)
+        value = info.min if is_max else info.max
+    return torch.full(shape, value, dtype=x.dtype, device=x.device)
 
 
 def convert_reduce_18(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:

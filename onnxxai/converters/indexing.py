@@ -1,0 +1,330 @@
+"""Scatter, cumulative, triangular, selection and uniqueness ops.
+
+Ops onnx2torch lacks (Trilu, CumProd, ScatterElements, Scatter, TensorScatter, Unique, Compress) and
+ops where its converter computes the wrong thing or refuses valid attributes, which ours replace:
+CumSum (``reverse`` defaulted to 1), TopK (ties not broken by the lower index, no opset-1 ``k``
+attribute), IsInf (``detect_negative``/``detect_positive`` ignored), ScatterND (no ``reduction``).
+Every scatter is a single vectorised torch scatter, so gradients flow to ``data`` and ``updates``.
+"""
+
+from __future__ import annotations
+
+import torch
+from onnx2torch.node_converters.registry import add_converter
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OperationConverterResult
+
+from onnxxai.converters._util import constant_input, extend_converter, register_all_versions, result
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _str_attr(node: OnnxNode, name: str, default: str) -> str:
+    value = node.attributes.get(name, default)
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _scalar(value: torch.Tensor | int | None) -> int | None:
+    if value is None:
+        return None
+    return int(value.reshape(-1)[0]) if isinstance(value, torch.Tensor) else int(value)
+
+
+_TORCH_REDUCE = {"add": "sum", "mul": "prod", "max": "amax", "min": "amin"}
+
+
+def _reduction(node: OnnxNode, op: str) -> str:
+    reduction = _str_attr(node, "reduction", "none")
+    if reduction != "none" and reduction not in _TORCH_REDUCE:
+        raise NotImplementedError(f"{op} with reduction={reduction!r} is not supported")
+    return reduction
+
+
+def _scatter(data: torch.Tensor, dim: int, index: torch.Tensor, updates: torch.Tensor, reduction: str) -> torch.Tensor:
+    """``data`` with ``updates`` written (or reduced) at ``index`` along ``dim``; out of place."""
+    if reduction == "none":
+        return torch.scatter(data, dim, index, updates)
+    return torch.scatter_reduce(data, dim, index, updates, reduce=_TORCH_REDUCE[reduction], include_self=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Trilu
+
+
+class Trilu(torch.nn.Module):
+    """Keep the upper (``upper=1``) or lower triangle of the last two dimensions, shifted by the
+    diagonal offset ``k`` (static, or given at run time); zero elsewhere. Causal masks in exported
+    transformers are built with it."""
+
+    def __init__(self, upper: bool, k: int | None) -> None:
+        super().__init__()
+        self.upper, self.k = upper, k
+
+    def forward(self, x: torch.Tensor, k: torch.Tensor | None = None) -> torch.Tensor:
+        diagonal = self.k if k is None else _scalar(k)
+        return torch.triu(x, diagonal or 0) if self.upper else torch.tril(x, diagonal or 0)
+
+
+def convert_trilu(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """Trilu-14: ``k`` (optional second input) becomes static when it is an initializer."""
+    k = constant_input(node, graph, 1)
+    dynamic = len(node.input_values) > 1 and bool(node.input_values[1]) and k is None
+    module = Trilu(bool(node.attributes.get("upper", 1)), _scalar(k) if k is not None else 0)
+    return result(module, node, 2 if dynamic else 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# CumSum / CumProd
+
+
+class Cumulative(torch.nn.Module):
+    """Cumulative sum or product along ``axis`` (static, or a run-time scalar tensor), optionally
+    ``exclusive`` (the running value before each element: 0 / 1 first) and ``reverse``
+    (accumulating from the end). Built out of place (flip, pad, cumsum/cumprod) so it stays
+    differentiable."""
+
+    def __init__(self, op: str, exclusive: bool, reverse: bool, axis: int | None) -> None:
+        super().__init__()
+        self.op, self.exclusive, self.reverse, self.axis = op, exclusive, reverse, axis
+
+    def forward(self, x: torch.Tensor, axis: torch.Tensor | None = None) -> torch.Tensor:
+        dim = self.axis if axis is None else _scalar(axis)
+        dim = dim % x.dim()
+        if self.reverse:
+            x = torch.flip(x, (dim,))
+        if self.exclusive and x.shape[dim]:
+            shape = list(x.shape)
+            shape[dim] = 1
+            start = torch.zeros(shape, dtype=x.dtype, device=x.device) if self.op == "CumSum" else torch.ones(shape, dtype=x.dtype, device=x.device)
+            x = torch.cat([start, x.narrow(dim, 0, x.shape[dim] - 1)], dim=dim)
+        y = torch.cumsum(x, dim) if self.op == "CumSum" else torch.cumprod(x, dim)
+        y = y.to(x.dtype)  # cumsum of int32 promotes to int64
+        return torch.flip(y, (dim,)) if self.reverse else y
+
+
+def convert_cumulative(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:  # noqa: ARG001
+    """CumSum-11/14 (replacing onnx2torch's, whose ``reverse`` defaulted to 1) and CumProd-26."""
+    axis = constant_input(node, graph, 1)
+    module = Cumulative(node.operation_type, bool(node.attributes.get("exclusive", 0)), bool(node.attributes.get("reverse", 0)),
+                        None if axis is None else _scalar(axis))
+    return result(module, node, 1 if axis is not None else 2)
+
+
+# ---------------------------------------------------------------------------------------------
+# ScatterElements / Scatter / ScatterND / TensorScatter
+
+
+class ScatterElements(torch.nn.Module):
+    """ONNX ScatterElements (and the deprecated Scatter): ``updates`` written into a copy of
+    ``data`` at ``indices`` along ``axis`` (negative indices count from the end), replacing or
+    reduced with add / mul / max / min. Differentiable in ``data`` and ``updates``."""
+
+    def __init__(self, axis: int, reduction: str) -> None:
+        super().__init__()
+        self.axis, self.reduction = axis, reduction
+
+    def forward(self, data: torch.Tensor, indices: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:
+        dim = self.axis % data.dim()
+        index = indices.to(torch.int64)
+        index = torch.where(index < 0, index + data.shape[dim], index)
+        return _scatter(data, dim, index, updates, self.reduction)
+
+
+def convert_scatter_elements(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """ScatterElements-11/13/16/18 and Scatter-9/11."""
+    return result(ScatterElements(int(node.attributes.get("axis", 0)), _reduction(node, node.operation_type)), node)
+
+
+class ScatterND(torch.nn.Module):
+    """ONNX ScatterND: slices of ``updates`` written into a copy of ``data`` at the index tuples in
+    the last dimension of ``indices``, replacing or reduced with add / mul / max / min. The index
+    tuples become flat row numbers of ``data`` seen as (rows, slice), so one scatter does it all."""
+
+    def __init__(self, reduction: str) -> None:
+        super().__init__()
+        self.reduction = reduction
+
+    def forward(self, data: torch.Tensor, indices: torch.Tensor, updates: torch.Tensor) -> torch.Tensor:
+        k = indices.shape[-1]
+        lead = data.shape[:k]
+        tuples = indices.to(torch.int64).reshape(-1, k)
+        sizes = torch.tensor(lead, dtype=torch.int64, device=data.device)
+        tuples = torch.where(tuples < 0, tuples + sizes, tuples)
+        strides = torch.ones(k, dtype=torch.int64, device=data.device)
+        if k > 1:
+            strides[:-1] = torch.flip(torch.cumprod(torch.flip(sizes[1:], (0,)), 0), (0,))
+        rows = (tuples * strides).sum(-1)
+        flat = data.reshape(-1, *data.shape[k:]) if k else data.reshape(1, *data.shape)
+        flat = flat.reshape(flat.shape[0], -1)
+        src = updates.reshape(rows.shape[0], -1)
+        out = _scatter(flat, 0, rows[:, None].expand(-1, flat.shape[1]), src, self.reduction)
+        return out.reshape(data.shape)
+
+
+def convert_scatter_nd(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:  # noqa: ARG001
+    """ScatterND-11/13/16/18 with every reduction (onnx2torch's refuses all but none)."""
+    return result(ScatterND(_reduction(node, "ScatterND")), node)
+
+
+class TensorScatter(torch.nn.Module):
+    """ONNX TensorScatter (opset 24, KV-cache update): ``update`` written into a copy of
+    ``past_cache`` along ``axis``, starting at each batch row's ``write_indices`` (0 when absent),
+    modulo the cache length in ``circular`` mode. Differentiable in both tensors."""
+
+    def __init__(self, axis: int, circular: bool) -> None:
+        super().__init__()
+        self.axis, self.circular = axis, circular
+
+    def forward(self, past: torch.Tensor, update: torch.Tensor, write_indices: torch.Tensor | None = None) -> torch.Tensor:
+        dim = self.axis % past.dim()
+        batch, length = past.shape[0], update.shape[dim]
+        start = torch.zeros(batch, dtype=torch.int64, device=past.device) if write_indices is None else write_indices.to(torch.int64)
+        positions = start[:, None] + torch.arange(length, device=past.device)  # (batch, length)
+        if self.circular:
+            positions = positions % past.shape[dim]
+        shape = [1] * past.dim()
+        shape[0] = batch
+        shape[dim] = length
+        if dim == 0:  # the batch axis is the sequence axis: one start for everyone
+            positions = positions[0]
+            shape[0] = length
+        index = positions.reshape(shape).expand(update.shape)
+        return torch.scatter(past, dim, index, update)
+
+
+def convert_tensor_scatter(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """TensorScatter-24, linear or circular mode."""
+    mode = _str_attr(node, "mode", "linear")
+    if mode not in ("linear", "circular"):
+        raise NotImplementedError(f"TensorScatter with mode={mode!r} is not supported")
+    return result(TensorScatter(int(node.attributes.get("axis", -2)), mode == "circular"), node)
+
+
+# ---------------------------------------------------------------------------------------------
+# TopK / Unique / Compress / IsInf
+
+
+class TopK(torch.nn.Module):
+    """The ``k`` largest (or smallest) values along ``axis`` and their indices. A stable sort
+    breaks ties by the lower index first, as ONNX requires (torch.topk does not promise it)."""
+
+    def __init__(self, axis: int, largest: bool, k: int | None = None) -> None:
+        super().__init__()
+        self.axis, self.largest, self.k = axis, largest, k
+
+    def forward(self, x: torch.Tensor, k: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.k if k is None else _scalar(k)
+        values, indices = torch.sort(x, dim=self.axis, descending=self.largest, stable=True)
+        return values.narrow(self.axis, 0, n), indices.narrow(self.axis, 0, n)
+
+
+def convert_topk(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:  # noqa: ARG001
+    """TopK-1 (``k`` attribute) and -10/11/24 (``k`` input; constant ``k`` becomes static).
+    ``sorted=0`` lets any order through, so the sorted order is a valid answer."""
+    axis, largest = int(node.attributes.get("axis", -1)), bool(node.attributes.get("largest", 1))
+    if "k" in node.attributes:
+        return result(TopK(axis, largest, int(node.attributes["k"])), node, 1)
+    k = constant_input(node, graph, 1)
+    if k is not None:
+        return result(TopK(axis, largest, _scalar(k)), node, 1)
+    return result(TopK(axis, largest), node)
+
+
+class Unique(torch.nn.Module):
+    """ONNX Unique: the distinct values (or slices along ``axis``), sorted or in order of first
+    occurrence, with the index of each one's first occurrence, the inverse mapping and the counts."""
+
+    def __init__(self, axis: int | None, sorted_: bool) -> None:
+        super().__init__()
+        self.axis, self.sorted = axis, sorted_
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.axis is None:
+            x = x.reshape(-1)
+            dim = 0
+        else:
+            dim = self.axis % x.dim()
+        _, inverse, counts = torch.unique(x, sorted=True, return_inverse=True, return_counts=True, dim=dim)
+        n = counts.shape[0]
+        positions = torch.arange(inverse.shape[0], device=x.device)
+        first = torch.full((n,), inverse.shape[0], dtype=torch.int64, device=x.device)
+        first = first.scatter_reduce(0, inverse, positions, reduce="amin", include_self=True)
+        if not self.sorted:  # re-rank the unique entries by first occurrence
+            order = torch.argsort(first)
+            rank = torch.empty_like(order)
+            rank[order] = torch.arange(n, device=x.device)
+            first, counts, inverse = first[order], counts[order], rank[inverse]
+        return torch.index_select(x, dim, first), first, inverse, counts
+
+
+def convert_unique(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """Unique-11/28 (all four outputs; unused trailing ones may be omitted)."""
+    axis = int(node.attributes["axis"]) if "axis" in node.attributes else None
+    return result(Unique(axis, bool(node.attributes.get("sorted", 1))), node)
+
+
+class Compress(torch.nn.Module):
+    """Select the slices along ``axis`` (of the flattened input when there is no axis) whose
+    ``condition`` entry is true; a shorter condition selects among the leading slices only."""
+
+    def __init__(self, axis: int | None) -> None:
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, x: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        if self.axis is None:
+            x, dim = x.reshape(-1), 0
+        else:
+            dim = self.axis % x.dim()
+        keep = torch.nonzero(condition.reshape(-1).to(torch.bool)).reshape(-1)
+        return torch.index_select(x, dim, keep)
+
+
+def convert_compress(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """Compress-9/11/28."""
+    return result(Compress(int(node.attributes["axis"]) if "axis" in node.attributes else None), node)
+
+
+class IsInf(torch.nn.Module):
+    """True where the input is +inf (if ``detect_positive``) or -inf (if ``detect_negative``)."""
+
+    def __init__(self, detect_positive: bool, detect_negative: bool) -> None:
+        super().__init__()
+        self.detect_positive, self.detect_negative = detect_positive, detect_negative
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.detect_positive and self.detect_negative:
+            return torch.isinf(x)
+        if self.detect_positive:
+            return torch.isposinf(x)
+        if self.detect_negative:
+            return torch.isneginf(x)
+        return torch.zeros_like(x, dtype=torch.bool)
+
+
+def convert_isinf(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:  # noqa: ARG001
+    """IsInf-10/20 honouring ``detect_positive`` and ``detect_negative`` (onnx2torch ignores them)."""
+    module = IsInf(bool(node.attributes.get("detect_positive", 1)), bool(node.attributes.get("detect_negative", 1)))
+    return result(module, node, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# registration
+
+add_converter(operation_type="Trilu", version=14)(convert_trilu)
+add_converter(operation_type="CumProd", version=26)(convert_cumulative)
+register_all_versions("ScatterElements", convert_scatter_elements)
+register_all_versions("Scatter", convert_scatter_elements)
+register_all_versions("TensorScatter", convert_tensor_scatter)
+register_all_versions("Unique", convert_unique)
+register_all_versions("Compress", convert_compress)
+for _version in (11, 14):
+    extend_converter("CumSum", _version, convert_cumulative)
+for _version in (1, 10, 11):
+    extend_converter("TopK", _version, convert_topk)
+extend_converter("IsInf", 10, convert_isinf)
+for _version in (11, 13, 16):
+    extend_converter("ScatterND", _version, convert_scatter_nd)
+register_all_versions("ScatterND", convert_scatter_nd)  # 18 (max/min) is a schema change
