@@ -12,7 +12,8 @@ import importlib
 __all__ = ["register", "FAMILIES"]
 
 FAMILIES = ("reduce", "pad", "pool", "activation", "split", "compat", "unary", "normalization", "shape", "sampling", "attention", "ml", "conv",
-            "recurrent", "control_flow", "tensor_ops")
+            "recurrent", "control_flow", "tensor_ops",
+            "quantize", "losses", "indexing", "signal", "bitwise")
 _REGISTERED = False
 
 

@@ -1,13 +1,15 @@
-"""Shape ops whose onnx2torch converters miss a case: Flatten with axis <= 0, Reshape with allowzero=1."""
+"""Shape ops whose onnx2torch converters miss a case: Flatten with axis <= 0, Reshape with allowzero=1,
+Unsqueeze (opset 13+) with a 0-d axes tensor."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+from onnx2torch.node_converters.unsqueeze import OnnxUnsqueezeStaticAxes
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
-from onnx2torch.utils.common import OperationConverterResult
+from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value
 
 from onnxxai.converters._util import extend_converter, result
 
@@ -51,3 +53,31 @@ def convert_reshape(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConv
 
 
 extend_converter("Reshape", 14, convert_reshape)
+
+
+class UnsqueezeDynamicAxes(torch.nn.Module):
+    """Unsqueeze with ``axes`` computed at run time (a 1-D or 0-d tensor; negative axes count from
+    the output's rank)."""
+
+    def forward(self, x: torch.Tensor, axes: torch.Tensor) -> torch.Tensor:
+        rank = x.dim() + axes.numel()
+        for axis in sorted(int(a) % rank for a in axes.reshape(-1).tolist()):
+            x = x.unsqueeze(axis)
+        return x
+
+
+def convert_unsqueeze(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:
+    """Unsqueeze (opset 13+): ours when the axes input is a 0-d tensor or not a constant (onnx2torch
+    iterates over the constant's ``tolist()``, which is an int for a 0-d tensor); else onnx2torch's."""
+    try:
+        axes = get_const_value(node.input_values[1], graph)
+    except KeyError:
+        return result(UnsqueezeDynamicAxes(), node)
+    if isinstance(axes, torch.Tensor) and axes.dim() == 0:
+        # torch.unsqueeze counts a negative axis from the output's rank, as ONNX does
+        return OperationConverterResult(torch_module=OnnxUnsqueezeStaticAxes(axes=[int(axes)]),
+                                        onnx_mapping=OnnxMapping(inputs=(node.input_values[0],), outputs=node.output_values))
+    return fallback(node, graph)
+
+
+extend_converter("Unsqueeze", 13, convert_unsqueeze)
