@@ -173,6 +173,9 @@ def fold_constants(model: onnx.ModelProto) -> int:
         except Exception:  # an op the reference evaluator cannot run: leave it to the converter
             kept.append(node)
             continue
+        if any(np.asarray(a).dtype.name in _NARROW_NUMPY for a in outputs):  # torch could not load it
+            kept.append(node)
+            continue
         for name, array in zip(node.output, outputs):
             if not name:
                 continue
@@ -258,6 +261,52 @@ def _rename_values(node: onnx.NodeProto, rename: dict[str, str]) -> None:
                 _rename_values(inner, rename)
             for out in sub.output:  # a subgraph may return an outer value directly
                 out.name = rename.get(out.name, out.name)
+
+
+#: element types numpy holds only through ml_dtypes, which torch.from_numpy (and so onnx2torch's
+#: initializer loading) refuses; widened to a type torch loads, then cast back inside the graph
+_NARROW = {
+    onnx.TensorProto.BFLOAT16: np.float32, onnx.TensorProto.FLOAT8E4M3FN: np.float32,
+    onnx.TensorProto.FLOAT8E4M3FNUZ: np.float32, onnx.TensorProto.FLOAT8E5M2: np.float32,
+    onnx.TensorProto.FLOAT8E5M2FNUZ: np.float32, onnx.TensorProto.INT4: np.int8, onnx.TensorProto.UINT4: np.uint8,
+}
+_NARROW_NUMPY = {"bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "int4", "uint4"}
+
+
+def widen_narrow_constants(model: onnx.ModelProto) -> int:
+    """Store bfloat16, float8 and int4 initializers and Constant values in a type torch can load
+    (float32, int8/uint8; exact) followed by a Cast back to their type, which onnxxai converts."""
+    graph = model.graph
+    casts: list[onnx.NodeProto] = []
+    widened: list[onnx.TensorProto] = []
+    keep: list[onnx.TensorProto] = []
+    for tensor in graph.initializer:
+        if tensor.data_type not in _NARROW:
+            keep.append(tensor)
+            continue
+        wide = numpy_helper.to_array(tensor).astype(_NARROW[tensor.data_type])
+        widened.append(numpy_helper.from_array(wide, f"{tensor.name}/wide"))
+        casts.append(helper.make_node("Cast", [f"{tensor.name}/wide"], [tensor.name], name=f"{tensor.name}/narrow", to=tensor.data_type))
+    nodes: list[onnx.NodeProto] = []
+    constants = 0
+    for node in graph.node:
+        value = next((a for a in node.attribute if a.name == "value"), None)
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and value is not None and value.t.data_type in _NARROW:
+            to = value.t.data_type
+            wide = numpy_helper.to_array(value.t).astype(_NARROW[to])
+            out = node.output[0]
+            nodes.append(helper.make_node("Constant", [], [f"{out}/wide"], name=f"{node.name}/wide",
+                                          value=numpy_helper.from_array(wide, f"{out}/wide")))
+            nodes.append(helper.make_node("Cast", [f"{out}/wide"], [out], name=f"{node.name}/narrow", to=to))
+            constants += 1
+            continue
+        nodes.append(node)
+    if casts or constants:
+        del graph.initializer[:]
+        graph.initializer.extend(keep + widened)
+        del graph.node[:]
+        graph.node.extend(casts + nodes)
+    return len(casts) + constants
 
 
 def _evaluate(node: onnx.NodeProto, feeds: dict[str, np.ndarray], opsets: dict[str, int]) -> list[np.ndarray]:
@@ -403,6 +452,7 @@ PASSES: list[tuple[str, Callable[[onnx.ModelProto], int], str]] = [
     ("inline_constant_if", inline_constant_if, "replaced If nodes with a constant condition by the chosen branch"),
     ("alias_dotted_domains", alias_dotted_domains, "renamed dotted node domains (ai.onnx.ml, ai.onnx.preview -> ai_onnx_*)"),
     ("reshape_allowzero", reshape_allowzero, "cleared Reshape allowzero where the shape has no zero"),
+    ("widen_narrow_constants", widen_narrow_constants, "stored bfloat16/float8/int4 constants widened, cast back in the graph"),
     ("infer_shapes", infer_shapes, "annotated tensors with inferred shapes"),
     ("explicit_auto_pad", explicit_auto_pad, "replaced auto_pad SAME_*/VALID by explicit pads"),
 ]

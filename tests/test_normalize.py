@@ -122,3 +122,27 @@ def test_omitted_outputs_do_not_capture_omitted_inputs():
     want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_allclose(model(x), want, rtol=1e-5, atol=1e-6)
     assert want.min() < 0  # the clip has no lower bound: a captured min would have changed this
+
+
+@pytest.mark.parametrize("narrow", [TensorProto.BFLOAT16, TensorProto.FLOAT8E4M3FN])
+def test_narrow_float_weights_load_and_match_onnxruntime(narrow):
+    """A bfloat16 / float8 initializer and Constant (torch.from_numpy refuses their numpy types)."""
+    rng = np.random.default_rng(3)
+    w = rng.standard_normal((2, 5)).astype(np.float32)
+    b = rng.standard_normal((5,)).astype(np.float32)
+    w_narrow = helper.make_tensor("w", narrow, w.shape, w.ravel().tolist())
+    b_narrow = helper.make_tensor("bv", narrow, b.shape, b.ravel().tolist())
+    nodes = [helper.make_node("Constant", [], ["b"], name="bias", value=b_narrow),
+             helper.make_node("Cast", ["w"], ["w32"], name="w_up", to=TensorProto.FLOAT),
+             helper.make_node("Cast", ["b"], ["b32"], name="b_up", to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["x", "w32"], ["xw"], name="mul"),
+             helper.make_node("Add", ["xw", "b32"], ["y"], name="add")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 2, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2, 5])], [w_narrow])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    model = onnxxai.load(proto)
+    assert {p.name: p.changed for p in model.passes}["widen_narrow_constants"] >= 1
+    x = rng.standard_normal((3, 2, 5)).astype(np.float32)
+    want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    np.testing.assert_array_equal(model(x), want)
+    assert not np.allclose(want, x * w + b, rtol=1e-6)  # the narrow rounding is really there
