@@ -9,6 +9,7 @@ import pytest
 import torch
 from onnx import helper, numpy_helper
 
+import onnxxai
 from onnxxai.converters.activation import ClipDynamic, DropoutInference
 from onnxxai.converters.normalization import BatchNormTraining, LpNormalization
 from onnxxai.converters.tensor_ops import DFT, Det, DepthToSpace, OneHot, Range, SpaceToDepth
@@ -183,3 +184,20 @@ def test_lp_normalization_gradcheck_and_zero_slice():
 def test_batch_norm_training_gradcheck():
     module = BatchNormTraining(1e-3, 0.9, 3)
     _gradcheck(lambda x, s, b, m, v: torch.cat([t.reshape(-1) for t in module(x, s, b, m, v)]), (4, 3, 2), (3,), (3,), (3,), (3,))
+
+
+def test_optional_ops_on_a_plain_tensor_match_onnxruntime():
+    from onnx import TensorProto
+
+    nodes = [helper.make_node("OptionalGetElement", ["x"], ["g"], name="get"),
+             helper.make_node("OptionalHasElement", ["x"], ["h"], name="has"),
+             helper.make_node("Neg", ["g"], ["y"], name="neg")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3]),
+                               helper.make_tensor_value_info("h", TensorProto.BOOL, [])])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    x = np.arange(6, dtype=np.float32).reshape(2, 3)
+    want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    got = onnxxai.load(proto)(x)
+    np.testing.assert_array_equal(got[0], want[0])
+    assert bool(got[1]) is bool(want[1]) is True

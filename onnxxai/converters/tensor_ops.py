@@ -187,6 +187,33 @@ def _dft(opset: int):
     return convert_dft
 
 
+class TensorAsOptional(torch.nn.Module):
+    """OptionalGetElement / OptionalHasElement applied to a plain tensor (the only optional form a
+    converted torch graph carries): the tensor itself, or True."""
+
+    def __init__(self, has_element: bool) -> None:
+        super().__init__()
+        self.has_element = has_element
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(True, device=x.device) if self.has_element else x
+
+
+def convert_optional_get_element(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """OptionalGetElement of a tensor: the identity (optional- and sequence-typed values are refused
+    earlier, as non-tensor values)."""
+    return result(TensorAsOptional(False), node)
+
+
+def convert_optional_has_element(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """OptionalHasElement of a tensor input: True (an absent input is refused)."""
+    if not node.input_values or not node.input_values[0]:
+        raise NotImplementedError("OptionalHasElement without an input is not supported")
+    return result(TensorAsOptional(True), node)
+
+
+register_all_versions("OptionalGetElement", convert_optional_get_element)
+register_all_versions("OptionalHasElement", convert_optional_has_element)
 register_all_versions("SpaceToDepth", convert_space_to_depth)
 for _v in (11, 13):
     extend_converter("DepthToSpace", _v, convert_depth_to_space)
