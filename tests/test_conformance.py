@@ -22,6 +22,9 @@ OPS = {
     "RMSNormalization", "Flatten", "Split", "ReduceMax", "ReduceMin", "ReduceProd",
     "Gemm", "MatMul", "Add", "Relu", "Softmax", "Concat", "Transpose", "GlobalAveragePool",
     "Cast", "CastLike", "Conv", "GridSample", "Selu",
+    "LSTM", "GRU", "RNN", "Scan", "ConvTranspose", "LpPool", "MaxPool", "AveragePool", "SpaceToDepth",
+    "DepthToSpace", "RotaryEmbedding", "SwiGLU", "DFT", "CausalConvWithState", "Resize", "Upsample",
+    "LinearAttention", "DeformConv", "Det", "FlexAttention", "TreeEnsemble",
 }
 
 
