@@ -97,6 +97,12 @@ def agreement(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     return rel, cos
 
 
+def _min_max(maps: torch.Tensor) -> torch.Tensor:
+    flat = maps.reshape(maps.shape[0], -1)
+    low, high = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
+    return ((flat - low) / (high - low).clamp_min(1e-12)).reshape(maps.shape)
+
+
 def build(arch: str, folder: Path, device: torch.device):
     torch.manual_seed(0)
     net = torchvision.models.get_model(arch, weights=None).eval()
@@ -139,6 +145,17 @@ def pairs(net, model, x, target, chunk, arch):
             yield ("GradCAM", "Captum LayerGradCam",
                    lambda: onnxxai.analyze(x, onnxxai.GradCAM(model), target).val,
                    lambda: upsample(LayerGradCam(net, layer).attribute(x, target=target, relu_attributions=True)), True)
+            from pytorch_grad_cam import GradCAM as PytorchGradCAM
+            from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+
+            def pytorch_grad_cam():
+                with PytorchGradCAM(model=net, target_layers=[layer]) as cam:
+                    maps = cam(input_tensor=x.clone().requires_grad_(), targets=[ClassifierOutputTarget(int(t)) for t in target])
+                return torch.from_numpy(maps).unsqueeze(1)
+
+            # pytorch-grad-cam returns each map min-max scaled to [0, 1] (resized with OpenCV): compare scaled maps
+            yield ("GradCAM (min-max scaled)", "pytorch-grad-cam GradCAM",
+                   lambda: _min_max(onnxxai.analyze(x, onnxxai.GradCAM(model), target).val), pytorch_grad_cam, True)
     from zennit.attribution import Gradient as ZennitGradient
     from zennit.composites import EpsilonPlusFlat
     from zennit.torchvision import ResNetCanonizer, VGGCanonizer
@@ -165,6 +182,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=64, help="rows per forward/backward for IG/SmoothGrad (both sides)")
     parser.add_argument("--methods", nargs="*", default=None, help="only methods whose name starts with these")
+    parser.add_argument("--write-readme", action="store_true", help="put the table in README.md's bench block for this device")
     args = parser.parse_args()
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,10 +191,16 @@ def main() -> None:
         with torch.no_grad():
             target = net(x).argmax(1)
         gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-        print(f"{args.arch}, batch {args.batch}, {device.type} ({gpu}, {torch.get_num_threads()} threads); torch {torch.__version__}; "
-              f"median of {args.repeats} after a warm-up\n")
-        print("| onnxxai | time | peak mem | peer | time | peak mem | ratio | rel L2 | cosine |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        from importlib.metadata import version
+
+        lines = [
+            f"{args.arch}, batch {args.batch}, {device.type} ({gpu}, {torch.get_num_threads()} threads); torch {torch.__version__}, "
+            f"captum {version('captum')}, zennit {version('zennit')}, grad-cam {version('grad-cam')}; median of {args.repeats} after a warm-up",
+            "",
+            "| onnxxai | time | peak mem | peer | time | peak mem | ratio | rel L2 | cosine |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        print("\n".join(lines), flush=True)
         for ours_name, peer_name, ours, peer, deterministic in pairs(net, model, x, target, args.chunk, args.arch):
             if args.methods and not any(ours_name.startswith(m) for m in args.methods):
                 continue
@@ -192,8 +216,14 @@ def main() -> None:
             rel, cos = agreement(a, b)
             to, tp = statistics.median(t_ours), statistics.median(t_peer)
             note = "" if deterministic else " (different noise)"
-            print(f"| {ours_name} | {to * 1e3:.0f} ms | {m_ours / 2**20:.0f} MiB | {peer_name} | {tp * 1e3:.0f} ms | "
-                  f"{m_peer / 2**20:.0f} MiB | {to / tp:.2f} | {rel:.1e}{note} | {cos:.4f} |", flush=True)
+            lines.append(f"| {ours_name} | {to * 1e3:.0f} ms | {m_ours / 2**20:.0f} MiB | {peer_name} | {tp * 1e3:.0f} ms | "
+                         f"{m_peer / 2**20:.0f} MiB | {to / tp:.2f} | {rel:.1e}{note} | {cos:.4f} |")
+            print(lines[-1], flush=True)
+    if args.write_readme:
+        from readme_tables import write_block
+
+        command = f"python scripts/bench.py --arch {args.arch} --batch {args.batch} --device {args.device} --repeats {args.repeats}"
+        write_block(f"bench-{device.type}", f"`{command}`\n\n" + "\n".join(lines))
 
 
 if __name__ == "__main__":
