@@ -159,3 +159,25 @@ def test_gradchecks() -> None:
     assert torch.autograd.gradcheck(lambda d, u: ScatterND("none")(d, nd_index[:2], u), (_d(4, 3), _d(2, 3)))
     writes = torch.tensor([4, 1])
     assert torch.autograd.gradcheck(lambda c, u: TensorScatter(-2, True)(c, u, writes), (_d(2, 5, 3), _d(2, 2, 3)))
+
+
+@pytest.mark.parametrize("batch_dims, indices", [
+    (0, np.array([[1, -1], [0, 1]], I64)),
+    (1, np.array([[[1], [0]], [[-1], [-2]]], I64)),
+    (2, np.array([[[1], [0]], [[3], [-2]]], I64)),
+])
+def test_gather_nd_batch_dims_and_negative_indices(batch_dims, indices):
+    check("GatherND", {"data": f32(2, 2, 4, 3), "i": indices}, attrs={"batch_dims": batch_dims}, opset=13)
+
+
+def test_gather_elements_negative_indices():
+    check("GatherElements", {"data": f32(3, 4), "i": np.array([[-1, 0, 2, -3], [1, -3, 0, 2]], I64)}, attrs={"axis": 0}, opset=13)
+    check("GatherElements", {"data": f32(3, 4), "i": np.array([[-1], [2], [-4]], I64)}, attrs={"axis": 1}, opset=13)
+
+
+def test_gather_nd_gradcheck():
+    from onnxxai.converters.indexing import GatherND
+
+    data = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+    index = torch.tensor([[[2], [0]], [[-1], [1]]])
+    assert torch.autograd.gradcheck(lambda d: GatherND(1)(d, index), (data,))

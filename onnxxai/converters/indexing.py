@@ -313,6 +313,56 @@ def convert_isinf(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationC
 # ---------------------------------------------------------------------------------------------
 # registration
 
+class GatherElements(torch.nn.Module):
+    """ONNX GatherElements: ``torch.gather`` with negative indices counted from the end of the axis."""
+
+    def __init__(self, axis: int) -> None:
+        super().__init__()
+        self.axis = axis
+
+    def forward(self, data: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        indices = indices.long()
+        indices = torch.where(indices < 0, indices + data.shape[self.axis], indices)
+        return torch.gather(data, self.axis, indices)
+
+
+def convert_gather_elements(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:  # noqa: ARG001
+    """GatherElements (11, 13), negative indices included."""
+    return result(GatherElements(int(node.attributes.get("axis", 0))), node)
+
+
+class GatherND(torch.nn.Module):
+    """ONNX GatherND with ``batch_dims``: the leading ``batch_dims`` axes of data and indices are
+    matched, the last axis of indices addresses the following axes of data (negative indices
+    count from the end)."""
+
+    def __init__(self, batch_dims: int) -> None:
+        super().__init__()
+        self.batch_dims = batch_dims
+
+    def forward(self, data: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        b = self.batch_dims
+        batch_shape = data.shape[:b]
+        depth = indices.shape[-1]
+        index_dims = data.shape[b : b + depth]
+        indices = indices.long()
+        sizes = torch.tensor(index_dims, device=indices.device, dtype=torch.long)
+        indices = torch.where(indices < 0, indices + sizes, indices)
+        nbatch = int(torch.tensor(batch_shape).prod()) if b else 1
+        flat_data = data.reshape(nbatch, -1, *data.shape[b + depth :])  # (B, prod(index_dims), ...)
+        strides = torch.ones(depth, dtype=torch.long, device=indices.device)
+        for k in range(depth - 2, -1, -1):
+            strides[k] = strides[k + 1] * index_dims[k + 1]
+        flat_index = (indices * strides).sum(-1).reshape(nbatch, -1)  # (B, n)
+        picked = flat_data[torch.arange(nbatch, device=data.device).unsqueeze(1), flat_index]
+        return picked.reshape(*indices.shape[:-1], *data.shape[b + depth :])
+
+
+def convert_gather_nd(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:  # noqa: ARG001
+    """GatherND (11, 12, 13) with any ``batch_dims``."""
+    return result(GatherND(int(node.attributes.get("batch_dims", 0))), node)
+
+
 add_converter(operation_type="Trilu", version=14)(convert_trilu)
 add_converter(operation_type="CumProd", version=26)(convert_cumulative)
 register_all_versions("ScatterElements", convert_scatter_elements)
@@ -328,3 +378,7 @@ extend_converter("IsInf", 10, convert_isinf)
 for _version in (11, 13, 16):
     extend_converter("ScatterND", _version, convert_scatter_nd)
 register_all_versions("ScatterND", convert_scatter_nd)  # 18 (max/min) is a schema change
+for _version in (11, 13):
+    extend_converter("GatherElements", _version, convert_gather_elements)
+for _version in (11, 12, 13):
+    extend_converter("GatherND", _version, convert_gather_nd)

@@ -189,13 +189,15 @@ def _dft(opset: int):
 
 class TensorAsOptional(torch.nn.Module):
     """OptionalGetElement / OptionalHasElement applied to a plain tensor (the only optional form a
-    converted torch graph carries): the tensor itself, or True."""
+    converted torch graph carries): the tensor itself, or True; False when there is no input."""
 
     def __init__(self, has_element: bool) -> None:
         super().__init__()
         self.has_element = has_element
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | None = None) -> torch.Tensor:
+        if x is None:  # no input at all: an empty optional
+            return torch.tensor(False)
         return torch.tensor(True, device=x.device) if self.has_element else x
 
 
@@ -206,10 +208,9 @@ def convert_optional_get_element(node: OnnxNode, graph: OnnxGraph) -> OperationC
 
 
 def convert_optional_has_element(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
-    """OptionalHasElement of a tensor input: True (an absent input is refused)."""
-    if not node.input_values or not node.input_values[0]:
-        raise NotImplementedError("OptionalHasElement without an input is not supported")
-    return result(TensorAsOptional(True), node)
+    """OptionalHasElement of a tensor input: True; without an input: False."""
+    present = bool(node.input_values and node.input_values[0])
+    return result(TensorAsOptional(True), node, n_inputs=1 if present else 0)
 
 
 register_all_versions("OptionalGetElement", convert_optional_get_element)
