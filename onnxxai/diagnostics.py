@@ -83,14 +83,22 @@ def gradient_flow(model: Model, original: onnx.ModelProto, *, seed: int = 0, dir
         expl = analyze(x, analyzer)
     except AnalyzerError:  # no gradient path at all
         return GradientReport(function.input_name, function.output_name, True, False, float("nan"), tolerance, 0)
-    g = np.asarray(expl.val, dtype=np.float64)
+    name = function.input_name
+    if function.tap is not None:  # an integer input: the gradient at the float tensor computed from it
+        name = f"{function.input_name} at {function.tap.tensor}"
+        g = np.asarray(expl.extras["tap_attribution"], dtype=np.float64)
+        x = np.asarray(function.embed(model.as_tensor(function.input_name, x)).cpu().numpy())
+    else:
+        g = np.asarray(expl.val, dtype=np.float64)
     finite, nonzero = bool(np.all(np.isfinite(g))), bool(np.any(g))
     if not (finite and nonzero):
-        return GradientReport(function.input_name, function.output_name, finite, nonzero, float("nan"), tolerance, 0)
+        return GradientReport(name, function.output_name, finite, nonzero, float("nan"), tolerance, 0)
     target = int(expl.output_selection[0])
     try:
         f, steps, reference = _float64_function(model, function, probes, target), STEPS64, "float64"
     except Exception:  # noqa: BLE001 - a module that cannot run in float64: fall back to onnxruntime
+        if function.tap is not None:  # onnxruntime cannot substitute an inner tensor
+            raise
         f, steps, reference = _onnxruntime_function(original, function, probes, target), STEPS, "onnxruntime float32"
     # Directions with a large derivative: the gradient's own direction (checks magnitude and
     # direction together) and the coordinates of its largest entries (checks single entries).
@@ -108,7 +116,7 @@ def gradient_flow(model: Model, original: onnx.ModelProto, *, seed: int = 0, dir
         # networks can be tiny, and fixed float32 steps then drown in rounding)
         hs = list(steps) + [c * scale / abs(analytic) for c in (1e-3, 1e-2, 1e-1) if scale > 0 and analytic]
         errors.append(min(abs((f(x64 + h * v) - f(x64 - h * v)) / (2 * h) - analytic) / max(abs(analytic), 1e-12) for h in hs))
-    return GradientReport(function.input_name, function.output_name, finite, nonzero, float(np.median(errors)), tolerance,
+    return GradientReport(name, function.output_name, finite, nonzero, float(np.median(errors)), tolerance,
                           len(units), reference)
 
 
@@ -118,19 +126,25 @@ def _float64_function(model: Model, function, probes: dict, target: int):
 
     import torch
 
-    module = copy.deepcopy(model.torch_module).double().cpu()
+    tap = function.tap
+    module = copy.deepcopy(model.torch_module if tap is None else tap.substitute).double().cpu()
     names = [s.name for s in model.inputs]
     index = [o.name for o in model.outputs].index(function.output_name)
     fixed = {k: torch.from_numpy(v.astype(np.float64) if v.dtype.kind == "f" else v) for k, v in probes.items()}
 
     def f(t: np.ndarray) -> float:
-        feeds = {**fixed, function.input_name: torch.from_numpy(np.asarray(t, dtype=np.float64))}
+        value = torch.from_numpy(np.asarray(t, dtype=np.float64))
+        if tap is None:  # t is the analyzed input
+            args = [value if n == function.input_name else fixed[n] for n in names]
+        else:  # t is the tapped tensor; the integer input keeps its probe
+            args = [fixed[n] for n in names] + [value]
         with torch.no_grad():
-            out = module(*[feeds[n] for n in names])
+            out = module(*args)
         out = out[index] if isinstance(out, (tuple, list)) else out
         return float(out.reshape(out.shape[0], -1)[0, target])
 
-    f(probes[function.input_name])  # fails here if some op cannot run in float64
+    start = probes[function.input_name] if tap is None else function.embed(torch.from_numpy(probes[function.input_name])).numpy()
+    f(start)  # fails here if some op cannot run in float64
     return f
 
 

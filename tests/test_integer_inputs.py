@@ -21,17 +21,19 @@ VOCAB, WIDTH, CLASSES = 50, 16, 3
 
 
 class TokenClassifier(torch.nn.Module):
-    """Embedding → one transformer encoder layer → masked mean pooling (padding id 0) → linear."""
+    """Embedding → token mixing (a 1-D convolution over positions, GELU, residual) → masked mean
+    pooling (padding id 0) → linear. Exports with dynamic batch and sequence length."""
 
     def __init__(self) -> None:
         super().__init__()
         self.embedding = torch.nn.Embedding(VOCAB, WIDTH)
-        self.encoder = torch.nn.TransformerEncoderLayer(WIDTH, 2, 32, dropout=0.0, batch_first=True)
+        self.mix = torch.nn.Conv1d(WIDTH, WIDTH, 3, padding=1)
         self.head = torch.nn.Linear(WIDTH, CLASSES)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         mask = (ids != 0).to(torch.float32).unsqueeze(-1)  # a second float tensor computed from the ids
-        hidden = self.encoder(self.embedding(ids))
+        embedded = self.embedding(ids)
+        hidden = embedded + torch.nn.functional.gelu(self.mix(embedded.transpose(1, 2)).transpose(1, 2))
         return self.head((hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0))
 
 
@@ -47,6 +49,7 @@ def token_model():
         torch.onnx.export(native, (ids,), buffer, dynamo=False, opset_version=17, input_names=["ids"],
                           output_names=["logits"], dynamic_axes={"ids": {0: "batch", 1: "tokens"}})
     model = onnxxai.load(onnx.load_from_string(buffer.getvalue()), probe_inputs={"ids": ids.numpy()})
+    model.exported = buffer.getvalue()  # the original file's bytes, for the checks below
     return native, model, ids
 
 
@@ -108,3 +111,17 @@ def test_methods_that_need_the_input_itself_refuse_integer_inputs(token_model):
         onnxxai.GradCAM(model)
     with pytest.raises(onnxxai.AnalyzerError, match="not a tensor computed by the graph"):
         onnxxai.Gradient(model, attribute_at="no_such_tensor")
+
+
+def test_gradient_check_runs_at_the_embedding_and_check_command_reports_it(token_model, tmp_path, capsys):
+    from onnxxai.cli import main
+    from onnxxai.diagnostics import gradient_flow
+
+    _, model, _ = token_model
+    report = gradient_flow(model, onnx.load_from_string(model.exported))
+    assert report.ok and report.reference == "float64", report.summary()
+    assert report.input_name.startswith("ids at ")
+    path = tmp_path / "tokens.onnx"
+    path.write_bytes(model.exported)
+    assert main(["check", str(path)]) == 0
+    assert "d logits / d ids at" in capsys.readouterr().out
