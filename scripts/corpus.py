@@ -5,8 +5,10 @@
 Models (seeded random weights, exported here and cached in .cache/corpus, outside git):
 - torchvision classifiers, each exported twice: torch's default (dynamo) exporter and
   ``dynamo=False, opset_version=17``, with a dynamic batch dimension where the exporter allows;
+- torch LSTM and GRU sequence classifiers and a token-id transformer (integer input, attributed
+  at its embedding), exported the same two ways;
 - ONNX's light model zoo from the onnx wheel (opset 9, Caffe2 origin);
-- other producers: scikit-learn MLPClassifier via skl2onnx, a Keras CNN via tf2onnx, a Flax CNN via
+- other producers: scikit-learn MLPClassifier via skl2onnx, a Keras CNN and a Keras LSTM via tf2onnx, a Flax CNN via
   jax2onnx (``pip install skl2onnx tf2onnx tensorflow-cpu jax2onnx flax``; not in the test install).
 
 For every model: converted or not (with the reason), parity against onnxruntime (max relative
@@ -131,6 +133,26 @@ def export_keras_cnn() -> Path:
     return path
 
 
+def export_keras_lstm() -> Path:
+    """A Keras LSTM sequence classifier exported by tf2onnx."""
+    path = CACHE / "keras_lstm.onnx"
+    if path.exists():
+        return path
+    import tensorflow as tf
+    import tf2onnx
+
+    tf.keras.utils.set_random_seed(0)
+    inp = tf.keras.Input((16, 12))
+    x = tf.keras.layers.LSTM(24, return_sequences=True)(inp)
+    x = tf.keras.layers.LSTM(24)(x)
+    net = tf.keras.Model(inp, tf.keras.layers.Dense(5)(x))
+    signature = [tf.TensorSpec((None, 16, 12), tf.float32, name="x")]
+    proto, _ = tf2onnx.convert.from_function(tf.function(net, input_signature=signature), input_signature=signature, opset=17)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(proto.SerializeToString())
+    return path
+
+
 def export_flax_cnn() -> Path:
     """A Flax (nnx) CNN exported by jax2onnx (SAME padding, average pooling)."""
     path = CACHE / "flax_cnn.onnx"
@@ -154,6 +176,53 @@ def export_flax_cnn() -> Path:
     proto = to_onnx(CNN(nnx.Rngs(0)), [("B", 28, 28, 1)], opset=21)
     CACHE.mkdir(parents=True, exist_ok=True)
     path.write_bytes(proto.SerializeToString())
+    return path
+
+
+class SequenceClassifier(torch.nn.Module):
+    """Sequences (batch, time, 12) → 2-layer bidirectional LSTM or GRU → linear on the last step."""
+
+    def __init__(self, cell: str) -> None:
+        super().__init__()
+        rnn = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+        self.rnn = rnn(12, 24, num_layers=2, batch_first=True, bidirectional=True)
+        self.head = torch.nn.Linear(48, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(x)[0][:, -1])
+
+
+class TokenClassifier(torch.nn.Module):
+    """Token ids → embedding → transformer encoder layer → mean pooling → linear (integer input)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = torch.nn.Embedding(1000, 32)
+        self.encoder = torch.nn.TransformerEncoderLayer(32, 4, 64, dropout=0.0, batch_first=True)
+        self.head = torch.nn.Linear(32, 3)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embedding(ids)).mean(1))
+
+
+def export_torch(name: str, variant: str) -> Path:
+    """A torch sequence model (``lstm``, ``gru``) or token model (``tokens``), both exporters."""
+    path = CACHE / f"torch_{name}_{variant}.onnx"
+    if path.exists():
+        return path
+    CACHE.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    net = (TokenClassifier() if name == "tokens" else SequenceClassifier(name)).eval()
+    x = torch.randint(0, 1000, (2, 16)) if name == "tokens" else torch.randn(2, 16, 12)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if variant == "dynamo":
+            batch = torch.export.Dim("batch", min=1, max=1024)
+            torch.onnx.export(net, (x,), str(path), input_names=["x"], output_names=["y"],
+                              dynamic_shapes=({0: batch},), verbose=False)
+        else:
+            torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"], output_names=["y"],
+                              dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
     return path
 
 
@@ -190,11 +259,16 @@ def main() -> None:
     for name, size in TORCHVISION.items():
         for variant in ("dynamo", "opset17"):
             jobs.append((f"torchvision {name} ({variant})", lambda n=name, s=size, v=variant: export_torchvision(n, s, v)))
+    for name in ("lstm", "gru", "tokens"):
+        for variant in ("dynamo", "opset17"):
+            what = "token-id transformer" if name == "tokens" else f"{name.upper()} sequence classifier"
+            jobs.append((f"torch {what} ({variant})", lambda n=name, v=variant: export_torch(n, v)))
     for path in sorted(LIGHT.glob("*.onnx")):
         jobs.append((f"onnx light zoo {path.stem.removeprefix('light_')}", lambda p=path: with_logits_output(p)))
     if not args.skip_producers:
         jobs.append(("scikit-learn MLPClassifier (skl2onnx)", export_sklearn_mlp))
         jobs.append(("Keras CNN (tf2onnx)", export_keras_cnn))
+        jobs.append(("Keras LSTM (tf2onnx)", export_keras_lstm))
         jobs.append(("Flax nnx CNN (jax2onnx)", export_flax_cnn))
     rows, passed = [], 0
     for label, fn in jobs:
