@@ -15,9 +15,9 @@ from onnxxai.analyzers.tap import Tap, choose_tensor
 from onnxxai.errors import AnalyzerError, InputError
 from onnxxai.explanation import Explanation
 from onnxxai.model import Model
-from onnxxai.selectors import OutputSelector, as_selector
+from onnxxai.selectors import IndexSelector, MaxActivation, OutputSelector, as_selector
 
-__all__ = ["Analyzer", "ModelFunction", "analyze", "select", "chunks", "RowChunks", "CudaMemoryBudget", "PRECISIONS"]
+__all__ = ["Analyzer", "ModelFunction", "analyze", "select", "chunks", "row_targets", "RowChunks", "CudaMemoryBudget", "PRECISIONS"]
 
 #: numerics of the forward/backward passes: exact float32, TF32 tensor cores, or bfloat16 autocast
 PRECISIONS = ("float32", "tf32", "bf16")
@@ -203,6 +203,15 @@ def _input_name(model: Model, name: str | None, integer_inputs: bool) -> str:
 def select(output: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Each row's selected output value: ``output.reshape(R, -1)[r, index[r]]``."""
     return output.reshape(output.shape[0], -1).gather(1, index.view(-1, 1)).squeeze(1)
+
+
+def row_targets(selector: OutputSelector, pieces: list, full_output) -> torch.Tensor | OutputSelector:
+    """A row-wise selector, or any selector when the batch is one chunk, is applied to each chunk's
+    own output; otherwise the selector sees the full batch output (one extra forward, only when
+    the batch is split into several chunks)."""
+    if isinstance(selector, (MaxActivation, IndexSelector)) or len(pieces) == 1:
+        return selector
+    return selector(full_output())
 
 
 def chunks(total: int, size: int | None):

@@ -24,8 +24,7 @@ import torch
 import torch.nn.functional as F
 from onnx2torch.onnx_graph import OnnxGraph
 
-from onnxxai.analyzers.base import Analyzer, ModelFunction, chunks, select
-from onnxxai.analyzers.gradient import _row_targets
+from onnxxai.analyzers.base import Analyzer, ModelFunction, chunks, row_targets, select
 from onnxxai.errors import AnalyzerError, InputError
 from onnxxai.explanation import Explanation
 from onnxxai.graph import DataFlow, token_grid
@@ -207,7 +206,7 @@ class GradCAM(Analyzer):
     def explain(self, input: torch.Tensor, selector: OutputSelector) -> Explanation:
         _image_hw(input.shape, self.function.input_name)
         pieces = list(chunks(input.shape[0], self.batch_size))
-        targets = _row_targets(selector, pieces, lambda: self.function.output(input))
+        targets = row_targets(selector, pieces, lambda: self.function.output(input))
         vals, cams, outs, idxs = [], [], [], []
         for start, stop in pieces:
             sample_index = torch.arange(start, stop, device=input.device)

@@ -7,11 +7,11 @@ from typing import Any
 
 import torch
 
-from onnxxai.analyzers.base import Analyzer, ModelFunction, chunks, select
+from onnxxai.analyzers.base import Analyzer, ModelFunction, chunks, row_targets, select
 from onnxxai.errors import AnalyzerError
 from onnxxai.explanation import Explanation
 from onnxxai.model import Model
-from onnxxai.selectors import IndexSelector, MaxActivation, OutputSelector
+from onnxxai.selectors import OutputSelector
 
 __all__ = ["GradientAnalyzer", "Gradient", "InputTimesGradient"]
 
@@ -73,7 +73,7 @@ class GradientAnalyzer(Analyzer):
     def explain(self, input: torch.Tensor, selector: OutputSelector) -> Explanation:
         n = input.shape[0]
         pieces = list(chunks(n, self.batch_size))
-        targets = _row_targets(selector, pieces, lambda: self.function.output(input))
+        targets = row_targets(selector, pieces, lambda: self.function.output(input))
         vals, outs, idxs = [], [], []
         for start, stop in pieces:
             sample_index = torch.arange(start, stop, device=input.device)
@@ -86,15 +86,6 @@ class GradientAnalyzer(Analyzer):
             torch.cat(vals), input, torch.cat(outs), torch.cat(idxs), self.name, self.heatmap,
             {"input_name": self.function.input_name, "output_name": self.function.output_name},
         )
-
-
-def _row_targets(selector: OutputSelector, pieces: list, full_output) -> torch.Tensor | OutputSelector:
-    """A row-wise selector, or any selector when the batch is one chunk, is applied to each chunk's
-    own output; otherwise the selector sees the full batch output (one extra forward, only when
-    the batch is split into several chunks)."""
-    if isinstance(selector, (MaxActivation, IndexSelector)) or len(pieces) == 1:
-        return selector
-    return selector(full_output())
 
 
 class Gradient(GradientAnalyzer):

@@ -10,8 +10,7 @@ import numpy as np
 import onnx
 import torch
 
-from onnxxai.analyzers.base import Analyzer, ModelFunction, chunks, select
-from onnxxai.analyzers.gradient import _row_targets
+from onnxxai.analyzers.base import Analyzer, ModelFunction, chunks, row_targets, select
 from onnxxai.analyzers.lrp.apply import rules_applied
 from onnxxai.analyzers.lrp.canonize import canonize as canonize_graph
 from onnxxai.analyzers.lrp.composites import Composite, EpsilonPlusFlat
@@ -136,7 +135,7 @@ class LRP(Analyzer):
     def explain(self, input: torch.Tensor, selector: OutputSelector) -> Explanation:
         model = self.function.model
         pieces = list(chunks(input.shape[0], self.batch_size))
-        targets = _row_targets(selector, pieces, lambda: self.function.output(input))
+        targets = row_targets(selector, pieces, lambda: self.function.output(input))
         vals, outs, idxs = [], [], []
         with rules_applied(self.module, self._assignments) as ruled:
             function = copy.copy(self.function)
