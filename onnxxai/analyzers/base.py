@@ -122,14 +122,14 @@ class ModelFunction:
     def _args(self, rows: torch.Tensor, sample_index: torch.Tensor) -> list[torch.Tensor]:
         """The graph's arguments for ``rows``: the inputs in order, then the tap value if any."""
         if self.tap is None:
-            feeds = self._feeds(self.input_name, rows, sample_index)
+            feeds = self.feeds(self.input_name, rows, sample_index)
             return [feeds[s.name] for s in self.model.inputs]
         if self._bound is None:
             raise AnalyzerError(f"attributing at {self.tap.tensor!r}: bind the input with ModelFunction.bound(x)")
-        feeds = self._feeds(self.input_name, self._bound.index_select(0, sample_index), sample_index)
+        feeds = self.feeds(self.input_name, self._bound.index_select(0, sample_index), sample_index)
         return [feeds[s.name] for s in self.model.inputs] + [rows]
 
-    def _feeds(self, name: str, value: torch.Tensor, sample_index: torch.Tensor) -> dict[str, torch.Tensor]:
+    def feeds(self, name: str, value: torch.Tensor, sample_index: torch.Tensor) -> dict[str, torch.Tensor]:
         """``value`` for input ``name`` and the fixed inputs of the samples ``sample_index``."""
         feeds = {name: value}
         for fixed_name, fixed in self.fixed.items():
@@ -166,7 +166,7 @@ class ModelFunction:
         """The tap tensor's values when the analyzed input is ``x`` (other inputs as fixed)."""
         if self.tap is None:
             raise AnalyzerError("embed() needs attribution at a tensor (integer input or attribute_at)")
-        feeds = self._feeds(self.input_name, x, torch.arange(x.shape[0], device=x.device))
+        feeds = self.feeds(self.input_name, x, torch.arange(x.shape[0], device=x.device))
         with torch.no_grad():
             return self.tap.embed(*[feeds[s.name] for s in self.model.inputs]).detach()
 

@@ -147,21 +147,9 @@ class GradCAM(Analyzer):
         return f"GradCAM(boundary={self.boundary!r})"
 
     # -- running --------------------------------------------------------------------------------
-    def _feeds(self, rows: torch.Tensor, sample_index: torch.Tensor) -> dict[str, torch.Tensor]:
-        feeds = {self.function.input_name: rows}
-        for name, value in self.function.fixed.items():
-            if value.shape[0] == 1:
-                feeds[name] = value.expand(rows.shape[0], *value.shape[1:])
-            elif int(sample_index.max()) >= value.shape[0]:
-                raise InputError(f"fixed input {name!r} has batch {value.shape[0]}, fewer than the analyzed batch; "
-                                 "give it batch 1 or the same batch")
-            else:
-                feeds[name] = value.index_select(0, sample_index)
-        return feeds
-
     def _forward(self, rows: torch.Tensor, sample_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The explained output and the boundary activation (an autograd leaf) of ``rows``."""
-        feeds = self._feeds(rows, sample_index)
+        feeds = self.function.feeds(self.function.input_name, rows, sample_index)
         if self._split is not None:
             return self._split(feeds, self.function.output_name)
         outs = self._capture(*[feeds[s.name] for s in self.model.inputs])
