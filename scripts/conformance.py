@@ -34,6 +34,8 @@ _TORCH_FLOAT8 = {"float8_e4m3fn": torch.float8_e4m3fn, "float8_e4m3fnuz": torch.
                  "float8_e5m2": torch.float8_e5m2, "float8_e5m2fnuz": torch.float8_e5m2fnuz}
 #: ml_dtypes sub-byte integers: torch has no such dtype, onnxxai carries them in int8/uint8.
 _SUB_BYTE = {"int4": np.int8, "uint4": np.uint8, "int2": np.int8, "uint2": np.uint8}
+#: ml_dtypes float types torch lacks: onnxxai carries their (exact) values in float32 tensors.
+_FLOAT32_CARRIED = ("float4_e2m1fn", "float8_e8m0fnu")
 
 
 def _typed(array, spec: onnx.ValueInfoProto) -> torch.Tensor:
@@ -43,6 +45,8 @@ def _typed(array, spec: onnx.ValueInfoProto) -> torch.Tensor:
     a = onnx.numpy_helper.to_array(array) if isinstance(array, onnx.TensorProto) else np.array(array)
     if a.dtype == object:
         a = a.astype(onnx.helper.tensor_dtype_to_np_dtype(spec.type.tensor_type.elem_type))
+    if a.dtype.name in _FLOAT32_CARRIED:
+        return torch.from_numpy(a.astype(np.float32))
     if a.dtype.name == "bfloat16":
         return torch.from_numpy(a.astype(np.float32)).to(torch.bfloat16)
     if a.dtype.name in _TORCH_FLOAT8:
@@ -54,7 +58,7 @@ def _typed(array, spec: onnx.ValueInfoProto) -> torch.Tensor:
 
 def _comparable(want: np.ndarray) -> np.ndarray:
     """Expected values of ml_dtypes types as plain numpy values (float32 / int64)."""
-    if want.dtype.name == "bfloat16" or want.dtype.name in _TORCH_FLOAT8:
+    if want.dtype.name == "bfloat16" or want.dtype.name in _TORCH_FLOAT8 or want.dtype.name in _FLOAT32_CARRIED:
         return want.astype(np.float32)
     if want.dtype.name in _SUB_BYTE:
         return want.astype(np.int64)

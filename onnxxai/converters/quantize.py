@@ -33,7 +33,7 @@ from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
 from onnxxai.converters._util import extend_converter, register_all_versions, result, torch_pads
-from onnxxai.converters.compat import FLOAT8, TORCH_DTYPES, elem_type
+from onnxxai.converters.compat import FLOAT8, TORCH_DTYPES, elem_type, to_float4e2m1
 
 #: Integer quantization ranges (sub-byte types included).
 _INT_RANGES: dict[int, tuple[int, int]] = {
@@ -86,6 +86,13 @@ class QuantizeLinear(torch.nn.Module):
                 rounded = rounded.to(_float_container(x)) + zp.to(_float_container(x))
             q = rounded.to(_float_container(x)).clamp(qmin, qmax)
             return q if self.fake else q.to(TORCH_DTYPES[self.target])
+        if self.target == TensorProto.FLOAT4E2M1:
+            # float4 lives in a float32 container; its zero point (a float4 value) is added before
+            # rounding, and the cast saturates at ±6 whatever ``saturate`` says (ONNX's reference).
+            if zero_point is not None:
+                y = y + _broadcast_param(zero_point, x.shape, self.axis, self.block_size).to(y.dtype)
+            q = to_float4e2m1(y)
+            return y + (q.to(y.dtype) - y).detach() if self.fake else q
         dtype = TORCH_DTYPES[self.target]  # float8: zero point is zero by definition
         if self.saturate:
             limit = torch.finfo(dtype).max
@@ -101,16 +108,18 @@ class QuantizeLinear(torch.nn.Module):
 
 class DequantizeLinear(torch.nn.Module):
     """``(x - zero_point) * scale`` computed in float32 (as ONNX's reference), returned as ``dtype``
-    (the scale's dtype unless ``output_dtype`` is set)."""
+    (the scale's dtype unless ``output_dtype`` is set). ``ignore_zero_point`` for float4 inputs,
+    whose zero point ONNX's reference ignores."""
 
-    def __init__(self, axis: int, block_size: int, dtype: torch.dtype | None) -> None:
+    def __init__(self, axis: int, block_size: int, dtype: torch.dtype | None, ignore_zero_point: bool = False) -> None:
         super().__init__()
         self.axis, self.block_size, self.dtype = axis, block_size, dtype
+        self.ignore_zero_point = ignore_zero_point
 
     def forward(self, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None = None) -> torch.Tensor:
         compute = torch.float64 if x.dtype == torch.float64 else torch.float32
         dx = x.to(compute)
-        if zero_point is not None and zero_point.dtype not in FLOAT8:
+        if zero_point is not None and zero_point.dtype not in FLOAT8 and not self.ignore_zero_point:
             dx = dx - _broadcast_param(zero_point, x.shape, self.axis, self.block_size).to(compute)
         y = dx * _broadcast_param(scale, x.shape, self.axis, self.block_size).to(compute)
         return y.to(self.dtype or scale.dtype)
@@ -130,14 +139,15 @@ def _only_dequantized(node: OnnxNode, graph: OnnxGraph) -> bool:
 
 def convert_quantize_linear(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """QuantizeLinear (10-25): per tensor, per axis and blocked; integer targets (int2..uint16) and
-    float8 (``saturate``); ``output_dtype`` and ``precision``. Refuses float4/float6 targets."""
+    float8 (``saturate``), float4e2m1 (float32 container); ``output_dtype`` and ``precision``.
+    Refuses float6 targets."""
     attrs = node.attributes
     target = int(attrs.get("output_dtype", 0))
     if not target and len(node.input_values) > 2 and node.input_values[2]:
         target = elem_type(graph, node.input_values[2]) or 0
     if not target:
         target = elem_type(graph, node.output_values[0]) or TensorProto.UINT8
-    if target not in _INT_RANGES and target not in _FLOAT8_TYPES:
+    if target not in _INT_RANGES and target not in _FLOAT8_TYPES and target != TensorProto.FLOAT4E2M1:
         raise NotImplementedError(f"QuantizeLinear with output type {TensorProto.DataType.Name(target)} is not supported")
     module = QuantizeLinear(target, int(attrs.get("axis", 1)), int(attrs.get("block_size", 0)),
                             bool(int(attrs.get("saturate", 1))), int(attrs.get("precision", 0)) or None,
@@ -147,13 +157,15 @@ def convert_quantize_linear(node: OnnxNode, graph: OnnxGraph) -> OperationConver
 
 def convert_dequantize_linear(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """DequantizeLinear (10-25): per tensor, per axis and blocked; integer and float8 inputs;
-    ``output_dtype``. Refuses float4 inputs."""
+    float4e2m1 inputs (float32 container, zero point ignored); ``output_dtype``. Refuses float6 inputs."""
     attrs = node.attributes
     source = elem_type(graph, node.input_values[0])
-    if source is not None and source not in _INT_RANGES and source not in _FLOAT8_TYPES and source != TensorProto.INT32:
+    float4 = source == TensorProto.FLOAT4E2M1
+    if source is not None and source not in _INT_RANGES and source not in _FLOAT8_TYPES and source != TensorProto.INT32 and not float4:
         raise NotImplementedError(f"DequantizeLinear with input type {TensorProto.DataType.Name(source)} is not supported")
     out = int(attrs.get("output_dtype", 0))
-    return result(DequantizeLinear(int(attrs.get("axis", 1)), int(attrs.get("block_size", 0)), TORCH_DTYPES[out] if out else None), node)
+    return result(DequantizeLinear(int(attrs.get("axis", 1)), int(attrs.get("block_size", 0)), TORCH_DTYPES[out] if out else None,
+                                   ignore_zero_point=float4), node)
 
 
 class DynamicQuantizeLinear(torch.nn.Module):
