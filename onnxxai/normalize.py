@@ -269,12 +269,14 @@ _NARROW = {
     onnx.TensorProto.BFLOAT16: np.float32, onnx.TensorProto.FLOAT8E4M3FN: np.float32,
     onnx.TensorProto.FLOAT8E4M3FNUZ: np.float32, onnx.TensorProto.FLOAT8E5M2: np.float32,
     onnx.TensorProto.FLOAT8E5M2FNUZ: np.float32, onnx.TensorProto.INT4: np.int8, onnx.TensorProto.UINT4: np.uint8,
+    onnx.TensorProto.FLOAT4E2M1: np.float32, onnx.TensorProto.FLOAT8E8M0: np.float32,
 }
-_NARROW_NUMPY = {"bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "int4", "uint4"}
+_NARROW_NUMPY = {"bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "int4", "uint4",
+                 "float4_e2m1fn", "float8_e8m0fnu"}
 
 
 def widen_narrow_constants(model: onnx.ModelProto) -> int:
-    """Store bfloat16, float8 and int4 initializers and Constant values in a type torch can load
+    """Store bfloat16, float8, float4 and int4 initializers and Constant values in a type torch can load
     (float32, int8/uint8; exact) followed by a Cast back to their type, which onnxxai converts."""
     graph = model.graph
     casts: list[onnx.NodeProto] = []

@@ -146,3 +146,23 @@ def test_narrow_float_weights_load_and_match_onnxruntime(narrow):
     want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
     np.testing.assert_array_equal(model(x), want)
     assert not np.allclose(want, x * w + b, rtol=1e-6)  # the narrow rounding is really there
+
+
+def test_float4_zero_point_initializer_converts_and_matches_the_reference():
+    """A FLOAT4E2M1 zero point stored as an initializer (onnxruntime has no float4 QuantizeLinear,
+    so the ONNX reference implementation is the comparison)."""
+    from onnx.reference import ReferenceEvaluator
+
+    from onnxxai.model import convert
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])
+    inits = [helper.make_tensor("zp", TensorProto.FLOAT4E2M1, [], [0.0]), helper.make_tensor("sc", TensorProto.FLOAT, [], [0.5])]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "sc", "zp"], ["q"], name="q"),
+             helper.make_node("DequantizeLinear", ["q", "sc", "zp"], ["y"], name="dq")]
+    proto = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits), opset_imports=[helper.make_opsetid("", 23)])
+    xv = np.linspace(-4, 4, 8, dtype=np.float32).reshape(2, 4)
+    _, passes, module = convert(proto)
+    assert {p.name: p.changed for p in passes}["widen_narrow_constants"] >= 1
+    with torch.no_grad():
+        np.testing.assert_array_equal(module(torch.from_numpy(xv)).numpy(), ReferenceEvaluator(proto).run(None, {"x": xv})[0])
