@@ -56,6 +56,20 @@ def _typed(array, spec: onnx.ValueInfoProto) -> torch.Tensor:
     return torch.from_numpy(a)
 
 
+def _is_tensor_sequence(type_proto: onnx.TypeProto) -> bool:
+    """A sequence of tensors (the graph value is a Python list of tensors in the torch graph)."""
+    return type_proto.HasField("sequence_type") and type_proto.sequence_type.elem_type.HasField("tensor_type")
+
+
+def _feed(value, spec: onnx.ValueInfoProto):
+    """A case input as the converted graph takes it: a tensor, or a list of tensors for a sequence."""
+    if not _is_tensor_sequence(spec.type):
+        return _typed(value, spec)
+    element = onnx.ValueInfoProto()
+    element.type.CopyFrom(spec.type.sequence_type.elem_type)
+    return [_typed(v, element) for v in value]
+
+
 def _comparable(want: np.ndarray) -> np.ndarray:
     """Expected values of ml_dtypes types as plain numpy values (float32 / int64)."""
     if want.dtype.name == "bfloat16" or want.dtype.name in _TORCH_FLOAT8 or want.dtype.name in _FLOAT32_CARRIED:
@@ -76,8 +90,8 @@ def run_case(case, raw: bool) -> tuple[str, str]:
     if not case.data_sets:
         return "no data", ""
     values = list(model.graph.input) + list(model.graph.output)
-    if any(not v.type.HasField("tensor_type") for v in values):
-        return "non-tensor input/output (sequence, optional, map)", ""
+    if any(not (v.type.HasField("tensor_type") or _is_tensor_sequence(v.type)) for v in values):
+        return "non-tensor input/output (optional, map, nested sequence)", ""
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # noqa: BLE001
@@ -101,14 +115,24 @@ def run_case(case, raw: bool) -> tuple[str, str]:
     for inputs, expected in case.data_sets:
         try:
             with torch.no_grad():
-                args = [_typed(a, spec) for a, spec in zip(inputs, graph_inputs)]
+                args = [_feed(a, spec) for a, spec in zip(inputs, graph_inputs)]
                 out = module(*args)
         except Exception as exc:  # noqa: BLE001
             return "runtime error", f"{exc.__class__.__name__}: {str(exc)[:140]}"
-        outs = list(out) if isinstance(out, (tuple, list)) else [out]
+        # one graph output comes back bare (a sequence output is itself a list); several as a list/tuple
+        outs = [out] if len(model.graph.output) == 1 else list(out) if isinstance(out, (tuple, list)) else [out]
         if len(outs) != len(expected):
             return "wrong number of outputs", f"{len(outs)} vs {len(expected)}"
-        for got, want in zip(outs, expected):
+        pairs = []
+        for got, want, spec in zip(outs, expected, model.graph.output):
+            if not _is_tensor_sequence(spec.type):
+                pairs.append((got, want))
+            elif not isinstance(got, (list, tuple)) or len(got) != len(want):
+                length = len(got) if isinstance(got, (list, tuple)) else "-"
+                return "wrong values", f"sequence output {spec.name!r}: got {type(got).__name__} of length {length}, want {len(want)}"
+            else:
+                pairs.extend(zip(got, want))
+        for got, want in pairs:
             if isinstance(got, torch.Tensor):
                 got = (got.float() if got.dtype in (torch.bfloat16, *_TORCH_FLOAT8.values()) else got).detach().cpu().numpy()
             got = np.asarray(got)

@@ -13,7 +13,7 @@ __all__ = ["register", "FAMILIES"]
 
 FAMILIES = ("reduce", "pad", "pool", "activation", "split", "compat", "unary", "normalization", "shape", "sampling", "attention", "ml", "conv",
             "recurrent", "control_flow", "tensor_ops",
-            "quantize", "losses", "indexing", "signal", "bitwise", "detection")
+            "quantize", "losses", "indexing", "signal", "bitwise", "detection", "sequence")
 _REGISTERED = False
 
 

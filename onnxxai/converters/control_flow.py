@@ -156,8 +156,18 @@ def _elem_type(name: str, graph: OnnxGraph) -> onnx.TypeProto | None:
     return helper.make_tensor_type_proto(found.tensor_type.elem_type, None)
 
 
+def _returns_one(body: torch.nn.Module) -> bool:
+    """Whether a converted body returns its single output bare (which may itself be a list: a sequence)."""
+    if not isinstance(body, torch.fx.GraphModule):
+        return False
+    output = next(n for n in body.graph.nodes if n.op == "output")
+    return not isinstance(output.args[0], (tuple, list))
+
+
 def _run(body: torch.nn.Module, args: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     out = body(*args)
+    if _returns_one(body):
+        return [out]
     return list(out) if isinstance(out, (tuple, list)) else [out]
 
 
