@@ -16,8 +16,8 @@ import onnx
 from onnxxai.diagnostics import gradient_flow
 from onnxxai.errors import InputError, OnnxxaiError, ParityError, UnsupportedOpError
 from onnxxai.model import load, unsupported_nodes
-from onnxxai.normalize import normalize
-from onnxxai.reading import read_model
+from onnxxai.proto.normalize import normalize
+from onnxxai.proto.reading import read_model
 
 __all__ = ["main"]
 

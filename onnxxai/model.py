@@ -17,12 +17,12 @@ from onnx import helper
 from onnx2torch.node_converters.registry import get_converter
 from onnx2torch.onnx_graph import OnnxGraph
 
-from onnxxai import converters
-from onnxxai.converters._util import CONVERTING
+from onnxxai.convert import register as register_converters
+from onnxxai.convert._util import CONVERTING
 from onnxxai.errors import ConversionError, InputError, ModelFileError, ParityError, UnsupportedOpError
-from onnxxai.normalize import PassResult, normalize
+from onnxxai.proto.normalize import PassResult, normalize
 from onnxxai.parity import DEFAULT_ATOL, DEFAULT_RTOL, ParityReport, compare_outputs, execution_provider, run_onnxruntime
-from onnxxai.reading import read_model
+from onnxxai.proto.reading import read_model
 
 __all__ = ["load", "convert", "unsupported_nodes", "Model", "TensorSpec", "DEFAULT_BATCH", "DEFAULT_DIM"]
 
@@ -228,7 +228,7 @@ def convert(model: onnx.ModelProto, label: str = "<model>") -> tuple[onnx.ModelP
 
     Returns the normalized graph, the passes applied, and the GraphModule (eval mode, frozen).
     """
-    converters.register()
+    register_converters()
     graph = onnx.ModelProto()
     graph.CopyFrom(model)
     passes = tuple(normalize(graph))
@@ -245,7 +245,7 @@ def _opset_of(domain: str, model: onnx.ModelProto) -> tuple[str, int]:
 
 def unsupported_nodes(model: onnx.ModelProto) -> list[UnsupportedOpError]:
     """Every node of a (normalized) graph whose op, domain and opset have no converter."""
-    converters.register()
+    register_converters()
     missing: list[UnsupportedOpError] = []
     for node in model.graph.node:
         domain, version = _opset_of(node.domain, model)

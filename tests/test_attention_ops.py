@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 from onnxxai import normalize
-from onnxxai.converters.attention import FlexAttention, LinearAttention, OnnxAttention, RotaryEmbedding, SwiGLU
+from onnxxai.convert.attention import FlexAttention, LinearAttention, OnnxAttention, RotaryEmbedding, SwiGLU
 from onnxxai.model import convert
 from onnxxai.parity import run_onnxruntime
 

@@ -12,8 +12,8 @@ from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 import onnxxai
-from onnxxai.converters.conv import CausalConvWithState, ConvDynamicWeight, ConvTransposeDynamicWeight
-from onnxxai.converters.pool import OnnxPool
+from onnxxai.convert.conv import CausalConvWithState, ConvDynamicWeight, ConvTransposeDynamicWeight
+from onnxxai.convert.pool import OnnxPool
 from onnxxai.model import convert
 
 RNG = np.random.default_rng(7)

@@ -10,10 +10,10 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxxai
-from onnxxai.converters.pad import OnnxPad
-from onnxxai.converters.pool import OnnxAveragePoolPadded
-from onnxxai.converters.reduce import OnnxReduce
-from onnxxai.converters.split import OnnxSplit
+from onnxxai.convert.pad import OnnxPad
+from onnxxai.convert.pool import OnnxAveragePoolPadded
+from onnxxai.convert.reduce import OnnxReduce
+from onnxxai.convert.split import OnnxSplit
 
 
 def single_op(op, shape, _out_shapes, opset, attrs=None, consts=(), n_outputs=1):
@@ -154,7 +154,7 @@ def test_refused_attribute_names_the_node_and_the_attribute():
 def _elementwise(op, **attrs):
     from onnx2torch.onnx_node import OnnxNode
 
-    from onnxxai.converters.unary import _FUNCTIONS, Elementwise
+    from onnxxai.convert.unary import _FUNCTIONS, Elementwise
 
     node = OnnxNode(helper.make_node(op, ["x"], ["y"], **attrs), unique_name=op)
     return Elementwise(op, _FUNCTIONS[op](node))
@@ -168,9 +168,9 @@ def _elementwise(op, **attrs):
         (lambda: _elementwise("Cosh"), (2, 5)),
         (lambda: _elementwise("Mish"), (2, 5)),
         (lambda: _elementwise("Swish", alpha=0.7), (2, 5)),
-        (lambda: __import__("onnxxai.converters.normalization", fromlist=["x"]).LpNormalization(1, 2), (2, 3, 4)),
-        (lambda: __import__("onnxxai.converters.normalization", fromlist=["x"]).MeanVarianceNormalization([0, 2, 3]), (2, 3, 4, 5)),
-        (lambda: __import__("onnxxai.converters.pool", fromlist=["x"]).GlobalMaxPool(), (2, 3, 4, 5)),
+        (lambda: __import__("onnxxai.convert.normalization", fromlist=["x"]).LpNormalization(1, 2), (2, 3, 4)),
+        (lambda: __import__("onnxxai.convert.normalization", fromlist=["x"]).MeanVarianceNormalization([0, 2, 3]), (2, 3, 4, 5)),
+        (lambda: __import__("onnxxai.convert.pool", fromlist=["x"]).GlobalMaxPool(), (2, 3, 4, 5)),
     ],
     ids=["asinh", "sinh", "cosh", "mish", "swish", "lpnorm", "mvn", "globalmaxpool"],
 )
@@ -179,7 +179,7 @@ def test_new_module_gradcheck(make, shape):
 
 
 def test_normalizations_with_parameters_gradcheck():
-    from onnxxai.converters.normalization import GroupNormalization, LayerNormalization, RMSNormalization
+    from onnxxai.convert.normalization import GroupNormalization, LayerNormalization, RMSNormalization
 
     scale = torch.linspace(0.5, 2.0, 4, dtype=torch.float64)
     _gradcheck(RMSNormalization(-1, 1e-5, True), (2, 3, 4), scale)
@@ -191,7 +191,7 @@ def test_normalizations_with_parameters_gradcheck():
 
 
 def test_clip_with_run_time_bounds():
-    from onnxxai.converters.activation import ClipDynamic
+    from onnxxai.convert.activation import ClipDynamic
 
     x = torch.randn(3, 4, dtype=torch.float64, requires_grad=True)
     low, high = torch.tensor(-0.5, dtype=torch.float64), torch.tensor(0.7, dtype=torch.float64)
@@ -217,7 +217,7 @@ def test_graph_output_taken_from_a_multi_output_node():
 
 
 def test_attention_matches_torch_sdpa():
-    from onnxxai.converters.attention import OnnxAttention
+    from onnxxai.convert.attention import OnnxAttention
 
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 4, 5, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))

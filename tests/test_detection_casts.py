@@ -10,7 +10,7 @@ import torch
 from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
-from onnxxai.converters.detection import RoiAlign
+from onnxxai.convert.detection import RoiAlign
 from onnxxai.model import convert
 
 

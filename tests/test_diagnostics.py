@@ -35,7 +35,7 @@ def test_gradient_flow_catches_wrong_gradients(monkeypatch, smooth_cnn_path, mod
     def converter(node, graph):
         return OperationConverterResult(module(), OnnxMapping(node.input_values, node.output_values))
 
-    onnxxai.converters.register()
+    onnxxai.convert.register()
     monkeypatch.setitem(registry._CONVERTER_REGISTRY, registry.OperationDescription("", "Tanh", 13), converter)
     model = onnxxai.load(smooth_cnn_path)
     assert model.parity.ok  # the forward is right...

@@ -11,8 +11,8 @@ import torch
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from onnxxai.converters.indexing import Cumulative, ScatterElements, ScatterND, TensorScatter, Trilu
-from onnxxai.converters.losses import NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss
+from onnxxai.convert.indexing import Cumulative, ScatterElements, ScatterND, TensorScatter, Trilu
+from onnxxai.convert.losses import NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss
 from onnxxai.model import convert
 
 RNG = np.random.default_rng(0)
@@ -176,7 +176,7 @@ def test_gather_elements_negative_indices():
 
 
 def test_gather_nd_gradcheck():
-    from onnxxai.converters.indexing import GatherND
+    from onnxxai.convert.indexing import GatherND
 
     data = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
     index = torch.tensor([[[2], [0]], [[-1], [1]]])

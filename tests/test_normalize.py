@@ -13,7 +13,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import onnxxai
-from onnxxai.normalize import fold_static_shapes, inline_constant_if
+from onnxxai.proto.normalize import fold_static_shapes, inline_constant_if
 
 
 class ScriptedChecks(torch.nn.Module):

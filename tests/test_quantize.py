@@ -11,7 +11,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from onnxxai.converters.quantize import DequantizeLinear
+from onnxxai.convert.quantize import DequantizeLinear
 from onnxxai.model import convert
 
 

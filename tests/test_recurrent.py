@@ -13,7 +13,7 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 import onnxxai
-from onnxxai.converters.recurrent import OnnxGRU, OnnxLSTM, OnnxRNN
+from onnxxai.convert.recurrent import OnnxGRU, OnnxLSTM, OnnxRNN
 from onnxxai.model import convert
 from onnxxai.parity import run_onnxruntime
 

@@ -10,8 +10,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from onnxxai.converters import register
-from onnxxai.converters.sampling import Resize
+from onnxxai.convert import register
+from onnxxai.convert.sampling import Resize
 from onnxxai.model import convert
 
 F32 = np.float32

@@ -10,7 +10,7 @@ import torch
 from onnx import TensorProto, helper
 
 import onnxxai
-from onnxxai.converters.sequence import OnnxConcatFromSequence
+from onnxxai.convert.sequence import OnnxConcatFromSequence
 from onnxxai.model import convert
 
 F, I64 = TensorProto.FLOAT, TensorProto.INT64

@@ -11,8 +11,8 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from onnxxai.converters.ml import TreeEnsemble
-from onnxxai.converters.signal import STFT, AffineGrid, CenterCropPad, Col2Im, DeformConv2d
+from onnxxai.convert.ml import TreeEnsemble
+from onnxxai.convert.signal import STFT, AffineGrid, CenterCropPad, Col2Im, DeformConv2d
 from onnxxai.model import convert
 
 RNG = np.random.default_rng(0)

@@ -10,9 +10,9 @@ import torch
 from onnx import helper, numpy_helper
 
 import onnxxai
-from onnxxai.converters.activation import ClipDynamic, DropoutInference
-from onnxxai.converters.normalization import BatchNormTraining, LpNormalization
-from onnxxai.converters.tensor_ops import DFT, Det, DepthToSpace, OneHot, Range, SpaceToDepth
+from onnxxai.convert.activation import ClipDynamic, DropoutInference
+from onnxxai.convert.normalization import BatchNormTraining, LpNormalization
+from onnxxai.convert.tensor_ops import DFT, Det, DepthToSpace, OneHot, Range, SpaceToDepth
 from onnxxai.model import convert
 
 RNG = np.random.default_rng(0)

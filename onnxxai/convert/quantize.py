@@ -32,8 +32,8 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.converters._util import extend_converter, register_all_versions, result, torch_pads
-from onnxxai.converters.compat import FLOAT8, TORCH_DTYPES, elem_type, to_float4e2m1
+from onnxxai.convert._util import extend_converter, register_all_versions, result, torch_pads
+from onnxxai.convert.cast import FLOAT8, TORCH_DTYPES, elem_type, to_float4e2m1
 
 #: Integer quantization ranges (sub-byte types included).
 _INT_RANGES: dict[int, tuple[int, int]] = {

@@ -33,11 +33,11 @@ import onnx
 from onnx import helper
 
 from onnxxai.errors import OnnxxaiError
-from onnxxai.normalize import normalize
+from onnxxai.proto.normalize import normalize
 from onnxxai.parity import (
     DEFAULT_ATOL, DEFAULT_RTOL, compare_outputs, execution_provider, onnxruntime_session, run_onnxruntime,
 )
-from onnxxai.reading import read_model
+from onnxxai.proto.reading import read_model
 
 __all__ = [
     "BoundaryError",

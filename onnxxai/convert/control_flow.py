@@ -12,7 +12,7 @@ finds them (recursively through nested bodies); they become extra trailing input
 model and of the converter's OnnxMapping, so the parent fx graph passes them in.
 
 The opset imports of the enclosing model are not handed to converters by onnx2torch; onnxxai's
-``convert`` publishes the model being converted (:data:`onnxxai.converters._util.CONVERTING`).
+``convert`` publishes the model being converted (:data:`onnxxai.convert._util.CONVERTING`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
-from onnxxai.converters._util import enclosing_model, register_all_versions
+from onnxxai.convert._util import enclosing_model, register_all_versions
 
 __all__ = ["OnnxScan", "OnnxScan8", "OnnxLoop", "OnnxIf", "outer_scope_names", "convert_body"]
 

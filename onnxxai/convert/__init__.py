@@ -11,7 +11,7 @@ import importlib
 
 __all__ = ["register", "FAMILIES"]
 
-FAMILIES = ("reduce", "pad", "pool", "activation", "split", "compat", "unary", "normalization", "shape", "sampling", "attention", "ml", "conv",
+FAMILIES = ("reduce", "pad", "pool", "activation", "split", "cast", "unary", "normalization", "shape", "sampling", "attention", "ml", "conv",
             "recurrent", "control_flow", "tensor_ops",
             "quantize", "losses", "indexing", "signal", "bitwise", "detection", "sequence")
 _REGISTERED = False
@@ -23,8 +23,8 @@ def register() -> None:
     if _REGISTERED:
         return
     for family in FAMILIES:
-        importlib.import_module(f"onnxxai.converters.{family}")
-    from onnxxai.converters.aliases import register_type_only_aliases
+        importlib.import_module(f"onnxxai.convert.{family}")
+    from onnxxai.convert.aliases import register_type_only_aliases
 
     register_type_only_aliases()
     _REGISTERED = True

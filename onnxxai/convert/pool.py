@@ -12,8 +12,8 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.converters._util import extend_converter, register_all_versions, result, torch_pads
-from onnxxai.converters.conv import same_pads
+from onnxxai.convert._util import extend_converter, register_all_versions, result, torch_pads
+from onnxxai.convert.conv import same_pads
 
 
 class OnnxAveragePoolPadded(torch.nn.Module):

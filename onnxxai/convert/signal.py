@@ -16,8 +16,8 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
-from onnxxai.converters._util import register_all_versions, result
-from onnxxai.converters.bitwise import ONNX_TO_TORCH
+from onnxxai.convert._util import register_all_versions, result
+from onnxxai.convert.bitwise import ONNX_TO_TORCH
 
 
 def _ints(t: torch.Tensor | None) -> list[int]:

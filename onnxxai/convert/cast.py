@@ -24,7 +24,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.converters._util import result, schema_versions
+from onnxxai.convert._util import result, schema_versions
 
 __all__ = ["TORCH_DTYPES", "SUB_BYTE", "FLOAT8", "FLOAT32_CARRIED", "Cast", "cast_module", "elem_type", "to_float4e2m1", "to_float8e8m0"]
 

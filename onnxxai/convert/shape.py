@@ -11,7 +11,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value
 
-from onnxxai.converters._util import extend_converter, result
+from onnxxai.convert._util import extend_converter, result
 
 
 class OnnxFlatten(torch.nn.Module):

@@ -13,7 +13,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.converters._util import register_all_versions, result
+from onnxxai.convert._util import register_all_versions, result
 
 _REDUCTIONS = ("none", "sum", "mean")
 

@@ -10,7 +10,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.converters._util import constant_input, result
+from onnxxai.convert._util import constant_input, result
 
 
 class OnnxSplit(torch.nn.Module):

@@ -11,7 +11,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.converters._util import constant_input, extend_converter, register_all_versions, result
+from onnxxai.convert._util import constant_input, extend_converter, register_all_versions, result
 
 
 def _mode(node: OnnxNode, op: str) -> str:

@@ -8,8 +8,8 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.converters._util import register_all_versions, result
-from onnxxai.converters.compat import cast_module, elem_type
+from onnxxai.convert._util import register_all_versions, result
+from onnxxai.convert.cast import cast_module, elem_type
 
 
 class Elementwise(torch.nn.Module):

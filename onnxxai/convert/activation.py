@@ -9,7 +9,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
-from onnxxai.converters._util import constant_input, extend_converter, result
+from onnxxai.convert._util import constant_input, extend_converter, result
 
 
 def convert_gelu(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001

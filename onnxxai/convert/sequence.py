@@ -21,7 +21,7 @@ from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
 from onnx2torch.node_converters.identity import OnnxCopyIdentity
 
-from onnxxai.converters._util import extend_converter, register_all_versions, result
+from onnxxai.convert._util import extend_converter, register_all_versions, result
 
 __all__ = ["OnnxSequenceEmpty", "OnnxSequenceConstruct", "OnnxSequenceInsert", "OnnxSequenceErase", "OnnxSequenceAt",
            "OnnxSequenceLength", "OnnxConcatFromSequence", "OnnxSplitToSequence", "OnnxSequenceMap", "OnnxSequenceIdentity"]
@@ -235,7 +235,7 @@ def _element_type(name: str, graph: OnnxGraph) -> onnx.TypeProto | None:
 
 def convert_sequence_map(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """SequenceMap (every version): the body converted by onnxxai's pipeline, as for Loop and If."""
-    from onnxxai.converters.control_flow import convert_body, outer_scope_names
+    from onnxxai.convert.control_flow import convert_body, outer_scope_names
 
     body = next(helper.get_attribute_value(a) for a in node.proto.attribute if a.name == "body")
     inputs: Sequence[str] = node.input_values

@@ -9,7 +9,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.converters._util import result
+from onnxxai.convert._util import result
 
 _MODES = ("constant", "reflect", "edge", "wrap")
 

@@ -13,7 +13,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.converters._util import CONVERTING, result
+from onnxxai.convert._util import CONVERTING, result
 
 #: onnx2torch names each module "<domain>/<node>" and torch refuses dots in module names, so the
 #: normalization pass ``alias_dotted_domains`` must rename ai.onnx.preview to this before conversion.

@@ -14,7 +14,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.converters._util import register_all_versions, result
+from onnxxai.convert._util import register_all_versions, result
 
 #: unsigned dtype -> signed dtype of the same width (the bits torch can operate on)
 _SIGNED_VIEW = {torch.uint8: torch.int8, torch.uint16: torch.int16, torch.uint32: torch.int32, torch.uint64: torch.int64}

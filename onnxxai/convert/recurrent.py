@@ -18,7 +18,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
-from onnxxai.converters._util import register_all_versions
+from onnxxai.convert._util import register_all_versions
 
 __all__ = ["OnnxRNN", "OnnxGRU", "OnnxLSTM", "activation"]
 

@@ -16,7 +16,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.converters._util import extend_converter, register_all_versions, result
+from onnxxai.convert._util import extend_converter, register_all_versions, result
 
 __all__ = ["RoiAlign", "NonMaxSuppressionAnyCorners"]
 
