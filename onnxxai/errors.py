@@ -7,10 +7,13 @@ what to do next.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:  # pragma: no cover
-    from onnxxai.parity import ParityReport
+
+class _Report(Protocol):
+    """What an error needs of a report (:class:`onnxxai.parity.ParityReport` is one): a one-line summary."""
+
+    def summary(self) -> str: ...
 
 __all__ = [
     "OnnxxaiError",
@@ -55,8 +58,8 @@ class ConversionError(OnnxxaiError):
 class ParityError(OnnxxaiError):
     """The converted torch graph does not compute what onnxruntime computes on the original file."""
 
-    def __init__(self, report: "ParityReport") -> None:
-        self.report = report
+    def __init__(self, report: _Report) -> None:
+        self.report = report  #: the failing :class:`onnxxai.parity.ParityReport`
         super().__init__(
             f"converted graph disagrees with onnxruntime: {report.summary()}. "
             "Explanations of this graph would not explain the original model; "
