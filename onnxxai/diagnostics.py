@@ -25,7 +25,8 @@ class GradientReport:
     ``fd_rel_error`` is the median, over ``directions`` unit directions (the gradient's own direction
     and the coordinates of its largest entries), of the relative difference between the analytic
     directional derivative and a central difference (best of several steps; ``reference`` says of
-    what: a float64 copy of the graph, or onnxruntime). ``ok`` means finite, non-zero and
+    what: a float64 copy of the graph, or onnxruntime, with ``fallback_cause`` saying why the float64
+    copy could not run). ``ok`` means finite, non-zero and
     ``fd_rel_error <= tolerance``.
     """
 
@@ -37,6 +38,8 @@ class GradientReport:
     tolerance: float
     directions: int
     reference: str = ""
+    #: why the float64 reference could not be used (empty when it was)
+    fallback_cause: str = ""
 
     @property
     def ok(self) -> bool:
@@ -48,8 +51,9 @@ class GradientReport:
         if not self.nonzero:
             return "gradient FAILED: identically zero"
         verdict = "ok" if self.ok else "FAILED"
+        why = f", float64 copy failed: {self.fallback_cause}" if self.fallback_cause else ""
         return (f"gradient {verdict} (d {self.output_name} / d {self.input_name}: finite, non-zero, matches {self.reference} "
-                f"finite differences to {self.fd_rel_error:.1e} relative; tolerance {self.tolerance:g})")
+                f"finite differences to {self.fd_rel_error:.1e} relative; tolerance {self.tolerance:g}{why})")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -94,11 +98,16 @@ def gradient_flow(model: Model, original: onnx.ModelProto, *, seed: int = 0, dir
     if not (finite and nonzero):
         return GradientReport(name, function.output_name, finite, nonzero, float("nan"), tolerance, 0)
     target = int(expl.output_selection[0])
+    cause = ""
     try:
         f, steps, reference = _float64_function(model, function, probes, target), STEPS64, "float64"
-    except Exception:  # noqa: BLE001 - a module that cannot run in float64: fall back to onnxruntime
+    except Exception as exc:  # noqa: BLE001 - a module that cannot run in float64: fall back to onnxruntime, saying why
         if function.tap is not None:  # onnxruntime cannot substitute an inner tensor
-            raise
+            raise AnalyzerError(
+                f"{model.source}: the gradient at {function.tap.tensor!r} cannot be checked: the float64 copy of the "
+                f"graph fails ({exc.__class__.__name__}: {exc}) and onnxruntime cannot substitute an inner tensor"
+            ) from exc
+        cause = f"{exc.__class__.__name__}: {exc}"
         f, steps, reference = _onnxruntime_function(original, function, probes, target), STEPS, "onnxruntime float32"
     # Directions with a large derivative: the gradient's own direction (checks magnitude and
     # direction together) and the coordinates of its largest entries (checks single entries).
@@ -117,7 +126,7 @@ def gradient_flow(model: Model, original: onnx.ModelProto, *, seed: int = 0, dir
         hs = list(steps) + [c * scale / abs(analytic) for c in (1e-3, 1e-2, 1e-1) if scale > 0 and analytic]
         errors.append(min(abs((f(x64 + h * v) - f(x64 - h * v)) / (2 * h) - analytic) / max(abs(analytic), 1e-12) for h in hs))
     return GradientReport(name, function.output_name, finite, nonzero, float(np.median(errors)), tolerance,
-                          len(units), reference)
+                          len(units), reference, cause)
 
 
 def _float64_function(model: Model, function, probes: dict, target: int):

@@ -41,3 +41,25 @@ def test_gradient_flow_catches_wrong_gradients(monkeypatch, smooth_cnn_path, mod
     assert model.parity.ok  # the forward is right...
     report = gradient_flow(model, onnx.load(str(smooth_cnn_path)))
     assert not report.ok and verdict in report.summary()  # ...the gradient is not
+
+
+class _Float32OnlyTanh(torch.nn.Module):
+    """A right tanh that refuses float64 (like a kernel torch has only for float32)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float64:
+            raise TypeError("no float64 kernel for this op")
+        return torch.tanh(x)
+
+
+def test_gradient_flow_records_why_float64_was_not_used(monkeypatch, smooth_cnn_path):
+    def converter(node, graph):
+        return OperationConverterResult(_Float32OnlyTanh(), OnnxMapping(node.input_values, node.output_values))
+
+    onnxxai.convert.register()
+    monkeypatch.setitem(registry._CONVERTER_REGISTRY, registry.OperationDescription("", "Tanh", 13), converter)
+    model = onnxxai.load(smooth_cnn_path)
+    report = gradient_flow(model, onnx.load(str(smooth_cnn_path)))
+    assert report.reference == "onnxruntime float32"
+    assert report.fallback_cause == "TypeError: no float64 kernel for this op"
+    assert "float64 copy failed: TypeError" in report.summary()
