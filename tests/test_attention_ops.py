@@ -8,76 +8,43 @@ import onnx
 import pytest
 import torch
 from onnx import TensorProto, helper
-from onnx.reference import ReferenceEvaluator
 
-from onnxxai import normalize
 from onnxxai.convert.attention import FlexAttention, LinearAttention, OnnxAttention, RotaryEmbedding, SwiGLU
 from onnxxai.model import convert
-from onnxxai.parity import run_onnxruntime
+from onnx_cases import assert_matches, one_node, randn
 
 PREVIEW = "ai.onnx.preview"
-
-
-def _model(op: str, opset: int, feeds: dict[str, np.ndarray], n_outputs: int = 1, domain: str = "",
-           input_names: list[str] | None = None, **attrs) -> onnx.ModelProto:
-    """A one-node model whose inputs are ``feeds`` (in order; "" in ``input_names`` skips a slot)."""
-    names = input_names if input_names is not None else list(feeds)
-    types = {np.dtype("float32"): TensorProto.FLOAT, np.dtype("float64"): TensorProto.DOUBLE,
-             np.dtype("int64"): TensorProto.INT64, np.dtype("bool"): TensorProto.BOOL}
-    inputs = [helper.make_tensor_value_info(n, types[a.dtype], a.shape) for n, a in feeds.items()]
-    outputs = [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, None) for i in range(n_outputs)]
-    node = helper.make_node(op, names, [o.name for o in outputs], domain=domain, **attrs)
-    opsets = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(domain, 1)] if domain else [])
-    return helper.make_model(helper.make_graph([node], op, inputs, outputs), opset_imports=opsets)
-
-
-def _torch_outputs(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    _, _, module = convert(model, model.graph.name)
-    with torch.no_grad():
-        out = module(*[torch.from_numpy(a) for a in feeds.values()])
-    return [o.numpy() for o in (out if isinstance(out, (tuple, list)) else [out])]
-
-
-def _check(model: onnx.ModelProto, feeds: dict[str, np.ndarray], reference: list[np.ndarray], tol: float = 1e-5) -> None:
-    got = _torch_outputs(model, feeds)
-    assert len(got) == len(reference)
-    for g, r in zip(got, reference):
-        np.testing.assert_allclose(g, r, rtol=tol, atol=tol)
-
-
-def _rand(rng: np.random.Generator, *shape: int, dtype: str = "float32") -> np.ndarray:
-    return rng.standard_normal(shape).astype(dtype)
 
 
 # -- Attention: sliding windows, external-cache padding -----------------------------------------
 @pytest.mark.parametrize("left, right, causal, past", [(2, 0, 1, 0), (1, 1, 0, 0), (2, -1, 0, 0), (-1, 1, 0, 0), (1, 0, 1, 3)])
 def test_attention_window_matches_onnxruntime(left, right, causal, past):
     rng = np.random.default_rng(0)
-    feeds = {"q": _rand(rng, 2, 4, 5, 8), "k": _rand(rng, 2, 2, 5, 8), "v": _rand(rng, 2, 2, 5, 6)}
+    feeds = {"q": randn(rng, 2, 4, 5, 8), "k": randn(rng, 2, 2, 5, 8), "v": randn(rng, 2, 2, 5, 6)}
     names = ["q", "k", "v"]
     n_outputs = 1
     if past:
-        feeds |= {"mask": rng.random((5, 5 + past)) > 0.2, "pk": _rand(rng, 2, 2, past, 8), "pv": _rand(rng, 2, 2, past, 6)}
+        feeds |= {"mask": rng.random((5, 5 + past)) > 0.2, "pk": randn(rng, 2, 2, past, 8), "pv": randn(rng, 2, 2, past, 6)}
         names += ["mask", "pk", "pv"]
         n_outputs = 3
-    model = _model("Attention", 25, feeds, n_outputs, input_names=names, is_causal=causal,
-                   left_window_size=left, right_window_size=right)
-    _check(model, feeds, run_onnxruntime(model, feeds))
+    model = one_node("Attention", feeds, n_outputs, opset=25, node_inputs=names, output_type=TensorProto.FLOAT,
+                     attrs=dict(is_causal=causal, left_window_size=left, right_window_size=right))
+    assert_matches(model, feeds)
 
 
 def test_attention_nonpad_kv_seqlen_matches_reference():
     rng = np.random.default_rng(1)
-    feeds = {"q": _rand(rng, 2, 3, 16), "k": _rand(rng, 2, 6, 8), "v": _rand(rng, 2, 6, 8),
+    feeds = {"q": randn(rng, 2, 3, 16), "k": randn(rng, 2, 6, 8), "v": randn(rng, 2, 6, 8),
              "n": np.array([4, 6], dtype=np.int64)}
-    model = _model("Attention", 25, feeds, input_names=["q", "k", "v", "", "", "", "n"], is_causal=1,
-                   q_num_heads=4, kv_num_heads=2, left_window_size=1)
-    _check(model, feeds, ReferenceEvaluator(model).run(None, feeds))
+    model = one_node("Attention", feeds, opset=25, node_inputs=["q", "k", "v", "", "", "", "n"], output_type=TensorProto.FLOAT,
+                     attrs=dict(is_causal=1, q_num_heads=4, kv_num_heads=2, left_window_size=1))
+    assert_matches(model, feeds, "onnx")
 
 
 def test_attention_window_can_fail():
     """The window changes the result (a converter that ignored it would not pass the tests above)."""
     rng = np.random.default_rng(2)
-    q, k, v = (torch.from_numpy(_rand(rng, 1, 2, 6, 4)) for _ in range(3))
+    q, k, v = (torch.from_numpy(randn(rng, 1, 2, 6, 4)) for _ in range(3))
     full = OnnxAttention(None, None, None, 0.0, False, 0, 1)(q, k, v)
     windowed = OnnxAttention(None, None, None, 0.0, False, 0, 1, left_window=1, right_window=0)(q, k, v)
     assert not torch.allclose(full, windowed)
@@ -87,7 +54,7 @@ def test_attention_window_can_fail():
 def test_attention_window_gradcheck_with_empty_rows():
     """Float64 gradients stay finite where a boolean mask and the window leave a row no key."""
     rng = np.random.default_rng(3)
-    q, k, v = (torch.tensor(_rand(rng, 1, 2, 4, 3, dtype="float64"), requires_grad=True) for _ in range(3))
+    q, k, v = (torch.tensor(randn(rng, 1, 2, 4, 3, dtype="float64"), requires_grad=True) for _ in range(3))
     mask = torch.ones(4, 4, dtype=torch.bool)
     mask[2] = False  # query 2 attends nothing
     module = OnnxAttention(None, None, None, 0.0, True, 0, 1, left_window=1, right_window=0)
@@ -109,11 +76,11 @@ LINEAR_CASES = {
 def _linear_feeds(case: dict, b: int = 2, t: int = 5, dk: int = 3, dv: int = 4, dtype: str = "float32", seed: int = 4):
     rng = np.random.default_rng(seed)
     hq, hkv = case["hq"], case["hkv"]
-    feeds = {"q": _rand(rng, b, t, hq * dk, dtype=dtype), "k": _rand(rng, b, t, hkv * dk, dtype=dtype) * 0.5,
-             "v": _rand(rng, b, t, hkv * dv, dtype=dtype)}
+    feeds = {"q": randn(rng, b, t, hq * dk, dtype=dtype), "k": randn(rng, b, t, hkv * dk, dtype=dtype) * 0.5,
+             "v": randn(rng, b, t, hkv * dv, dtype=dtype)}
     names = ["q", "k", "v", "", "", ""]
     if case["past"]:
-        feeds["s"], names[3] = _rand(rng, b, hkv, dk, dv, dtype=dtype), "s"
+        feeds["s"], names[3] = randn(rng, b, hkv, dk, dv, dtype=dtype), "s"
     if case["decay"]:
         width = hkv * dk if case["decay"] == "key" else hkv
         feeds["g"], names[4] = -rng.random((b, t, width)).astype(dtype), "g"
@@ -130,14 +97,15 @@ def test_linear_attention_matches_reference(name):
     case = LINEAR_CASES[name]
     feeds, names = _linear_feeds(case)
     scale = {"scale": 0.7} if name == "delta" else {}
-    model = _model("LinearAttention", 27, feeds, 2, input_names=names, q_num_heads=case["hq"],
-                   kv_num_heads=case["hkv"], update_rule=case["rule"], **scale)
-    _check(model, feeds, ReferenceEvaluator(model).run(None, feeds), tol=1e-4)
+    model = one_node("LinearAttention", feeds, 2, opset=27, node_inputs=names, output_type=TensorProto.FLOAT,
+                     attrs=dict(q_num_heads=case["hq"], kv_num_heads=case["hkv"], update_rule=case["rule"], **scale))
+    assert_matches(model, feeds, "onnx", rtol=1e-4, atol=1e-4)
 
 
 def test_linear_attention_refuses_unknown_rule():
     feeds, names = _linear_feeds(LINEAR_CASES["linear"])
-    model = _model("LinearAttention", 27, feeds, 2, input_names=names, q_num_heads=2, kv_num_heads=2, update_rule="mamba")
+    model = one_node("LinearAttention", feeds, 2, opset=27, node_inputs=names, output_type=TensorProto.FLOAT,
+                     attrs=dict(q_num_heads=2, kv_num_heads=2, update_rule="mamba"))
     with pytest.raises(Exception, match="update_rule='mamba' is not supported"):
         convert(model, "mamba")
 
@@ -154,9 +122,9 @@ def test_linear_attention_gradcheck():
 @pytest.mark.parametrize("alpha", [1.0, 1.702])
 def test_swiglu_matches_reference(alpha):
     rng = np.random.default_rng(5)
-    feeds = {"a": _rand(rng, 2, 3, 8), "b": _rand(rng, 2, 3, 8)}
-    model = _model("SwiGLU", 28, feeds, alpha=alpha)
-    _check(model, feeds, ReferenceEvaluator(model).run(None, feeds))
+    feeds = {"a": randn(rng, 2, 3, 8), "b": randn(rng, 2, 3, 8)}
+    model = one_node("SwiGLU", feeds, opset=28, output_type=TensorProto.FLOAT, attrs=dict(alpha=alpha))
+    assert_matches(model, feeds, "onnx")
 
 
 def test_swiglu_gradcheck():
@@ -170,15 +138,16 @@ def test_rotary_embedding_matches_onnxruntime(interleaved, rotary_dim, positions
     rng = np.random.default_rng(6)
     b, h, s, d = 2, 3, 5, 8
     half = (rotary_dim or d) // 2
-    x = _rand(rng, b, s, h * d) if three_d else _rand(rng, b, h, s, d)
+    x = randn(rng, b, s, h * d) if three_d else randn(rng, b, h, s, d)
     cache_shape = (10, half) if positions else (b, s, half)
     angles = rng.random(cache_shape).astype("float32") * 3
     feeds = {"x": x, "cos": np.cos(angles), "sin": np.sin(angles)}
     if positions:
         feeds["pos"] = rng.integers(0, 10, (b, s)).astype(np.int64)
     attrs = {"num_heads": h} if three_d else {}
-    model = _model("RotaryEmbedding", 23, feeds, interleaved=interleaved, rotary_embedding_dim=rotary_dim, **attrs)
-    _check(model, feeds, run_onnxruntime(model, feeds))
+    model = one_node("RotaryEmbedding", feeds, opset=23, output_type=TensorProto.FLOAT,
+                     attrs=dict(interleaved=interleaved, rotary_embedding_dim=rotary_dim, **attrs))
+    assert_matches(model, feeds)
 
 
 def test_rotary_embedding_gradcheck():
@@ -223,30 +192,31 @@ def _prob_mod() -> onnx.GraphProto:
 @pytest.mark.parametrize("mods", [{}, {"score_mod": "causal"}, {"score_mod": "causal", "prob_mod": "half", "scale": 0.3}])
 def test_flex_attention_matches_reference(mods):
     rng = np.random.default_rng(7)
-    feeds = {"q": _rand(rng, 2, 4, 5, 8), "k": _rand(rng, 2, 2, 6, 8), "v": _rand(rng, 2, 2, 6, 3)}
+    feeds = {"q": randn(rng, 2, 4, 5, 8), "k": randn(rng, 2, 2, 6, 8), "v": randn(rng, 2, 2, 6, 3)}
     attrs = {"scale": mods["scale"]} if "scale" in mods else {}
     if "score_mod" in mods:
         attrs["score_mod"] = _causal_score_mod()
     if "prob_mod" in mods:
         attrs["prob_mod"] = _prob_mod()
-    model = _model("FlexAttention", 26, feeds, domain=PREVIEW, **attrs)
-    _check(model, feeds, ReferenceEvaluator(model).run(None, feeds))
+    model = one_node("FlexAttention", feeds, opset=26, domain=PREVIEW, output_type=TensorProto.FLOAT, attrs=attrs)
+    assert_matches(model, feeds, "onnx")
 
 
 def test_flex_attention_refuses_outer_scope_modifier():
     rng = np.random.default_rng(8)
-    feeds = {"q": _rand(rng, 1, 1, 2, 4), "k": _rand(rng, 1, 1, 2, 4), "v": _rand(rng, 1, 1, 2, 4)}
+    feeds = {"q": randn(rng, 1, 1, 2, 4), "k": randn(rng, 1, 1, 2, 4), "v": randn(rng, 1, 1, 2, 4)}
     mod = _prob_mod()
     del mod.initializer[:]  # "half" now comes from the outer scope
-    model = _model("FlexAttention", 26, feeds, domain=PREVIEW, prob_mod=mod)
+    model = one_node("FlexAttention", feeds, opset=26, domain=PREVIEW, output_type=TensorProto.FLOAT, attrs=dict(prob_mod=mod))
     with pytest.raises(Exception, match="outer-scope values"):
         convert(model, "outer")
 
 
 def test_flex_attention_gradcheck():
     rng = np.random.default_rng(9)
-    feeds = {"q": _rand(rng, 1, 2, 3, 4), "k": _rand(rng, 1, 1, 3, 4), "v": _rand(rng, 1, 1, 3, 2)}
-    model = _model("FlexAttention", 26, feeds, domain=PREVIEW, score_mod=_causal_score_mod())
+    feeds = {"q": randn(rng, 1, 2, 3, 4), "k": randn(rng, 1, 1, 3, 4), "v": randn(rng, 1, 1, 3, 2)}
+    model = one_node("FlexAttention", feeds, opset=26, domain=PREVIEW, output_type=TensorProto.FLOAT,
+                     attrs=dict(score_mod=_causal_score_mod()))
     _, _, graph_module = convert(model, "flex")
     module = next(m for m in graph_module.modules() if isinstance(m, FlexAttention))
     args = [torch.tensor(a, dtype=torch.float64, requires_grad=True) for a in feeds.values()]

@@ -7,14 +7,11 @@ common network ops, each measured at 100% by the script.
 
 from __future__ import annotations
 
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
-from conformance import is_float_case, run_case  # noqa: E402
+from onnxxai.testing import is_float_case, run_case
 
 OPS = {
     "Acosh", "Asinh", "Atanh", "Cosh", "Sinh", "Mish", "Swish", "Shrink", "ThresholdedRelu", "Hardmax",

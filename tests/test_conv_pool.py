@@ -5,55 +5,16 @@ float64 gradchecks of the modules w.r.t. input and run-time weight."""
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
-from onnx import TensorProto, helper
-from onnx.reference import ReferenceEvaluator
 
 import onnxxai
 from onnxxai.convert.conv import CausalConvWithState, ConvDynamicWeight, ConvTransposeDynamicWeight
 from onnxxai.convert.pool import OnnxPool
 from onnxxai.model import convert
+from onnx_cases import assert_matches, gradcheck, one_node, randn, reference_outputs, run_converted
 
 RNG = np.random.default_rng(7)
-
-
-def _model(op: str, inputs: dict[str, np.ndarray], n_outputs: int, opset: int, attrs: dict | None = None,
-           names: list[str] | None = None):
-    """One ``op`` node; every array of ``inputs`` is a graph input (weights included), ``names`` orders
-    the node's inputs ("" for an omitted optional one)."""
-    names = list(inputs) if names is None else names
-    graph_inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, a.shape) for n, a in inputs.items()]
-    outs = [f"y{i}" for i in range(n_outputs)]
-    node = helper.make_node(op, names, outs, name=f"the_{op.lower()}", **(attrs or {}))
-    outputs = [helper.make_empty_tensor_value_info(o) for o in outs]
-    graph = helper.make_graph([node], "g", graph_inputs, outputs)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-
-
-def _ours(model, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
-    _, _, module = convert(model, "single_op")
-    with torch.no_grad():
-        out = module(*[torch.from_numpy(a) for a in inputs.values()])
-    return [o.numpy() for o in (out if isinstance(out, tuple) else (out,))]
-
-
-def _check(model, inputs: dict[str, np.ndarray], reference: str = "onnxruntime") -> None:
-    if reference == "onnxruntime":
-        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        expected = session.run(None, inputs)
-    else:
-        expected = ReferenceEvaluator(model).run(None, inputs)
-    ours = _ours(model, inputs)
-    assert len(ours) == len(expected)
-    for o, e in zip(ours, expected):
-        assert o.shape == e.shape
-        np.testing.assert_allclose(o, e, rtol=1e-5, atol=1e-5)
-
-
-def _randn(*shape: int) -> np.ndarray:
-    return RNG.standard_normal(shape).astype(np.float32)
 
 
 CONV_CASES = {
@@ -70,10 +31,10 @@ CONV_CASES = {
 @pytest.mark.parametrize("name", sorted(CONV_CASES))
 def test_conv_runtime_weight_matches_onnxruntime(name):
     x_shape, w_shape, with_bias, attrs = CONV_CASES[name]
-    inputs = {"x": _randn(*x_shape), "w": _randn(*w_shape)}
+    inputs = {"x": randn(RNG, *x_shape), "w": randn(RNG, *w_shape)}
     if with_bias:
-        inputs["b"] = _randn(w_shape[0])
-    _check(_model("Conv", inputs, 1, 11, attrs), inputs)
+        inputs["b"] = randn(RNG, w_shape[0])
+    assert_matches(one_node("Conv", inputs, opset=11, attrs=attrs), inputs)
 
 
 CONV_TRANSPOSE_CASES = {
@@ -91,22 +52,22 @@ CONV_TRANSPOSE_CASES = {
 @pytest.mark.parametrize("name", sorted(CONV_TRANSPOSE_CASES))
 def test_conv_transpose_runtime_weight_matches_onnxruntime(name):
     x_shape, w_shape, with_bias, attrs = CONV_TRANSPOSE_CASES[name]
-    inputs = {"x": _randn(*x_shape), "w": _randn(*w_shape)}
+    inputs = {"x": randn(RNG, *x_shape), "w": randn(RNG, *w_shape)}
     if with_bias:
-        inputs["b"] = _randn(w_shape[1] * attrs.get("group", 1))
-    _check(_model("ConvTranspose", inputs, 1, 11, attrs), inputs)
+        inputs["b"] = randn(RNG, w_shape[1] * attrs.get("group", 1))
+    assert_matches(one_node("ConvTranspose", inputs, opset=11, attrs=attrs), inputs)
 
 
 def test_conv_transpose_output_shape_cropping_matches_reference():
     """A smaller output_shape crops: the larger half at the start unless SAME_UPPER (the ONNX spec;
     onnxruntime splits it the other way, so the spec's reference is the judge here)."""
-    inputs = {"x": _randn(1, 2, 4, 3), "w": _randn(2, 2, 3, 3)}
+    inputs = {"x": randn(RNG, 1, 2, 4, 3), "w": randn(RNG, 2, 2, 3, 3)}
     for auto_pad in ("NOTSET", "SAME_UPPER"):
         attrs = {"strides": [2, 2], "output_shape": [6, 4]}
         if auto_pad != "NOTSET":
             attrs["auto_pad"] = auto_pad
-        model = _model("ConvTranspose", inputs, 1, 11, attrs)
-        (ours,) = _ours(model, inputs)
+        model = one_node("ConvTranspose", inputs, opset=11, attrs=attrs)
+        (ours,) = run_converted(model, inputs)
         x, w = (torch.from_numpy(a).double() for a in inputs.values())
         full = torch.nn.functional.conv_transpose2d(x, w, stride=2).numpy()  # 9 x 7: crop 3 and 3
         rows, cols = (slice(2, 8), slice(2, 6)) if auto_pad == "NOTSET" else (slice(1, 7), slice(1, 5))
@@ -116,16 +77,16 @@ def test_conv_transpose_output_shape_cropping_matches_reference():
 @pytest.mark.parametrize("activation", ["none", "silu", "swish"])
 @pytest.mark.parametrize("optional", ["none", "bias", "past_state", "both"])
 def test_causal_conv_with_state_matches_reference(activation, optional):
-    inputs = {"input": _randn(2, 3, 5), "weight": _randn(3, 1, 4)}
+    inputs = {"input": randn(RNG, 2, 3, 5), "weight": randn(RNG, 3, 1, 4)}
     names = ["input", "weight", "", ""]
     if optional in ("bias", "both"):
-        inputs["bias"], names[2] = _randn(3), "bias"
+        inputs["bias"], names[2] = randn(RNG, 3), "bias"
     if optional in ("past_state", "both"):
-        inputs["past_state"], names[3] = _randn(2, 3, 3), "past_state"
+        inputs["past_state"], names[3] = randn(RNG, 2, 3, 3), "past_state"
     while names[-1] == "":
         names.pop()
-    model = _model("CausalConvWithState", inputs, 2, 27, {"activation": activation}, names)
-    _check(model, inputs, reference="onnx")
+    model = one_node("CausalConvWithState", inputs, 2, opset=27, attrs={"activation": activation}, node_inputs=names)
+    assert_matches(model, inputs, "onnx")
 
 
 def test_causal_conv_state_chains_across_calls():
@@ -165,8 +126,8 @@ POOL_CASES = {
 @pytest.mark.parametrize("name", sorted(POOL_CASES))
 def test_pool_matches_onnxruntime(name):
     op, shape, opset, n_outputs, attrs = POOL_CASES[name]
-    inputs = {"x": _randn(*shape)}
-    _check(_model(op, inputs, n_outputs, opset, attrs), inputs)
+    inputs = {"x": randn(RNG, *shape)}
+    assert_matches(one_node(op, inputs, n_outputs, opset=opset, attrs=attrs), inputs)
 
 
 @pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER"])
@@ -175,42 +136,36 @@ def test_pool_module_auto_pad_from_runtime_size(mode, auto_pad):
     """The module itself (normalization may turn auto_pad into pads before conversion): odd total pads."""
     op = {"avg": "AveragePool", "lp": "LpPool", "max": "MaxPool"}[mode]
     attrs = {"kernel_shape": [2, 3], "strides": [2, 2], "auto_pad": auto_pad}
-    inputs = {"x": _randn(1, 2, 7, 6)}
-    session = ort.InferenceSession(_model(op, inputs, 1, 18, attrs).SerializeToString(), providers=["CPUExecutionProvider"])
-    (expected,) = session.run(None, inputs)
+    inputs = {"x": randn(RNG, 1, 2, 7, 6)}
+    (expected,) = reference_outputs(one_node(op, inputs, opset=18, attrs=attrs), inputs)
     module = OnnxPool(mode, [2, 3], [2, 2], [1, 1], [0] * 4, auto_pad=auto_pad, p=2.0)
     np.testing.assert_allclose(module(torch.from_numpy(inputs["x"])).numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_refusal_names_the_node():
-    inputs = {"input": _randn(1, 2, 4), "weight": _randn(2, 1, 2)}
-    model = _model("CausalConvWithState", inputs, 2, 27, {"activation": "relu"})
+    inputs = {"input": randn(RNG, 1, 2, 4), "weight": randn(RNG, 2, 1, 2)}
+    model = one_node("CausalConvWithState", inputs, 2, opset=27, attrs={"activation": "relu"})
     with pytest.raises(onnxxai.UnsupportedOpError, match="the_causalconvwithstate.*activation=relu"):
         convert(model, "single_op")
 
 
-def _gradcheck(fn, *shapes: tuple[int, ...]) -> None:
-    args = tuple(torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in shapes)
-    assert torch.autograd.gradcheck(fn, args)
-
-
-def test_conv_dynamic_weight_gradcheck():
+def test_conv_dynamic_weightgradcheck():
     module = ConvDynamicWeight([2, 1], [1, 0, 0, 1], [1, 2], 2)
-    _gradcheck(module, (1, 4, 4, 4), (4, 2, 2, 2), (4,))
-    _gradcheck(ConvDynamicWeight(None, None, None, 1, "SAME_LOWER"), (1, 2, 5), (3, 2, 2))
+    gradcheck(module, (1, 4, 4, 4), (4, 2, 2, 2), (4,))
+    gradcheck(ConvDynamicWeight(None, None, None, 1, "SAME_LOWER"), (1, 2, 5), (3, 2, 2))
 
 
-def test_conv_transpose_dynamic_weight_gradcheck():
+def test_conv_transpose_dynamic_weightgradcheck():
     module = ConvTransposeDynamicWeight([2, 1], [1, 0, 0, 1], [1, 2], 2, [1, 0], None)
-    _gradcheck(module, (1, 4, 3, 3), (4, 1, 2, 2), (2,))
-    _gradcheck(ConvTransposeDynamicWeight([2], None, None, 1, None, [9]), (1, 2, 3), (2, 1, 3))
+    gradcheck(module, (1, 4, 3, 3), (4, 1, 2, 2), (2,))
+    gradcheck(ConvTransposeDynamicWeight([2], None, None, 1, None, [9]), (1, 2, 3), (2, 1, 3))
 
 
-def test_causal_conv_with_state_gradcheck():
-    _gradcheck(CausalConvWithState(silu=True), (2, 2, 3), (2, 1, 3), (2,), (2, 2, 2))
+def test_causal_conv_with_stategradcheck():
+    gradcheck(CausalConvWithState(silu=True), (2, 2, 3), (2, 1, 3), (2,), (2, 2, 2))
 
 
 @pytest.mark.parametrize("mode", ["avg", "lp", "max"])
-def test_pool_gradcheck(mode):
+def test_poolgradcheck(mode):
     module = OnnxPool(mode, [2, 3], [2, 1], [2, 1], [1, 0, 1, 2], ceil_mode=True, count_include_pad=mode == "avg", p=3.0)
-    _gradcheck(module, (1, 1, 6, 5))
+    gradcheck(module, (1, 1, 6, 5))

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
@@ -14,27 +12,14 @@ from onnxxai.convert.pad import OnnxPad
 from onnxxai.convert.pool import OnnxAveragePoolPadded
 from onnxxai.convert.reduce import OnnxReduce
 from onnxxai.convert.split import OnnxSplit
+from onnx_cases import gradcheck, one_node, reference_outputs, typed_outputs
 
 
 def single_op(op, shape, _out_shapes, opset, attrs=None, consts=(), n_outputs=1):
-    """A model of one node fed by input ``x`` and constant inputs ``consts`` (name, array or None)."""
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)
-    inits, names = [], ["x"]
-    for name, value in consts:
-        if value is None:
-            names.append("")
-            continue
-        inits.append(numpy_helper.from_array(np.asarray(value), name))
-        names.append(name)
-    outs = [f"y{i}" for i in range(n_outputs)]
-    node = helper.make_node(op, names, outs, name=f"the_{op.lower()}", **(attrs or {}))
-    untyped = [helper.make_empty_tensor_value_info(o) for o in outs]
-    opsets = [helper.make_opsetid("", opset)]
-    probe = helper.make_model(helper.make_graph([node], "g", [x], untyped, inits), opset_imports=opsets)
-    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
-    results = session.run(None, {"x": np.zeros(shape, np.float32)})
-    outputs = [helper.make_tensor_value_info(o, helper.np_dtype_to_tensor_dtype(r.dtype), r.shape) for o, r in zip(outs, results)]
-    return helper.make_model(helper.make_graph([node], "g", [x], outputs, inits), opset_imports=opsets)
+    """A model of one node fed by input ``x`` and constant inputs ``consts`` (name, array), its outputs
+    typed from onnxruntime's run on zeros."""
+    model = one_node(op, {"x": (TensorProto.FLOAT, shape)}, n_outputs, opset=opset, attrs=attrs, initializers=dict(consts))
+    return typed_outputs(model, reference_outputs(model, {"x": np.zeros(shape, np.float32)}))
 
 
 CASES = {
@@ -113,25 +98,20 @@ def test_single_op_parity_with_onnxruntime(name):
         np.testing.assert_allclose(o, r, rtol=1e-5, atol=1e-6)
 
 
-def _gradcheck(module, *args):
-    x = torch.randn(*args[0], dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda t: module(t, *args[1:]), (x,))
-
-
 @pytest.mark.parametrize("op", ["ReduceMean", "ReduceMax", "ReduceL2", "ReduceLogSumExp", "ReduceProd", "ReduceSumSquare", "ReduceL1"])
 def test_reduce_gradcheck(op):
-    _gradcheck(OnnxReduce(op, [1, -1], keepdims=False, noop_with_empty_axes=False), (2, 3, 4))
+    gradcheck(OnnxReduce(op, [1, -1], keepdims=False, noop_with_empty_axes=False), (2, 3, 4))
 
 
 @pytest.mark.parametrize("mode", ["constant", "reflect", "edge", "wrap"])
 def test_pad_gradcheck(mode):
     pads = torch.tensor([0, 1, 2, 0, 2, 1])
-    _gradcheck(OnnxPad(mode), (2, 4, 5), pads)
+    gradcheck(OnnxPad(mode), (2, 4, 5), constants=(pads,))
 
 
 @pytest.mark.parametrize("include", [False, True])
 def test_average_pool_gradcheck(include):
-    _gradcheck(OnnxAveragePoolPadded([3, 3], [2, 2], [0, 1, 2, 1], include), (1, 2, 6, 6))
+    gradcheck(OnnxAveragePoolPadded([3, 3], [2, 2], [0, 1, 2, 1], include), (1, 2, 6, 6))
 
 
 def test_split_gradcheck():
@@ -152,6 +132,7 @@ def test_refused_attribute_names_the_node_and_the_attribute():
 
 
 def _elementwise(op, **attrs):
+    """onnxxai's Elementwise module for a one-input ``op`` node with ``attrs``."""
     from onnx2torch.onnx_node import OnnxNode
 
     from onnxxai.convert.unary import _FUNCTIONS, Elementwise
@@ -175,15 +156,15 @@ def _elementwise(op, **attrs):
     ids=["asinh", "sinh", "cosh", "mish", "swish", "lpnorm", "mvn", "globalmaxpool"],
 )
 def test_new_module_gradcheck(make, shape):
-    _gradcheck(make(), shape)
+    gradcheck(make(), shape)
 
 
 def test_normalizations_with_parameters_gradcheck():
     from onnxxai.convert.normalization import GroupNormalization, LayerNormalization, RMSNormalization
 
     scale = torch.linspace(0.5, 2.0, 4, dtype=torch.float64)
-    _gradcheck(RMSNormalization(-1, 1e-5, True), (2, 3, 4), scale)
-    _gradcheck(GroupNormalization(2, 1e-5, False), (2, 4, 3, 3), scale, scale * 0.1)
+    gradcheck(RMSNormalization(-1, 1e-5, True), (2, 3, 4), constants=(scale,))
+    gradcheck(GroupNormalization(2, 1e-5, False), (2, 4, 3, 3), constants=(scale, scale * 0.1))
     stats = LayerNormalization(1, 1e-5, with_stats=True)
     x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
     w = torch.ones(3, 4, dtype=torch.float64)
