@@ -21,9 +21,11 @@ __all__ = [
     "ExternalDataError",
     "UnsupportedOpError",
     "ConversionError",
+    "NormalizationError",
     "ParityError",
     "InputError",
     "AnalyzerError",
+    "BoundaryError",
 ]
 
 
@@ -55,6 +57,14 @@ class ConversionError(OnnxxaiError):
     """The graph could not be turned into a torch graph for a reason other than a missing converter."""
 
 
+class NormalizationError(ConversionError):
+    """A normalization pass failed part way, so the graph it edited cannot be trusted (names the pass)."""
+
+    def __init__(self, message: str, pass_name: str = "") -> None:
+        self.pass_name = pass_name
+        super().__init__(message)
+
+
 class ParityError(OnnxxaiError):
     """The converted torch graph does not compute what onnxruntime computes on the original file."""
 
@@ -73,3 +83,7 @@ class InputError(OnnxxaiError):
 
 class AnalyzerError(OnnxxaiError):
     """An analyzer was given arguments it cannot work with (bad output selection, baseline shape, ...)."""
+
+
+class BoundaryError(OnnxxaiError):
+    """A boundary is not a cut of the graph, or no tensor fits as a GradCAM boundary."""

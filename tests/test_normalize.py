@@ -166,3 +166,44 @@ def test_float4_zero_point_initializer_converts_and_matches_the_reference():
     assert {p.name: p.changed for p in passes}["widen_narrow_constants"] >= 1
     with torch.no_grad():
         np.testing.assert_array_equal(module(torch.from_numpy(xv)).numpy(), ReferenceEvaluator(proto).run(None, {"x": xv})[0])
+
+
+def _small_mlp() -> onnx.ModelProto:
+    w = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3) / 10, "w")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["xw"], name="mm"), helper.make_node("Relu", ["xw"], ["y"], name="relu")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])], [w])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_pass_that_cannot_run_records_its_cause_and_the_load_goes_on(monkeypatch):
+    """onnx shape inference refusing a graph (as it does for some exporters' contrib-domain graphs)
+    is recorded in the pass results of the passes that need it, not reported as "0 changed"."""
+    def refuse(model, *args, **kwargs):
+        raise onnx.shape_inference.InferenceError("[ShapeInferenceError] com.microsoft::Gelu has no schema")
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes", refuse)
+    model = onnxxai.load(_small_mlp())
+    results = {p.name: p for p in model.passes}
+    for name in ("fold_static_shapes", "infer_shapes"):
+        assert results[name].changed == 0
+        assert "InferenceError" in results[name].error and "has no schema" in results[name].error
+        assert "not run" in str(results[name])
+    assert results["name_nodes"].error is None and str(results["name_nodes"]) == "name_nodes (0)"
+    x = np.random.default_rng(0).standard_normal((2, 4)).astype(np.float32)
+    np.testing.assert_allclose(model(x), np.maximum(x @ (np.arange(12, dtype=np.float32).reshape(4, 3) / 10), 0), rtol=1e-6)
+
+
+def test_a_pass_that_fails_part_way_fails_the_load_naming_the_pass(monkeypatch):
+    from onnxxai.proto import normalize as passes
+
+    def broken(model: onnx.ModelProto) -> int:
+        del model.graph.node[0]
+        raise KeyError("lost track of a value")
+
+    table = [(name, broken if name == "reshape_allowzero" else fn, desc) for name, fn, desc in passes.PASSES]
+    monkeypatch.setattr(passes, "PASSES", table)
+    with pytest.raises(onnxxai.NormalizationError, match="reshape_allowzero.*KeyError.*lost track") as info:
+        onnxxai.load(_small_mlp())
+    assert info.value.pass_name == "reshape_allowzero"
+    assert isinstance(info.value, onnxxai.ConversionError)

@@ -3,6 +3,11 @@
 Each pass is a small function ``pass(model) -> int`` that edits the (already copied) ModelProto in
 place and returns how many things it changed; :func:`normalize` runs them in order and reports the
 counts, so ``onnxxai check`` can say exactly what was done to a user's graph.
+
+A pass that cannot run (onnx shape inference refuses the graph, say) raises :class:`PassNotRun`
+before it edits anything; its :class:`PassResult` then records the cause in ``error`` and the
+graph goes on to the next pass unchanged. Any other exception may have left the graph half
+edited: :func:`normalize` raises :class:`~onnxxai.errors.NormalizationError` naming the pass.
 """
 
 from __future__ import annotations
@@ -15,7 +20,12 @@ import onnx
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-__all__ = ["normalize", "PassResult", "PASSES"]
+from onnxxai.errors import NormalizationError
+from onnxxai.proto.dtypes import NARROW_NUMPY_NAMES, NARROW_WIDENED
+from onnxxai.proto.names import fresh_name
+from onnxxai.proto.walk import node_reads, subgraphs, walk_nodes
+
+__all__ = ["normalize", "PassResult", "PassNotRun", "PASSES"]
 
 # Ops whose value is not a function of their inputs: never folded.
 _NONDETERMINISTIC = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"}
@@ -25,11 +35,19 @@ _SHAPE_DEPENDENT = {"Shape", "Size"}
 
 @dataclass(frozen=True)
 class PassResult:
-    """What one normalization pass changed."""
+    """What one normalization pass changed; ``error`` says why it could not run (None when it ran)."""
 
     name: str
     changed: int
     description: str
+    error: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.name} (not run: {self.error})" if self.error else f"{self.name} ({self.changed})"
+
+
+class PassNotRun(Exception):
+    """Raised by a pass that cannot run on this graph and has changed nothing; the message is the cause."""
 
 
 def name_nodes(model: onnx.ModelProto) -> int:
@@ -39,11 +57,7 @@ def name_nodes(model: onnx.ModelProto) -> int:
     for i, node in enumerate(model.graph.node):
         if node.name:
             continue
-        name = f"{node.op_type}_{i}"
-        while name in used:
-            name += "_"
-        node.name = name
-        used.add(name)
+        node.name = fresh_name(f"{node.op_type}_{i}", used)
         changed += 1
     return changed
 
@@ -56,7 +70,7 @@ def name_omitted_outputs(model: onnx.ModelProto) -> int:
     may simply be left out in ONNX; middle ones get a name nothing reads.
     """
     changed = 0
-    for node in _walk_nodes(model.graph):
+    for node in walk_nodes(model.graph):
         outputs = list(node.output)
         if "" not in outputs:
             continue
@@ -92,10 +106,7 @@ def fold_static_shapes(model: onnx.ModelProto) -> int:
     known, constant folding (run again here) settles the test and :func:`inline_constant_if` the branch.
     Dynamic dimensions (batch, sequence length) are never frozen.
     """
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001 - without shapes there is nothing to fold
-        return 0
+    inferred = _inferred(model, data_prop=False)
     graph = model.graph
     dims: dict[str, list[int | None]] = {}
     for value in list(inferred.graph.input) + list(inferred.graph.value_info) + list(inferred.graph.output):
@@ -122,7 +133,7 @@ def fold_static_shapes(model: onnx.ModelProto) -> int:
     if not folded:
         return 0
     kept = [n for n in graph.node if not (n.output and n.output[0] in folded)]
-    read = {i for n in kept for i in _node_reads(n)} | graph_outputs
+    read = {i for n in kept for i in node_reads(n)} | graph_outputs
     kept = [n for n in kept if not (n.op_type == "Shape" and n.output[0] not in read)]
     del graph.node[:]
     graph.node.extend(kept)
@@ -173,7 +184,7 @@ def fold_constants(model: onnx.ModelProto) -> int:
         except Exception:  # an op the reference evaluator cannot run: leave it to the converter
             kept.append(node)
             continue
-        if any(np.asarray(a).dtype.name in _NARROW_NUMPY for a in outputs):  # torch could not load it
+        if any(np.asarray(a).dtype.name in NARROW_NUMPY_NAMES for a in outputs):  # torch could not load it
             kept.append(node)
             continue
         for name, array in zip(node.output, outputs):
@@ -239,40 +250,15 @@ def inline_constant_if(model: onnx.ModelProto) -> int:
         fold_constants(model)
 
 
-def _node_reads(node: onnx.NodeProto) -> set[str]:
-    """The values a node reads: its inputs and its subgraphs' inputs (outer-scope references)."""
-    return {i for n in _walk_nodes_of(node) for i in n.input}
-
-
-def _walk_nodes_of(node: onnx.NodeProto):
-    yield node
-    for attr in node.attribute:
-        for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-            yield from _walk_nodes(sub)
-
-
 def _rename_values(node: onnx.NodeProto, rename: dict[str, str]) -> None:
     """Rename the node's inputs and outputs, and the outer-scope references of its subgraphs."""
     node.input[:] = [rename.get(i, i) for i in node.input]
     node.output[:] = [rename.get(o, o) for o in node.output]
-    for attr in node.attribute:
-        for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-            for inner in sub.node:
-                _rename_values(inner, rename)
-            for out in sub.output:  # a subgraph may return an outer value directly
-                out.name = rename.get(out.name, out.name)
-
-
-#: element types numpy holds only through ml_dtypes, which torch.from_numpy (and so onnx2torch's
-#: initializer loading) refuses; widened to a type torch loads, then cast back inside the graph
-_NARROW = {
-    onnx.TensorProto.BFLOAT16: np.float32, onnx.TensorProto.FLOAT8E4M3FN: np.float32,
-    onnx.TensorProto.FLOAT8E4M3FNUZ: np.float32, onnx.TensorProto.FLOAT8E5M2: np.float32,
-    onnx.TensorProto.FLOAT8E5M2FNUZ: np.float32, onnx.TensorProto.INT4: np.int8, onnx.TensorProto.UINT4: np.uint8,
-    onnx.TensorProto.FLOAT4E2M1: np.float32, onnx.TensorProto.FLOAT8E8M0: np.float32,
-}
-_NARROW_NUMPY = {"bfloat16", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "int4", "uint4",
-                 "float4_e2m1fn", "float8_e8m0fnu"}
+    for sub in subgraphs(node):
+        for inner in sub.node:
+            _rename_values(inner, rename)
+        for out in sub.output:  # a subgraph may return an outer value directly
+            out.name = rename.get(out.name, out.name)
 
 
 def widen_narrow_constants(model: onnx.ModelProto) -> int:
@@ -283,19 +269,19 @@ def widen_narrow_constants(model: onnx.ModelProto) -> int:
     widened: list[onnx.TensorProto] = []
     keep: list[onnx.TensorProto] = []
     for tensor in graph.initializer:
-        if tensor.data_type not in _NARROW:
+        if tensor.data_type not in NARROW_WIDENED:
             keep.append(tensor)
             continue
-        wide = numpy_helper.to_array(tensor).astype(_NARROW[tensor.data_type])
+        wide = numpy_helper.to_array(tensor).astype(NARROW_WIDENED[tensor.data_type])
         widened.append(numpy_helper.from_array(wide, f"{tensor.name}/wide"))
         casts.append(helper.make_node("Cast", [f"{tensor.name}/wide"], [tensor.name], name=f"{tensor.name}/narrow", to=tensor.data_type))
     nodes: list[onnx.NodeProto] = []
     constants = 0
     for node in graph.node:
         value = next((a for a in node.attribute if a.name == "value"), None)
-        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and value is not None and value.t.data_type in _NARROW:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and value is not None and value.t.data_type in NARROW_WIDENED:
             to = value.t.data_type
-            wide = numpy_helper.to_array(value.t).astype(_NARROW[to])
+            wide = numpy_helper.to_array(value.t).astype(NARROW_WIDENED[to])
             out = node.output[0]
             nodes.append(helper.make_node("Constant", [], [f"{out}/wide"], name=f"{node.name}/wide",
                                           value=numpy_helper.from_array(wide, f"{out}/wide")))
@@ -323,7 +309,7 @@ def _evaluate(node: onnx.NodeProto, feeds: dict[str, np.ndarray], opsets: dict[s
 
 def _drop_unused_initializers(model: onnx.ModelProto) -> int:
     used = {o.name for o in model.graph.output}
-    for node in _walk_nodes(model.graph):
+    for node in walk_nodes(model.graph):
         used.update(node.input)
     keep = [t for t in model.graph.initializer if t.name in used]
     removed = len(model.graph.initializer) - len(keep)
@@ -331,14 +317,6 @@ def _drop_unused_initializers(model: onnx.ModelProto) -> int:
         del model.graph.initializer[:]
         model.graph.initializer.extend(keep)
     return removed
-
-
-def _walk_nodes(graph: onnx.GraphProto):
-    for node in graph.node:
-        yield node
-        for attr in node.attribute:
-            for sub in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
-                yield from _walk_nodes(sub)
 
 
 def alias_dotted_domains(model: onnx.ModelProto) -> int:
@@ -434,12 +412,18 @@ def _known_shapes(model: onnx.ModelProto) -> dict[str, list]:
     return shapes
 
 
-def infer_shapes(model: onnx.ModelProto) -> int:
-    """Annotate intermediate tensors with inferred shapes and dtypes (best effort; never fails)."""
+def _inferred(model: onnx.ModelProto, *, data_prop: bool) -> onnx.ModelProto:
+    """``model`` with inferred shapes, or :class:`PassNotRun` saying why onnx could not infer them."""
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception:  # noqa: BLE001 - shape inference is a help, not a requirement
-        return 0
+        return onnx.shape_inference.infer_shapes(model, data_prop=data_prop)
+    except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types; the cause is recorded
+        raise PassNotRun(f"onnx shape inference failed: {exc.__class__.__name__}: {exc}".strip()) from exc
+
+
+def infer_shapes(model: onnx.ModelProto) -> int:
+    """Annotate intermediate tensors with inferred shapes and dtypes (a help, not a requirement:
+    when onnx cannot infer them the pass records why and the graph stays as it is)."""
+    inferred = _inferred(model, data_prop=True)
     added = len(inferred.graph.value_info) - len(model.graph.value_info)
     model.CopyFrom(inferred)
     return max(added, 0)
@@ -461,5 +445,20 @@ PASSES: list[tuple[str, Callable[[onnx.ModelProto], int], str]] = [
 
 
 def normalize(model: onnx.ModelProto) -> list[PassResult]:
-    """Run every pass on ``model`` in place; return what each changed."""
-    return [PassResult(name, fn(model), desc) for name, fn, desc in PASSES]
+    """Run every pass on ``model`` in place; return what each changed, or why it could not run.
+
+    A pass that fails after it may have edited the graph raises :class:`NormalizationError`
+    naming the pass and the cause.
+    """
+    results = []
+    for name, fn, desc in PASSES:
+        try:
+            results.append(PassResult(name, fn(model), desc))
+        except PassNotRun as exc:
+            results.append(PassResult(name, 0, desc, str(exc)))
+        except Exception as exc:  # noqa: BLE001 - re-raised as a named error
+            raise NormalizationError(
+                f"normalization pass {name!r} ({desc}) failed and may have left the graph half edited: "
+                f"{exc.__class__.__name__}: {exc}", pass_name=name,
+            ) from exc
+    return results

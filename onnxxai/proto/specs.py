@@ -1,0 +1,123 @@
+"""Tensor specs of graph inputs and outputs, and the one rule for probe inputs.
+
+A *probe* is a seeded input the library makes up when it must run a model without user data: the
+parity check of :func:`onnxxai.load`, the shape probe of GradCAM's boundary search, the split check,
+LRP's canonization check and the gradient check. They all follow :func:`probe_feeds`:
+
+* dynamic dimensions become ``batch`` on the first axis (:data:`DEFAULT_BATCH` unless a caller asks
+  for batch 1) and :data:`DEFAULT_DIM` on every other axis;
+* values come from ``numpy.random.default_rng(seed)``, drawn input by input in graph order:
+  standard normal for float inputs, integers in ``[0, 10)`` for integer inputs (valid token ids and
+  indices for any table of ten or more rows), fair coin flips for boolean inputs; with
+  ``integers="zeros"`` every non-float input is zero instead and draws nothing;
+* arrays the user gives (``given``) are taken as they are, cast to the input's dtype.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from onnxxai.errors import InputError
+
+__all__ = [
+    "TensorSpec", "spec_of", "dims_of", "graph_input_specs", "DEFAULT_BATCH", "DEFAULT_DIM", "probe_shape",
+    "probe_feeds",
+]
+
+#: Size given to a dynamic first (batch) dimension in probe inputs.
+DEFAULT_BATCH = 2
+#: Size given to any other dynamic dimension in probe inputs.
+DEFAULT_DIM = 64
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, shape (ints, or strings for dynamic dimensions) and numpy dtype of a graph input or output."""
+
+    name: str
+    shape: tuple[int | str, ...]
+    dtype: np.dtype
+
+    @property
+    def is_float(self) -> bool:
+        return self.dtype.kind == "f"
+
+    def __str__(self) -> str:
+        dims = ", ".join(str(d) for d in self.shape)
+        return f"{self.name}: {self.dtype}[{dims}]"
+
+
+def dims_of(value: onnx.ValueInfoProto | None) -> tuple[int | str, ...] | None:
+    """The dimensions of a value: ints where static, the symbolic name (or ``?<axis>``) where dynamic;
+    None when the value has no shape at all (rank unknown)."""
+    if value is None or not value.type.tensor_type.HasField("shape"):
+        return None
+    return tuple(int(d.dim_value) if d.HasField("dim_value") else (d.dim_param or f"?{i}")
+                 for i, d in enumerate(value.type.tensor_type.shape.dim))
+
+
+def spec_of(value: onnx.ValueInfoProto) -> TensorSpec:
+    """The :class:`TensorSpec` of a graph input or output (float32 when the element type is unset)."""
+    tensor_type = value.type.tensor_type
+    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)) if tensor_type.elem_type else np.dtype("float32")
+    return TensorSpec(value.name, dims_of(value) or (), dtype)
+
+
+def graph_input_specs(model: onnx.ModelProto) -> list[TensorSpec]:
+    """Specs of the true inputs of ``model`` (graph inputs that are not initializers), in order."""
+    inits = {t.name for t in model.graph.initializer}
+    return [spec_of(v) for v in model.graph.input if v.name not in inits]
+
+
+def probe_shape(spec: TensorSpec, batch: int = DEFAULT_BATCH) -> tuple[int, ...]:
+    """The shape of a probe for ``spec``: static dimensions kept, dynamic ones ``batch`` (axis 0) or
+    :data:`DEFAULT_DIM` (other axes)."""
+    return tuple(d if isinstance(d, int) and d > 0 else (batch if axis == 0 else DEFAULT_DIM)
+                 for axis, d in enumerate(spec.shape))
+
+
+def probe_feeds(
+    specs: Iterable[TensorSpec],
+    given: Mapping[str, np.ndarray] | None = None,
+    *,
+    seed: int = 0,
+    batch: int = DEFAULT_BATCH,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    integers: Literal["random", "zeros"] = "random",
+    require_all: bool = False,
+    label: str = "<model>",
+) -> dict[str, np.ndarray]:
+    """Seeded probe inputs for ``specs`` (see the module docstring for the rule).
+
+    ``given`` arrays are used for the inputs they name; with ``require_all`` an input missing from
+    a non-empty ``given`` is an :class:`InputError` (the parity check must not mix user data with
+    made-up values), otherwise it gets a probe. ``shapes`` overrides the probe shape of the inputs
+    it names (to repeat an earlier probe's shapes). A dtype with no probe rule (strings) raises
+    :class:`InputError` naming the input.
+    """
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    for spec in specs:
+        if given is not None and spec.name in given:
+            feeds[spec.name] = np.ascontiguousarray(np.asarray(given[spec.name]).astype(spec.dtype, copy=False))
+            continue
+        if given is not None and require_all:
+            raise InputError(f"{label}: probe_inputs lacks input {spec.name!r}")
+        shape = (shapes or {}).get(spec.name) or probe_shape(spec, batch)
+        if spec.dtype.kind == "f":
+            feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
+        elif integers == "zeros":
+            feeds[spec.name] = np.zeros(shape).astype(spec.dtype)
+        elif spec.dtype.kind in "iu":
+            feeds[spec.name] = rng.integers(0, 10, size=shape).astype(spec.dtype)
+        elif spec.dtype == np.bool_:
+            feeds[spec.name] = rng.random(shape) < 0.5
+        else:
+            raise InputError(f"{label}: cannot make a probe for input {spec} (dtype {spec.dtype}); pass probe_inputs=")
+    return feeds
