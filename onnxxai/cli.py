@@ -15,7 +15,8 @@ import onnx
 
 from onnxxai.diagnostics import gradient_flow
 from onnxxai.errors import InputError, OnnxxaiError, ParityError, UnsupportedOpError
-from onnxxai.model import load, unsupported_nodes
+from onnxxai.convert.pipeline import unsupported_nodes
+from onnxxai.model import load
 from onnxxai.proto.normalize import normalize
 from onnxxai.proto.reading import read_model
 

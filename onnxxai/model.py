@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import operator
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -11,20 +10,16 @@ from typing import Any
 
 import numpy as np
 import onnx
-import onnx2torch
 import torch
 from onnx import helper
-from onnx2torch.node_converters.registry import get_converter
-from onnx2torch.onnx_graph import OnnxGraph
 
-from onnxxai.convert import register as register_converters
-from onnxxai.convert._util import CONVERTING
-from onnxxai.errors import ConversionError, InputError, ModelFileError, ParityError, UnsupportedOpError
-from onnxxai.proto.normalize import PassResult, normalize
+from onnxxai.convert.pipeline import convert
+from onnxxai.errors import ConversionError, InputError, ModelFileError, ParityError
+from onnxxai.proto.normalize import PassResult
 from onnxxai.parity import DEFAULT_ATOL, DEFAULT_RTOL, ParityReport, compare_outputs, execution_provider, run_onnxruntime
 from onnxxai.proto.reading import read_model
 
-__all__ = ["load", "convert", "unsupported_nodes", "Model", "TensorSpec", "DEFAULT_BATCH", "DEFAULT_DIM"]
+__all__ = ["load", "Model", "TensorSpec", "DEFAULT_BATCH", "DEFAULT_DIM"]
 
 #: Size given to a dynamic first (batch) dimension in probe inputs.
 DEFAULT_BATCH = 2
@@ -221,114 +216,6 @@ def load(
             raise ParityError(report)
         warnings.warn(f"{label}: {report.summary()}; explanations carry this report", stacklevel=2)
     return model
-
-
-def convert(model: onnx.ModelProto, label: str = "<model>") -> tuple[onnx.ModelProto, tuple[PassResult, ...], torch.fx.GraphModule]:
-    """Normalize a copy of ``model`` and convert it (no parity check: :func:`load` adds that).
-
-    Returns the normalized graph, the passes applied, and the GraphModule (eval mode, frozen).
-    """
-    register_converters()
-    graph = onnx.ModelProto()
-    graph.CopyFrom(model)
-    passes = tuple(normalize(graph))
-    _check_supported(graph, label)
-    return graph, passes, _convert(graph, label)
-
-
-def _opset_of(domain: str, model: onnx.ModelProto) -> tuple[str, int]:
-    """The node domain as onnx2torch's registry keys it, and the model's opset for it."""
-    opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
-    domain = "" if domain == "ai.onnx" else domain
-    return domain, opsets.get(domain, 0)
-
-
-def unsupported_nodes(model: onnx.ModelProto) -> list[UnsupportedOpError]:
-    """Every node of a (normalized) graph whose op, domain and opset have no converter."""
-    register_converters()
-    missing: list[UnsupportedOpError] = []
-    for node in model.graph.node:
-        domain, version = _opset_of(node.domain, model)
-        try:
-            get_converter(operation_type=node.op_type, version=version, domain=domain)
-        except NotImplementedError:
-            missing.append(UnsupportedOpError(node.op_type, domain, version, node.name))
-    return missing
-
-
-def _check_supported(model: onnx.ModelProto, label: str) -> None:
-    missing = unsupported_nodes(model)
-    if missing:
-        first = missing[0]
-        others = {(e.domain, e.op_type, e.opset) for e in missing[1:]} - {(first.domain, first.op_type, first.opset)}
-        extra = f"; also {len(missing) - 1} more unsupported node(s)" if len(missing) > 1 else ""
-        if others:
-            extra += " of ops " + ", ".join(sorted(f"{d or 'ai.onnx'}::{o}-{v}" for d, o, v in others))
-        raise UnsupportedOpError(
-            first.op_type, first.domain, first.opset, first.node_name,
-            f"{label} cannot be converted{extra}. Re-export with another opset, or add a converter with "
-            "onnx2torch's add_converter",
-        )
-
-
-def _convert(model: onnx.ModelProto, label: str) -> torch.fx.GraphModule:
-    token = CONVERTING.set(model)
-    try:
-        try:
-            module = onnx2torch.convert(model)
-        except Exception as exc:  # noqa: BLE001 - find which node's converter failed and name it
-            raise _conversion_error(model, label, exc) from exc
-    finally:
-        CONVERTING.reset(token)
-    _one_result_per_graph_output(module, model)
-    module.eval()
-    for p in module.parameters():
-        p.requires_grad_(False)
-    return module
-
-
-def _one_result_per_graph_output(module: torch.fx.GraphModule, model: onnx.ModelProto) -> None:
-    """Make the GraphModule return exactly the graph's outputs, in order.
-
-    onnx2torch returns one result per *node* that produces graph outputs, so a graph output taken
-    from a multi-output node (Split, LayerNormalization, Attention, ...) comes back as the node's
-    whole tuple, and two outputs of one node collapse into one. Rewire the fx output to pick each
-    graph output by index.
-    """
-    graph = OnnxGraph(model.graph)
-    if not any(len(graph.value_as_node_output(v)[0].output_values) > 1
-               for v in graph.output_values if graph.value_type(v).name == "NODE_OUTPUT"):
-        return
-    by_target = {n.target: n for n in module.graph.nodes if n.op == "call_module"}
-    output = next(n for n in module.graph.nodes if n.op == "output")
-    results = []
-    with module.graph.inserting_before(output):
-        for value in graph.output_values:
-            onnx_node, index = graph.value_as_node_output(value)
-            fx_node = by_target[onnx_node.unique_name]
-            if len(onnx_node.output_values) > 1:
-                fx_node = module.graph.call_function(operator.getitem, (fx_node, index))
-            results.append(fx_node)
-    output.args = (results[0] if len(results) == 1 else tuple(results),)
-    module.graph.lint()
-    module.recompile()
-
-
-def _conversion_error(model: onnx.ModelProto, label: str, exc: Exception) -> Exception:
-    try:
-        graph = OnnxGraph(model.graph)
-        for onnx_node in graph.nodes.values():
-            domain, version = _opset_of(onnx_node.domain, model)
-            try:
-                get_converter(operation_type=onnx_node.operation_type, version=version, domain=domain)(onnx_node, graph)
-            except Exception as node_exc:  # noqa: BLE001
-                return UnsupportedOpError(
-                    onnx_node.operation_type, onnx_node.domain, version, onnx_node.name,
-                    f"{label}: the converter failed ({node_exc.__class__.__name__}: {node_exc})",
-                )
-    except Exception:  # noqa: BLE001
-        pass
-    return ConversionError(f"{label}: conversion to torch failed ({exc.__class__.__name__}: {exc})")
 
 
 def _probe_feeds(

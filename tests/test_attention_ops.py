@@ -10,7 +10,7 @@ import torch
 from onnx import TensorProto, helper
 
 from onnxxai.convert.attention import FlexAttention, LinearAttention, OnnxAttention, RotaryEmbedding, SwiGLU
-from onnxxai.model import convert
+from onnxxai.convert.pipeline import convert
 from onnx_cases import assert_matches, one_node, randn
 
 PREVIEW = "ai.onnx.preview"

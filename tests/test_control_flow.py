@@ -13,9 +13,9 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx2torch.node_converters.registry import get_converter
 
 import onnxxai
-from onnxxai.convert._util import schema_versions
+from onnxxai.convert.registry import schema_versions
 from onnxxai.convert.control_flow import OnnxIf, OnnxLoop, OnnxScan, OnnxScan8, outer_scope_names
-from onnxxai.model import convert
+from onnxxai.convert.pipeline import convert
 
 F, I64, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
 
@@ -51,7 +51,7 @@ def assert_matches_ort(proto, feeds, atol=1e-5):
 
 
 def test_every_schema_version_has_a_converter():
-    onnxxai.convert.register()
+    onnxxai.convert.register_all()
     for op in ("Scan", "Loop", "If"):
         versions = schema_versions(op)
         assert versions

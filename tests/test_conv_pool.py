@@ -11,7 +11,7 @@ import torch
 import onnxxai
 from onnxxai.convert.conv import CausalConvWithState, ConvDynamicWeight, ConvTransposeDynamicWeight
 from onnxxai.convert.pool import OnnxPool
-from onnxxai.model import convert
+from onnxxai.convert.pipeline import convert
 from onnx_cases import assert_matches, gradcheck, one_node, randn, reference_outputs, run_converted
 
 RNG = np.random.default_rng(7)
@@ -149,23 +149,23 @@ def test_refusal_names_the_node():
         convert(model, "single_op")
 
 
-def test_conv_dynamic_weightgradcheck():
+def test_conv_dynamic_weight_gradcheck():
     module = ConvDynamicWeight([2, 1], [1, 0, 0, 1], [1, 2], 2)
     gradcheck(module, (1, 4, 4, 4), (4, 2, 2, 2), (4,))
     gradcheck(ConvDynamicWeight(None, None, None, 1, "SAME_LOWER"), (1, 2, 5), (3, 2, 2))
 
 
-def test_conv_transpose_dynamic_weightgradcheck():
+def test_conv_transpose_dynamic_weight_gradcheck():
     module = ConvTransposeDynamicWeight([2, 1], [1, 0, 0, 1], [1, 2], 2, [1, 0], None)
     gradcheck(module, (1, 4, 3, 3), (4, 1, 2, 2), (2,))
     gradcheck(ConvTransposeDynamicWeight([2], None, None, 1, None, [9]), (1, 2, 3), (2, 1, 3))
 
 
-def test_causal_conv_with_stategradcheck():
+def test_causal_conv_with_state_gradcheck():
     gradcheck(CausalConvWithState(silu=True), (2, 2, 3), (2, 1, 3), (2,), (2, 2, 2))
 
 
 @pytest.mark.parametrize("mode", ["avg", "lp", "max"])
-def test_poolgradcheck(mode):
+def test_pool_gradcheck(mode):
     module = OnnxPool(mode, [2, 3], [2, 1], [2, 1], [1, 0, 1, 2], ceil_mode=True, count_include_pad=mode == "avg", p=3.0)
     gradcheck(module, (1, 1, 6, 5))

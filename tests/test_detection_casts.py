@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 from onnxxai.convert.detection import RoiAlign
-from onnxxai.model import convert
+from onnxxai.convert.pipeline import convert
 
 
 def _run_both(model: onnx.ModelProto, feeds: dict[str, np.ndarray], reference: bool = False) -> tuple[np.ndarray, np.ndarray]:

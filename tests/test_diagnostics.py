@@ -35,7 +35,7 @@ def test_gradient_flow_catches_wrong_gradients(monkeypatch, smooth_cnn_path, mod
     def converter(node, graph):
         return OperationConverterResult(module(), OnnxMapping(node.input_values, node.output_values))
 
-    onnxxai.convert.register()
+    onnxxai.convert.register_all()
     monkeypatch.setitem(registry._CONVERTER_REGISTRY, registry.OperationDescription("", "Tanh", 13), converter)
     model = onnxxai.load(smooth_cnn_path)
     assert model.parity.ok  # the forward is right...
@@ -56,7 +56,7 @@ def test_gradient_flow_records_why_float64_was_not_used(monkeypatch, smooth_cnn_
     def converter(node, graph):
         return OperationConverterResult(_Float32OnlyTanh(), OnnxMapping(node.input_values, node.output_values))
 
-    onnxxai.convert.register()
+    onnxxai.convert.register_all()
     monkeypatch.setitem(registry._CONVERTER_REGISTRY, registry.OperationDescription("", "Tanh", 13), converter)
     model = onnxxai.load(smooth_cnn_path)
     report = gradient_flow(model, onnx.load(str(smooth_cnn_path)))

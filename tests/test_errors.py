@@ -106,7 +106,7 @@ def test_corrupted_conversion_is_caught_by_parity(monkeypatch):
         return OperationConverterResult(torch.nn.Identity(), OnnxMapping(node.input_values, node.output_values))
 
     key = registry.OperationDescription(domain="", operation_type="Relu", version=14)
-    onnxxai.convert.register()
+    onnxxai.convert.register_all()
     monkeypatch.setitem(registry._CONVERTER_REGISTRY, key, broken_relu)
     with pytest.raises(onnxxai.ParityError, match="disagrees with onnxruntime") as info:
         onnxxai.load(_relu_model())

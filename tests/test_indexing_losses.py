@@ -13,7 +13,7 @@ from onnx.reference import ReferenceEvaluator
 
 from onnxxai.convert.indexing import Cumulative, ScatterElements, ScatterND, TensorScatter, Trilu
 from onnxxai.convert.losses import NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss
-from onnxxai.model import convert
+from onnxxai.convert.pipeline import convert
 
 RNG = np.random.default_rng(0)
 F32 = np.float32

@@ -153,7 +153,7 @@ def test_float4_zero_point_initializer_converts_and_matches_the_reference():
     so the ONNX reference implementation is the comparison)."""
     from onnx.reference import ReferenceEvaluator
 
-    from onnxxai.model import convert
+    from onnxxai.convert.pipeline import convert
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])

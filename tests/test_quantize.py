@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from onnxxai.convert.quantize import DequantizeLinear
-from onnxxai.model import convert
+from onnxxai.convert.pipeline import convert
 
 
 def _model(op, inputs, out_type, opset, attrs=None, inits=(), out_name="y"):

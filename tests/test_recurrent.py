@@ -14,7 +14,7 @@ from onnx.reference import ReferenceEvaluator
 
 import onnxxai
 from onnxxai.convert.recurrent import OnnxGRU, OnnxLSTM, OnnxRNN
-from onnxxai.model import convert
+from onnxxai.convert.pipeline import convert
 from onnxxai.parity import run_onnxruntime
 
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}

@@ -10,9 +10,9 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from onnxxai.convert import register
+from onnxxai.convert import register_all
 from onnxxai.convert.sampling import Resize
-from onnxxai.model import convert
+from onnxxai.convert.pipeline import convert
 
 F32 = np.float32
 
@@ -48,7 +48,7 @@ def run_both(model, feeds, x):
     """(onnxruntime's output, the converted module's output) for input ``x`` plus ``feeds``."""
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     expected = session.run(None, {"x": x, **feeds})[0]
-    register()
+    register_all()
     _, _, module = convert(model, "resize")
     names = [i.name for i in model.graph.input]
     args = [torch.from_numpy(x)] + [torch.from_numpy(feeds[n]) for n in names[1:]]
@@ -141,14 +141,14 @@ def test_uint8_nearest_and_linear_match_onnxruntime() -> None:
 def test_resize_matches_the_reference(attrs: dict, scales, sizes) -> None:
     model, _ = resize_model(list(X44.shape), 19, attrs, scales=scales, sizes=sizes)
     expected = ReferenceEvaluator(model).run(None, {"x": X44})[0]
-    register()
+    register_all()
     _, _, module = convert(model, "resize")
     np.testing.assert_allclose(module(torch.from_numpy(X44)).detach().numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_unsupported_mode_is_named() -> None:
     model, _ = resize_model([1, 1, 2, 2], 19, {"mode": "area"}, sizes=[1, 1, 4, 4])
-    register()
+    register_all()
     with pytest.raises(Exception, match="mode='area'"):
         convert(onnx.ModelProto.FromString(model.SerializeToString()), "resize")
 

@@ -11,7 +11,7 @@ from onnx import TensorProto, helper
 
 import onnxxai
 from onnxxai.convert.sequence import OnnxConcatFromSequence
-from onnxxai.model import convert
+from onnxxai.convert.pipeline import convert
 
 F, I64 = TensorProto.FLOAT, TensorProto.INT64
 

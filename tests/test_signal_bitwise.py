@@ -12,8 +12,11 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from onnxxai.convert.ml import TreeEnsemble
-from onnxxai.convert.signal import STFT, AffineGrid, CenterCropPad, Col2Im, DeformConv2d
-from onnxxai.model import convert
+from onnxxai.convert.conv import Col2Im, DeformConv2d
+from onnxxai.convert.pad import CenterCropPad
+from onnxxai.convert.sampling import AffineGrid
+from onnxxai.convert.signal import STFT
+from onnxxai.convert.pipeline import convert
 
 RNG = np.random.default_rng(0)
 

@@ -12,8 +12,9 @@ from onnx import helper, numpy_helper
 import onnxxai
 from onnxxai.convert.activation import ClipDynamic, DropoutInference
 from onnxxai.convert.normalization import BatchNormTraining, LpNormalization
-from onnxxai.convert.tensor_ops import DFT, Det, DepthToSpace, OneHot, Range, SpaceToDepth
-from onnxxai.model import convert
+from onnxxai.convert.signal import DFT
+from onnxxai.convert.tensor_ops import Det, DepthToSpace, OneHot, Range, SpaceToDepth
+from onnxxai.convert.pipeline import convert
 
 RNG = np.random.default_rng(0)
 F32 = np.float32

@@ -1,30 +1,14 @@
-"""Additions to onnx2torch's converter registry, one file per op family.
+"""onnxxai's converters: additions to onnx2torch's registry and the conversion pipeline.
 
-:func:`register` imports the families on purpose (once) and then registers aliases for opset
-versions whose only change is wider type support. Nothing is registered at import time of
-``onnxxai`` itself; :func:`onnxxai.load` calls :func:`register` before converting.
+:mod:`~onnxxai.convert.registry` is the one registration API (the ``register`` decorator, and
+:func:`register_all`, which imports every family in :data:`FAMILIES` and writes their converters
+into onnx2torch's registry in one checked step). :mod:`~onnxxai.convert.pipeline` normalizes a
+model and converts it. Every other module is one op family, named for its ops. Nothing is
+registered at import time; the pipeline calls :func:`register_all` before converting.
 """
 
 from __future__ import annotations
 
-import importlib
+from onnxxai.convert.registry import FAMILIES, register_all
 
-__all__ = ["register", "FAMILIES"]
-
-FAMILIES = ("reduce", "pad", "pool", "activation", "split", "cast", "unary", "normalization", "shape", "sampling", "attention", "ml", "conv",
-            "recurrent", "control_flow", "tensor_ops",
-            "quantize", "losses", "indexing", "signal", "bitwise", "detection", "sequence")
-_REGISTERED = False
-
-
-def register() -> None:
-    """Register onnxxai's converters and version aliases in onnx2torch's registry (idempotent)."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
-    for family in FAMILIES:
-        importlib.import_module(f"onnxxai.convert.{family}")
-    from onnxxai.convert.aliases import register_type_only_aliases
-
-    register_type_only_aliases()
-    _REGISTERED = True
+__all__ = ["register_all", "FAMILIES"]

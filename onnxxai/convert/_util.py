@@ -1,25 +1,11 @@
-"""Helpers shared by onnxxai's converters."""
+"""Helpers shared by onnxxai's converter families."""
 
 from __future__ import annotations
 
-from contextvars import ContextVar
-
-import onnx
 import torch
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
-
-
-#: The ModelProto being converted (set by :func:`onnxxai.model.convert`): converters of nodes with
-#: subgraph bodies read its opset imports, IR version and functions, which onnx2torch does not pass.
-CONVERTING: ContextVar[onnx.ModelProto | None] = ContextVar("onnxxai_converting", default=None)
-
-
-def enclosing_model(graph: OnnxGraph) -> onnx.ModelProto | None:  # noqa: ARG001 - kept for call sites' clarity
-    """The model being converted (onnx2torch converts a shape-inferred copy of it: same opsets,
-    same functions), or None outside :func:`onnxxai.model.convert`."""
-    return CONVERTING.get()
 
 
 def constant_input(node: OnnxNode, graph: OnnxGraph, index: int) -> torch.Tensor | None:
@@ -32,46 +18,44 @@ def constant_input(node: OnnxNode, graph: OnnxGraph, index: int) -> torch.Tensor
     return None
 
 
+def elem_type(graph: OnnxGraph, name: str) -> int | None:
+    """The ONNX element type of value ``name`` if the graph (after shape inference) knows it."""
+    info = graph.value_info.get(name)
+    if info is not None and info.type.HasField("tensor_type") and info.type.tensor_type.elem_type:
+        return int(info.type.tensor_type.elem_type)
+    if name in graph.initializers:
+        return int(graph.initializers[name].proto.data_type)
+    return None
+
+
 def result(module: torch.nn.Module, node: OnnxNode, n_inputs: int | None = None) -> OperationConverterResult:
     """A converter result that feeds the module the node's first ``n_inputs`` inputs (all by default)."""
     inputs = node.input_values if n_inputs is None else node.input_values[:n_inputs]
     return OperationConverterResult(torch_module=module, onnx_mapping=OnnxMapping(inputs=inputs, outputs=node.output_values))
 
 
-def extend_converter(op_type: str, version: int, converter, domain: str = "") -> None:
-    """Put ``converter(node, graph, fallback)`` in front of onnx2torch's registered converter.
+class OptionalInputs(torch.nn.Module):
+    """Calls ``module`` with None in place of the optional inputs the node leaves empty."""
 
-    Used where onnx2torch has a converter for a version but refuses some attribute combinations
-    (e.g. asymmetric pads): ours handles those cases and calls ``fallback`` for everything else.
-    """
-    from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
+    def __init__(self, module: torch.nn.Module, present: list[bool]) -> None:
+        super().__init__()
+        self.module, self.present = module, present
 
-    key = OperationDescription(domain=domain, operation_type=op_type, version=version)
-    fallback = _CONVERTER_REGISTRY[key]
-
-    def extended(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-        return converter(node, graph, fallback)
-
-    extended.__name__ = extended.__qualname__ = f"{converter.__name__}_v{version}"
-    extended.__doc__ = converter.__doc__
-    _CONVERTER_REGISTRY[key] = extended
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        given = iter(args)
+        return self.module(*[next(given) if p else None for p in self.present])
 
 
-def schema_versions(op_type: str, domain: str = "", since: int = 1) -> list[int]:
-    """Every opset version at which ``op_type``'s schema changed, from ``since`` on."""
-    from onnx import defs
+def optional_result(module: torch.nn.Module, node: OnnxNode, n_inputs: int) -> OperationConverterResult:
+    """A converter result feeding ``module`` the node's inputs, None for the optional ones left empty."""
+    names = list(node.input_values) + [""] * (n_inputs - len(node.input_values))
+    return OperationConverterResult(torch_module=OptionalInputs(module, [bool(name) for name in names]),
+                                    onnx_mapping=OnnxMapping(inputs=tuple(n for n in names if n), outputs=node.output_values))
 
-    return sorted({s.since_version for s in defs.get_all_schemas_with_history()
-                   if s.name == op_type and s.domain == domain and s.since_version >= since})
 
-
-def register_all_versions(op_type: str, converter, since: int = 1) -> None:
-    """Register ``converter`` for every schema version of ``op_type`` not yet in onnx2torch's registry."""
-    from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription, add_converter
-
-    for version in schema_versions(op_type, since=since):
-        if OperationDescription(domain="", operation_type=op_type, version=version) not in _CONVERTER_REGISTRY:
-            add_converter(operation_type=op_type, version=version)(converter)
+def int_list(t: torch.Tensor | None) -> list[int]:
+    """A run-time shape-like tensor (sizes, image shape, ...) as a list of ints; [] for None."""
+    return [] if t is None else [int(v) for v in t.reshape(-1).tolist()]
 
 
 def torch_pads(onnx_pads: list[int]) -> list[int]:

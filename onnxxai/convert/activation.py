@@ -4,14 +4,15 @@ mask outputs), Clip with run-time or absent bounds."""
 from __future__ import annotations
 
 import torch
-from onnx2torch.node_converters.registry import add_converter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
-from onnxxai.convert._util import constant_input, extend_converter, result
+from onnxxai.convert._util import constant_input, result
+from onnxxai.convert.registry import register
 
 
+@register("Gelu", (20,))
 def convert_gelu(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """Gelu with ``approximate`` = "none" (erf) or "tanh"."""
     approximate = node.attributes.get("approximate", "none")
@@ -20,9 +21,6 @@ def convert_gelu(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult: 
     if approximate not in ("none", "tanh"):
         raise NotImplementedError(f"Gelu approximate={approximate!r} is not supported")
     return result(torch.nn.GELU(approximate=approximate), node)
-
-
-add_converter(operation_type="Gelu", version=20)(convert_gelu)
 
 
 class DropoutInference(torch.nn.Module):
@@ -41,6 +39,7 @@ class DropoutInference(torch.nn.Module):
         return (x, torch.ones_like(x, dtype=torch.bool)) if self.with_mask else x
 
 
+@register("Dropout", (1, 6, 7))
 def convert_dropout_7(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """Dropout-1/6/7 (no training_mode input): identity at inference; the mask output is refused."""
     if len(node.output_values) > 1 and node.output_values[1] and _is_consumed(node.output_values[1], graph):
@@ -51,7 +50,8 @@ def convert_dropout_7(node: OnnxNode, graph: OnnxGraph) -> OperationConverterRes
     )
 
 
-def convert_dropout(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:  # noqa: ARG001
+@register("Dropout", (10, 12, 13, 22), replaces=True)
+def convert_dropout(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """Dropout-10/12/13/22 at inference (the seed attribute is irrelevant there); mask output all true.
 
     A constant training_mode of true with a ratio that is not a constant 0 is refused."""
@@ -68,13 +68,6 @@ def _is_consumed(value: str, graph: OnnxGraph) -> bool:
     return value in graph.output_values or any(value in n.input_values for n in graph.nodes.values())
 
 
-for _v in (1, 6, 7):
-    add_converter(operation_type="Dropout", version=_v)(convert_dropout_7)
-for _v in (10, 12, 13):
-    extend_converter("Dropout", _v, convert_dropout)
-add_converter(operation_type="Dropout", version=22)(convert_dropout)
-
-
 class ClipDynamic(torch.nn.Module):
     """Clip with min and/or max computed by the graph at run time, or absent (the identity)."""
 
@@ -84,6 +77,7 @@ class ClipDynamic(torch.nn.Module):
         return torch.clamp(x, low, high)
 
 
+@register("Clip", (11, 12, 13), extends=True)
 def convert_clip(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:
     """Clip-11/12/13: onnx2torch's module for constant bounds, ours when a bound is a graph value or
     is skipped with an empty name (onnx2torch looks up the empty name and refuses)."""
@@ -101,10 +95,6 @@ def _is_constant_node(name: str, graph: OnnxGraph) -> bool:
     return producer.operation_type == "Constant"
 
 
-for _v in (11, 12, 13):
-    extend_converter("Clip", _v, convert_clip)
-
-
 class Selu(torch.nn.Module):
     """SELU with the node's own alpha and gamma (torch's nn.SELU fixes both)."""
 
@@ -116,10 +106,8 @@ class Selu(torch.nn.Module):
         return self.gamma * torch.where(x > 0, x, self.alpha * (torch.exp(x) - 1))
 
 
-def convert_selu(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:  # noqa: ARG001
+@register("Selu", (6,), replaces=True)
+def convert_selu(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """Selu with any alpha/gamma (defaults 1.67326..., 1.0507...)."""
     return result(Selu(float(node.attributes.get("alpha", 1.67326319217681884765625)),
                        float(node.attributes.get("gamma", 1.05070102214813232421875))), node)
-
-
-extend_converter("Selu", 6, convert_selu)

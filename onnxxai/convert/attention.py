@@ -8,12 +8,13 @@ import math
 
 import onnx
 import torch
-from onnx2torch.node_converters.registry import add_converter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.convert._util import CONVERTING, result
+from onnxxai.convert._util import result
+from onnxxai.convert.pipeline import convert, converting_model
+from onnxxai.convert.registry import register
 
 #: onnx2torch names each module "<domain>/<node>" and torch refuses dots in module names, so the
 #: normalization pass ``alias_dotted_domains`` must rename ai.onnx.preview to this before conversion.
@@ -124,6 +125,7 @@ class OnnxAttention(torch.nn.Module):
         return outputs[0] if self.n_outputs == 1 else outputs[: self.n_outputs]
 
 
+@register("Attention", (23, 24, 25))
 def convert_attention(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """Attention-23/24/25, including ``nonpad_kv_seqlen`` (24) and sliding windows (25)."""
     attrs = node.attributes
@@ -194,6 +196,7 @@ class LinearAttention(torch.nn.Module):
 _UPDATE_RULES = {"linear": (False, False), "gated": (True, False), "delta": (False, True), "gated_delta": (True, True)}
 
 
+@register("LinearAttention", (27,))
 def convert_linear_attention(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """LinearAttention-27, every update rule; ``chunk_size`` is only a tuning hint and is ignored."""
     attrs = node.attributes
@@ -222,6 +225,7 @@ class SwiGLU(torch.nn.Module):
         return a * torch.sigmoid(self.alpha * a) * b
 
 
+@register("SwiGLU", (28,))
 def convert_swiglu(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """SwiGLU-28."""
     return result(SwiGLU(float(node.attributes.get("alpha", 1.0))), node)
@@ -262,6 +266,7 @@ class RotaryEmbedding(torch.nn.Module):
         return out.reshape(shape) if len(shape) == 3 else out.transpose(1, 2)
 
 
+@register("RotaryEmbedding", (23,))
 def convert_rotary_embedding(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """RotaryEmbedding-23."""
     attrs = node.attributes
@@ -327,18 +332,17 @@ def _modifier(node: OnnxNode, name: str) -> torch.nn.Module | None:
         if outer:
             raise NotImplementedError(f"FlexAttention with a {name} reading outer-scope values {outer} is not supported")
         known.update(inner.output)
-    from onnxxai.model import convert  # a late import: onnxxai.model imports the converter registry
-
     domains = {n.domain for n in subgraph.node} - {"", "ai.onnx"}
     if domains:
         raise NotImplementedError(f"FlexAttention with a {name} using domains {sorted(domains)} is not supported")
-    parent = CONVERTING.get()  # the model being converted: its default-domain opset applies to the body
+    parent = converting_model()  # the model being converted: its default-domain opset applies to the body
     opset = next((o.version for o in parent.opset_import if o.domain in ("", "ai.onnx")), None) if parent is not None else None
     model = onnx.helper.make_model(subgraph, opset_imports=[onnx.helper.make_opsetid("", opset or onnx.defs.onnx_opset_version())])
     _, _, module = convert(model, f"FlexAttention node {node.name!r} {name}")
     return module
 
 
+@register("FlexAttention", (1,), domain=PREVIEW_DOMAIN)
 def convert_flex_attention(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """FlexAttention (ai.onnx.preview, opset 1), with ``score_mod``/``prob_mod`` subgraphs."""
     attrs = node.attributes
@@ -349,11 +353,3 @@ def convert_flex_attention(node: OnnxNode, graph: OnnxGraph) -> OperationConvert
     module = FlexAttention(None if scale is None else float(scale), None if precision is None else _PRECISIONS[int(precision)],
                            _modifier(node, "score_mod"), _modifier(node, "prob_mod"))
     return result(module, node, 3)
-
-
-for _v in (23, 24, 25):
-    add_converter(operation_type="Attention", version=_v)(convert_attention)
-add_converter(operation_type="LinearAttention", version=27)(convert_linear_attention)
-add_converter(operation_type="SwiGLU", version=28)(convert_swiglu)
-add_converter(operation_type="RotaryEmbedding", version=23)(convert_rotary_embedding)
-add_converter(operation_type="FlexAttention", version=1, domain=PREVIEW_DOMAIN)(convert_flex_attention)

@@ -14,7 +14,9 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.convert._util import register_all_versions, result
+from onnxxai.convert._util import result
+from onnxxai.convert.registry import register, since
+from onnxxai.proto.dtypes import TORCH_NATIVE
 
 #: unsigned dtype -> signed dtype of the same width (the bits torch can operate on)
 _SIGNED_VIEW = {torch.uint8: torch.int8, torch.uint16: torch.int16, torch.uint32: torch.int32, torch.uint64: torch.int64}
@@ -81,16 +83,21 @@ class BitShift(torch.nn.Module):
         return out.view(x.dtype)
 
 
+@register("BitwiseAnd", since(1))
+@register("BitwiseOr", since(1))
+@register("BitwiseXor", since(1))
 def convert_bitwise_binary(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """BitwiseAnd / BitwiseOr / BitwiseXor (opset 18)."""
     return result(BitwiseBinary(node.operation_type), node)
 
 
+@register("BitwiseNot", since(1))
 def convert_bitwise_not(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """BitwiseNot (opset 18)."""
     return result(BitwiseNot(), node)
 
 
+@register("BitShift", since(1))
 def convert_bit_shift(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """BitShift (opset 11, 28): direction LEFT or RIGHT."""
     direction = node.attributes.get("direction")
@@ -98,21 +105,6 @@ def convert_bit_shift(node: OnnxNode, graph: OnnxGraph) -> OperationConverterRes
     if direction not in ("LEFT", "RIGHT"):
         raise NotImplementedError(f"BitShift with direction={direction!r} is not supported")
     return result(BitShift(direction), node)
-
-
-#: ONNX TensorProto data type -> torch dtype, for the types torch can hold
-ONNX_TO_TORCH: dict[int, torch.dtype] = {
-    onnx.TensorProto.FLOAT: torch.float32, onnx.TensorProto.DOUBLE: torch.float64,
-    onnx.TensorProto.FLOAT16: torch.float16, onnx.TensorProto.BFLOAT16: torch.bfloat16,
-    onnx.TensorProto.INT8: torch.int8, onnx.TensorProto.INT16: torch.int16,
-    onnx.TensorProto.INT32: torch.int32, onnx.TensorProto.INT64: torch.int64,
-    onnx.TensorProto.UINT8: torch.uint8, onnx.TensorProto.UINT16: torch.uint16,
-    onnx.TensorProto.UINT32: torch.uint32, onnx.TensorProto.UINT64: torch.uint64,
-    onnx.TensorProto.BOOL: torch.bool,
-    onnx.TensorProto.COMPLEX64: torch.complex64, onnx.TensorProto.COMPLEX128: torch.complex128,
-    onnx.TensorProto.FLOAT8E4M3FN: torch.float8_e4m3fn, onnx.TensorProto.FLOAT8E4M3FNUZ: torch.float8_e4m3fnuz,
-    onnx.TensorProto.FLOAT8E5M2: torch.float8_e5m2, onnx.TensorProto.FLOAT8E5M2FNUZ: torch.float8_e5m2fnuz,
-}
 
 
 class BitCast(torch.nn.Module):
@@ -129,16 +121,10 @@ class BitCast(torch.nn.Module):
         return x.contiguous().view(self.dtype)
 
 
+@register("BitCast", since(1))
 def convert_bit_cast(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """BitCast (opset 26) to any type torch can hold (not string, int4/uint4, float4, float8e8m0)."""
     to = int(node.attributes["to"])
-    if to not in ONNX_TO_TORCH:
+    if to not in TORCH_NATIVE:
         raise NotImplementedError(f"BitCast with to={onnx.TensorProto.DataType.Name(to)} is not supported")
-    return result(BitCast(ONNX_TO_TORCH[to]), node)
-
-
-for _op in ("BitwiseAnd", "BitwiseOr", "BitwiseXor"):
-    register_all_versions(_op, convert_bitwise_binary)
-register_all_versions("BitwiseNot", convert_bitwise_not)
-register_all_versions("BitShift", convert_bit_shift)
-register_all_versions("BitCast", convert_bit_cast)
+    return result(BitCast(TORCH_NATIVE[to]), node)

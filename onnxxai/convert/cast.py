@@ -1,10 +1,10 @@
-"""Cast, for every opset version and every element type torch can hold exactly.
+"""Cast and CastLike, for every opset version and every element type torch can hold exactly.
 
 onnx2torch's Cast knows only the classic dtypes. Ours adds bfloat16, uint16/32/64, the four float8
 types of opset 19 (``saturate`` honoured) and the sub-byte integers int4/uint4/int2/uint2, which
 torch has no dtype for: they are carried in int8/uint8 tensors holding the same values (a cast to
-them wraps modulo 2**bits, as ONNX's reference does). The table :data:`TORCH_DTYPES` and
-:class:`Cast` are shared with CastLike and the quantization family.
+them wraps modulo 2**bits, as ONNX's reference does). The element-type tables live in
+:mod:`onnxxai.proto.dtypes`; :class:`Cast` is shared with the quantization family.
 
 float4e2m1 and float8e8m0 have no torch dtype either: they are carried in float32 tensors holding
 exactly the representable values. A cast to float4e2m1 rounds half to even onto its 15 values
@@ -19,35 +19,16 @@ from __future__ import annotations
 
 import torch
 from onnx import TensorProto
-from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.convert._util import result, schema_versions
+from onnxxai.convert._util import elem_type, result
+from onnxxai.convert.registry import register, since
+from onnxxai.proto.dtypes import FLOAT32_CARRIED, SUB_BYTE, TORCH_DTYPES, TORCH_FLOAT8
 
-__all__ = ["TORCH_DTYPES", "SUB_BYTE", "FLOAT8", "FLOAT32_CARRIED", "Cast", "cast_module", "elem_type", "to_float4e2m1", "to_float8e8m0"]
+__all__ = ["Cast", "CastLike", "cast_module", "to_float4e2m1", "to_float8e8m0"]
 
-#: ONNX element type -> torch dtype holding it exactly (sub-byte integers: a wider container).
-TORCH_DTYPES: dict[int, torch.dtype] = {
-    TensorProto.FLOAT: torch.float32, TensorProto.DOUBLE: torch.float64, TensorProto.FLOAT16: torch.float16,
-    TensorProto.BFLOAT16: torch.bfloat16,
-    TensorProto.UINT8: torch.uint8, TensorProto.INT8: torch.int8, TensorProto.UINT16: torch.uint16,
-    TensorProto.INT16: torch.int16, TensorProto.UINT32: torch.uint32, TensorProto.INT32: torch.int32,
-    TensorProto.UINT64: torch.uint64, TensorProto.INT64: torch.int64, TensorProto.BOOL: torch.bool,
-    TensorProto.COMPLEX64: torch.complex64, TensorProto.COMPLEX128: torch.complex128,
-    TensorProto.FLOAT8E4M3FN: torch.float8_e4m3fn, TensorProto.FLOAT8E4M3FNUZ: torch.float8_e4m3fnuz,
-    TensorProto.FLOAT8E5M2: torch.float8_e5m2, TensorProto.FLOAT8E5M2FNUZ: torch.float8_e5m2fnuz,
-    TensorProto.INT4: torch.int8, TensorProto.UINT4: torch.uint8,
-    TensorProto.INT2: torch.int8, TensorProto.UINT2: torch.uint8,
-}
-#: Float types carried in float32 containers (values exactly representable in the type).
-FLOAT32_CARRIED = (TensorProto.FLOAT4E2M1, TensorProto.FLOAT8E8M0)
-#: Sub-byte integer types: (bits, signed).
-SUB_BYTE: dict[int, tuple[int, bool]] = {
-    TensorProto.INT4: (4, True), TensorProto.UINT4: (4, False), TensorProto.INT2: (2, True), TensorProto.UINT2: (2, False),
-}
-FLOAT8 = (torch.float8_e4m3fn, torch.float8_e4m3fnuz, torch.float8_e5m2, torch.float8_e5m2fnuz)
 #: float8e4m3fn has no infinity: without saturation, magnitudes that round past 448 become NaN.
 #: (448 + 480) / 2 = 464 rounds to even, i.e. down to 448. torch's own conversion saturates for this
 #: type; for the three others it already gives inf/NaN on overflow, as ONNX's saturate=0 asks.
@@ -112,7 +93,7 @@ class Cast(torch.nn.Module):
             else:
                 v = torch.remainder(v, 1 << self.bits)
             return v.to(self.dtype)
-        if self.dtype in FLOAT8 and x.is_floating_point() and x.dtype not in FLOAT8:
+        if self.dtype in TORCH_FLOAT8 and x.is_floating_point() and x.dtype not in TORCH_FLOAT8:
             if self.saturate:
                 limit = torch.finfo(self.dtype).max
                 return x.clamp(-limit, limit).to(self.dtype)
@@ -142,16 +123,7 @@ def cast_module(onnx_type: int, saturate: bool = True, op: str = "Cast", round_m
     return Cast(TORCH_DTYPES[onnx_type], saturate=saturate, bits=bits, signed=signed)
 
 
-def elem_type(graph: OnnxGraph, name: str) -> int | None:
-    """The ONNX element type of value ``name`` if the graph (after shape inference) knows it."""
-    info = graph.value_info.get(name)
-    if info is not None and info.type.HasField("tensor_type") and info.type.tensor_type.elem_type:
-        return int(info.type.tensor_type.elem_type)
-    if name in graph.initializers:
-        return int(graph.initializers[name].proto.data_type)
-    return None
-
-
+@register("Cast", since(1), replaces=True)
 def convert_cast(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """Cast (all versions): ``to`` any type in :data:`TORCH_DTYPES` or float4e2m1/float8e8m0 (float32
     containers); ``saturate`` (19+) for float8; ``round_mode`` (24+) for float8e8m0."""
@@ -162,5 +134,23 @@ def convert_cast(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult: 
     return result(cast_module(int(node.attributes["to"]), saturate, round_mode=round_mode), node, n_inputs=1)
 
 
-for _v in schema_versions("Cast"):
-    _CONVERTER_REGISTRY[OperationDescription(domain="", operation_type="Cast", version=_v)] = convert_cast
+class CastLike(torch.nn.Module):
+    """Cast the first input to the dtype of the second (used when the target type is unknown at
+    conversion time; otherwise CastLike converts to :class:`Cast`)."""
+
+    def forward(self, x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return x.to(like.dtype)
+
+
+@register("CastLike", since(1))
+def convert_cast_like(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """CastLike: the target element type is read from the second input's type info, so bfloat16,
+    float8 (with ``saturate``) and int4/uint4/int2/uint2 behave as in Cast; without type info it
+    falls back to the second input's run-time dtype (only with the default ``saturate=1``)."""
+    saturate = bool(int(node.attributes.get("saturate", 1)))
+    target = elem_type(graph, node.input_values[1])
+    if target is not None:
+        return result(cast_module(target, saturate, op="CastLike"), node, n_inputs=1)
+    if not saturate:
+        raise NotImplementedError("CastLike with saturate=0 is not supported")
+    return result(CastLike(), node)

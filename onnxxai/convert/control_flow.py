@@ -2,7 +2,7 @@
 
 onnx2torch has no converter for any ONNX control-flow op. Each body GraphProto is turned into a
 ModelProto (the enclosing model's opset imports, IR version and local functions) and converted by
-onnxxai's own pipeline (:func:`onnxxai.model.convert`: normalize, then onnx2torch plus onnxxai's
+onnxxai's own pipeline (:func:`onnxxai.convert.pipeline.convert`: normalize, then onnx2torch plus onnxxai's
 converters), so a body supports exactly the ops a top-level graph supports, nested control flow
 included. The resulting GraphModules are submodules of the control-flow module, which calls them
 once per iteration (Scan, Loop) or once for the branch picked by the run-time condition (If).
@@ -12,7 +12,7 @@ finds them (recursively through nested bodies); they become extra trailing input
 model and of the converter's OnnxMapping, so the parent fx graph passes them in.
 
 The opset imports of the enclosing model are not handed to converters by onnx2torch; onnxxai's
-``convert`` publishes the model being converted (:data:`onnxxai.convert._util.CONVERTING`).
+``convert`` publishes the model being converted (:func:`onnxxai.convert.pipeline.converting_model`).
 """
 
 from __future__ import annotations
@@ -22,49 +22,20 @@ from collections.abc import Sequence
 import onnx
 import torch
 from onnx import helper
-from onnx2torch.node_converters.registry import add_converter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
-from onnxxai.convert._util import enclosing_model, register_all_versions
+from onnxxai.convert.pipeline import convert, converting_model
+from onnxxai.convert.registry import register, since
+from onnxxai.errors import OnnxxaiError
+from onnxxai.proto.names import fresh_name
+from onnxxai.proto.walk import outer_scope_names
 
 __all__ = ["OnnxScan", "OnnxScan8", "OnnxLoop", "OnnxIf", "outer_scope_names", "convert_body"]
 
 
 # -- subgraphs --------------------------------------------------------------------------------------
-def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
-    graphs: list[onnx.GraphProto] = []
-    for attr in node.attribute:
-        if attr.type == onnx.AttributeProto.GRAPH:
-            graphs.append(attr.g)
-        elif attr.type == onnx.AttributeProto.GRAPHS:
-            graphs.extend(attr.graphs)
-    return graphs
-
-
-def outer_scope_names(graph: onnx.GraphProto) -> list[str]:
-    """Names ``graph`` reads (nested subgraphs included) without defining them, in first-use order."""
-    defined = {v.name for v in graph.input} | {t.name for t in graph.initializer}
-    defined |= {t.values.name for t in graph.sparse_initializer}
-    names: list[str] = []
-
-    def use(name: str) -> None:
-        if name and name not in defined and name not in names:
-            names.append(name)
-
-    for node in graph.node:
-        for name in node.input:
-            use(name)
-        for sub in _subgraphs(node):
-            for name in outer_scope_names(sub):
-                use(name)
-        defined.update(o for o in node.output if o)
-    for value in graph.output:
-        use(value.name)
-    return names
-
-
 def _value_info(name: str, graph: onnx.GraphProto) -> onnx.ValueInfoProto | None:
     for value in list(graph.input) + list(graph.value_info) + list(graph.output):
         if value.name == name and value.type.WhichOneof("value") is not None:
@@ -73,15 +44,6 @@ def _value_info(name: str, graph: onnx.GraphProto) -> onnx.ValueInfoProto | None
         if tensor.name == name:
             return helper.make_tensor_value_info(name, tensor.data_type, list(tensor.dims))
     return None
-
-
-def _fresh(name: str, taken: set[str]) -> str:
-    candidate, i = f"{name}__cf_out", 0
-    while candidate in taken:
-        i += 1
-        candidate = f"{name}__cf_out{i}"
-    taken.add(candidate)
-    return candidate
 
 
 def body_model(body: onnx.GraphProto, extra_inputs: Sequence[str], parent: onnx.ModelProto,
@@ -106,7 +68,7 @@ def body_model(body: onnx.GraphProto, extra_inputs: Sequence[str], parent: onnx.
     seen: set[str] = set()
     for value in graph.output:
         if value.name not in produced or value.name in seen:
-            fresh = _fresh(value.name, taken)
+            fresh = fresh_name(f"{value.name}__cf_out", taken, sep="")
             graph.node.append(helper.make_node("Identity", [value.name], [fresh], name=fresh))
             value.name = fresh
         seen.add(value.name)
@@ -118,11 +80,8 @@ def body_model(body: onnx.GraphProto, extra_inputs: Sequence[str], parent: onnx.
 def convert_body(node: OnnxNode, attr: str, body: onnx.GraphProto, extra_inputs: Sequence[str], graph: OnnxGraph,
                  input_types: Sequence[onnx.TypeProto | None] = ()) -> torch.fx.GraphModule:
     """Convert one body of a control-flow node with onnxxai's pipeline; failures name the node and the inner op."""
-    from onnxxai.errors import OnnxxaiError
-    from onnxxai.model import convert
-
     what = f"{node.operation_type} node {node.name!r}"
-    parent = enclosing_model(graph)
+    parent = converting_model()
     if parent is None:
         raise NotImplementedError(f"{what}: cannot find the model holding the node, so its opset for the {attr} body is unknown")
     model = body_model(body, extra_inputs, parent, input_types)
@@ -204,6 +163,7 @@ class OnnxIf(torch.nn.Module):
         return _pack(_run(self.else_branch, [outer[i] for i in self.else_refs]))
 
 
+@register("If", since(1))
 def convert_if(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """If (every version): both branches converted; outer-scope tensors fed as extra inputs."""
     then_g, else_g = _attr(node, "then_branch"), _attr(node, "else_branch")
@@ -274,6 +234,7 @@ class OnnxLoop(torch.nn.Module):
         return _pack([*carried, *stacked])
 
 
+@register("Loop", since(1))
 def convert_loop(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """Loop (every version): trip count and/or condition, loop-carried values, scan outputs."""
     inputs = node.input_values
@@ -404,6 +365,7 @@ def _scan_counts(node: OnnxNode, first: int) -> tuple[int, int, int]:
     return n, m, k
 
 
+@register("Scan", since(9))
 def convert_scan(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """Scan (opset 9 on): scan axes and directions, state variables, scan outputs."""
     n, m, k = _scan_counts(node, 0)
@@ -420,6 +382,7 @@ def convert_scan(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     return OperationConverterResult(torch_module=module, onnx_mapping=OnnxMapping(inputs=(*inputs, *names), outputs=node.output_values))
 
 
+@register("Scan", (8,))
 def convert_scan8(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """Scan-8: batched (axis 0) scan over axis 1 with optional sequence_lens."""
     n, m, k = _scan_counts(node, 1)
@@ -433,9 +396,3 @@ def convert_scan8(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
                        list(_attr(node, "directions", [0] * m)))
     present = inputs if has_lens else inputs[1:]
     return OperationConverterResult(torch_module=module, onnx_mapping=OnnxMapping(inputs=(*present, *names), outputs=node.output_values))
-
-
-register_all_versions("If", convert_if)
-register_all_versions("Loop", convert_loop)
-register_all_versions("Scan", convert_scan, since=9)
-add_converter(operation_type="Scan", version=8)(convert_scan8)

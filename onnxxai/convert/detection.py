@@ -16,7 +16,8 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.convert._util import extend_converter, register_all_versions, result
+from onnxxai.convert._util import result
+from onnxxai.convert.registry import register, since
 
 __all__ = ["RoiAlign", "NonMaxSuppressionAnyCorners"]
 
@@ -124,12 +125,14 @@ def _roi_align(node: OnnxNode, default_ctm: str) -> OperationConverterResult:
     return result(module, node)
 
 
-def convert_roi_align_v10(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:
+@register("RoiAlign", (10,), replaces=True)
+def convert_roi_align_v10(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """RoiAlign-10 in both modes (no coordinate_transformation_mode: output_half_pixel)."""
     return _roi_align(node, "output_half_pixel")
 
 
-def convert_roi_align(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:
+@register("RoiAlign", since(16), replaces=True)
+def convert_roi_align(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """RoiAlign-16/22 in both modes and both coordinate_transformation_modes (default half_pixel)."""
     return _roi_align(node, "half_pixel")
 
@@ -145,15 +148,9 @@ class NonMaxSuppressionAnyCorners(OnnxNonMaxSuppression):
         return super().forward(boxes, scores, *rest)
 
 
+@register("NonMaxSuppression", (10, 11), extends=True)
 def convert_non_max_suppression(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:
     """NonMaxSuppression-10/11: ours for corner boxes (center_point_box=0), onnx2torch's otherwise."""
     if int(node.attributes.get("center_point_box", 0)) != 0:
         return fallback(node, graph)
     return result(NonMaxSuppressionAnyCorners(center_point_box=0), node)
-
-
-extend_converter("RoiAlign", 10, convert_roi_align_v10)
-extend_converter("RoiAlign", 16, convert_roi_align)
-register_all_versions("RoiAlign", convert_roi_align, since=10)
-for _version in (10, 11):
-    extend_converter("NonMaxSuppression", _version, convert_non_max_suppression)

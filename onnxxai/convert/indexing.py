@@ -1,6 +1,7 @@
-"""Scatter, cumulative, triangular, selection and uniqueness ops.
+"""Scatter, cumulative, triangular, selection, reversal and uniqueness ops.
 
-Ops onnx2torch lacks (Trilu, CumProd, ScatterElements, Scatter, TensorScatter, Unique, Compress) and
+Ops onnx2torch lacks (Trilu, CumProd, ScatterElements, Scatter, TensorScatter, Unique, Compress,
+ReverseSequence) and
 ops where its converter computes the wrong thing or refuses valid attributes, which ours replace:
 CumSum (``reverse`` defaulted to 1), TopK (ties not broken by the lower index, no opset-1 ``k``
 attribute), IsInf (``detect_negative``/``detect_positive`` ignored), ScatterND (no ``reduction``).
@@ -10,12 +11,12 @@ Every scatter is a single vectorised torch scatter, so gradients flow to ``data`
 from __future__ import annotations
 
 import torch
-from onnx2torch.node_converters.registry import add_converter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.convert._util import constant_input, extend_converter, register_all_versions, result
+from onnxxai.convert._util import constant_input, result
+from onnxxai.convert.registry import register, since
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -67,6 +68,7 @@ class Trilu(torch.nn.Module):
         return torch.triu(x, diagonal or 0) if self.upper else torch.tril(x, diagonal or 0)
 
 
+@register("Trilu", (14,))
 def convert_trilu(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """Trilu-14: ``k`` (optional second input) becomes static when it is an initializer."""
     k = constant_input(node, graph, 1)
@@ -104,7 +106,9 @@ class Cumulative(torch.nn.Module):
         return torch.flip(y, (dim,)) if self.reverse else y
 
 
-def convert_cumulative(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:  # noqa: ARG001
+@register("CumProd", (26,))
+@register("CumSum", (11, 14), replaces=True)
+def convert_cumulative(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """CumSum-11/14 (replacing onnx2torch's, whose ``reverse`` defaulted to 1) and CumProd-26."""
     axis = constant_input(node, graph, 1)
     module = Cumulative(node.operation_type, bool(node.attributes.get("exclusive", 0)), bool(node.attributes.get("reverse", 0)),
@@ -132,6 +136,8 @@ class ScatterElements(torch.nn.Module):
         return _scatter(data, dim, index, updates, self.reduction)
 
 
+@register("ScatterElements", since(1))
+@register("Scatter", since(1))
 def convert_scatter_elements(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """ScatterElements-11/13/16/18 and Scatter-9/11."""
     return result(ScatterElements(int(node.attributes.get("axis", 0)), _reduction(node, node.operation_type)), node)
@@ -163,7 +169,8 @@ class ScatterND(torch.nn.Module):
         return out.reshape(data.shape)
 
 
-def convert_scatter_nd(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:  # noqa: ARG001
+@register("ScatterND", since(1), replaces=True)  # 18 (max/min) is a schema change
+def convert_scatter_nd(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """ScatterND-11/13/16/18 with every reduction (onnx2torch's refuses all but none)."""
     return result(ScatterND(_reduction(node, "ScatterND")), node)
 
@@ -194,6 +201,7 @@ class TensorScatter(torch.nn.Module):
         return torch.scatter(past, dim, index, update)
 
 
+@register("TensorScatter", since(1))
 def convert_tensor_scatter(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """TensorScatter-24, linear or circular mode."""
     mode = _str_attr(node, "mode", "linear")
@@ -220,7 +228,8 @@ class TopK(torch.nn.Module):
         return values.narrow(self.axis, 0, n), indices.narrow(self.axis, 0, n)
 
 
-def convert_topk(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:  # noqa: ARG001
+@register("TopK", (1, 10, 11), replaces=True)
+def convert_topk(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """TopK-1 (``k`` attribute) and -10/11/24 (``k`` input; constant ``k`` becomes static).
     ``sorted=0`` lets any order through, so the sorted order is a valid answer."""
     axis, largest = int(node.attributes.get("axis", -1)), bool(node.attributes.get("largest", 1))
@@ -259,6 +268,7 @@ class Unique(torch.nn.Module):
         return torch.index_select(x, dim, first), first, inverse, counts
 
 
+@register("Unique", since(1))
 def convert_unique(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """Unique-11/28 (all four outputs; unused trailing ones may be omitted)."""
     axis = int(node.attributes["axis"]) if "axis" in node.attributes else None
@@ -282,6 +292,7 @@ class Compress(torch.nn.Module):
         return torch.index_select(x, dim, keep)
 
 
+@register("Compress", since(1))
 def convert_compress(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """Compress-9/11/28."""
     return result(Compress(int(node.attributes["axis"]) if "axis" in node.attributes else None), node)
@@ -304,7 +315,8 @@ class IsInf(torch.nn.Module):
         return torch.zeros_like(x, dtype=torch.bool)
 
 
-def convert_isinf(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:  # noqa: ARG001
+@register("IsInf", (10,), replaces=True)
+def convert_isinf(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """IsInf-10/20 honouring ``detect_positive`` and ``detect_negative`` (onnx2torch ignores them)."""
     module = IsInf(bool(node.attributes.get("detect_positive", 1)), bool(node.attributes.get("detect_negative", 1)))
     return result(module, node, 1)
@@ -326,7 +338,8 @@ class GatherElements(torch.nn.Module):
         return torch.gather(data, self.axis, indices)
 
 
-def convert_gather_elements(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:  # noqa: ARG001
+@register("GatherElements", (11, 13), replaces=True)
+def convert_gather_elements(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """GatherElements (11, 13), negative indices included."""
     return result(GatherElements(int(node.attributes.get("axis", 0))), node)
 
@@ -358,27 +371,34 @@ class GatherND(torch.nn.Module):
         return picked.reshape(*indices.shape[:-1], *data.shape[b + depth :])
 
 
-def convert_gather_nd(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:  # noqa: ARG001
+@register("GatherND", (11, 12, 13), replaces=True)
+def convert_gather_nd(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """GatherND (11, 12, 13) with any ``batch_dims``."""
     return result(GatherND(int(node.attributes.get("batch_dims", 0))), node)
 
 
-add_converter(operation_type="Trilu", version=14)(convert_trilu)
-add_converter(operation_type="CumProd", version=26)(convert_cumulative)
-register_all_versions("ScatterElements", convert_scatter_elements)
-register_all_versions("Scatter", convert_scatter_elements)
-register_all_versions("TensorScatter", convert_tensor_scatter)
-register_all_versions("Unique", convert_unique)
-register_all_versions("Compress", convert_compress)
-for _version in (11, 14):
-    extend_converter("CumSum", _version, convert_cumulative)
-for _version in (1, 10, 11):
-    extend_converter("TopK", _version, convert_topk)
-extend_converter("IsInf", 10, convert_isinf)
-for _version in (11, 13, 16):
-    extend_converter("ScatterND", _version, convert_scatter_nd)
-register_all_versions("ScatterND", convert_scatter_nd)  # 18 (max/min) is a schema change
-for _version in (11, 13):
-    extend_converter("GatherElements", _version, convert_gather_elements)
-for _version in (11, 12, 13):
-    extend_converter("GatherND", _version, convert_gather_nd)
+# --------------------------------------------------------------------------------------------------
+# ReverseSequence (opset 10, 28)
+
+
+class ReverseSequence(torch.nn.Module):
+    """Reverse the first ``sequence_lens[b]`` steps along the time axis of each batch entry ``b``,
+    as one gather (the rest of each sequence is copied)."""
+
+    def __init__(self, batch_axis: int, time_axis: int) -> None:
+        super().__init__()
+        self.batch_axis, self.time_axis = batch_axis, time_axis
+
+    def forward(self, x: torch.Tensor, sequence_lens: torch.Tensor) -> torch.Tensor:
+        moved = x.movedim((self.batch_axis, self.time_axis), (0, 1))
+        steps = torch.arange(moved.shape[1], device=x.device)[None, :]
+        lens = sequence_lens.to(torch.int64).reshape(-1, 1)
+        source = torch.where(steps < lens, lens - 1 - steps, steps)  # (batch, time)
+        source = source.reshape(*source.shape, *([1] * (moved.dim() - 2))).expand_as(moved)
+        return moved.gather(1, source).movedim((0, 1), (self.batch_axis, self.time_axis))
+
+
+@register("ReverseSequence", since(1))
+def convert_reverse_sequence(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """ReverseSequence (opsets 10, 28): batch_axis / time_axis 0 or 1."""
+    return result(ReverseSequence(int(node.attributes.get("batch_axis", 1)), int(node.attributes.get("time_axis", 0))), node)

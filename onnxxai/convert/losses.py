@@ -13,7 +13,8 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.convert._util import register_all_versions, result
+from onnxxai.convert._util import result
+from onnxxai.convert.registry import register, since
 
 _REDUCTIONS = ("none", "sum", "mean")
 
@@ -71,16 +72,14 @@ class SoftmaxCrossEntropyLoss(torch.nn.Module):
         return (loss, log_prob) if self.with_log_prob else loss
 
 
+@register("NegativeLogLikelihoodLoss", since(1))
 def convert_nll_loss(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """NegativeLogLikelihoodLoss-12/13/22."""
     return result(NegativeLogLikelihoodLoss(*_attributes(node, "NegativeLogLikelihoodLoss")), node)
 
 
+@register("SoftmaxCrossEntropyLoss", since(1))
 def convert_softmax_cross_entropy(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """SoftmaxCrossEntropyLoss-12/13, with the optional log_prob output."""
     with_log_prob = len(node.output_values) > 1 and bool(node.output_values[1])
     return result(SoftmaxCrossEntropyLoss(*_attributes(node, "SoftmaxCrossEntropyLoss"), with_log_prob), node)
-
-
-register_all_versions("NegativeLogLikelihoodLoss", convert_nll_loss)
-register_all_versions("SoftmaxCrossEntropyLoss", convert_softmax_cross_entropy)

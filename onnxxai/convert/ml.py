@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import torch
-from onnx2torch.node_converters.registry import add_converter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
 from onnxxai.convert._util import result
+from onnxxai.convert.registry import register
 
 #: onnx2torch names each module "<domain>/<node>", and torch refuses dots in module names, so the
 #: normalization pass ``alias_dotted_domains`` renames ai.onnx.ml to this before conversion.
@@ -26,6 +26,7 @@ class ArrayFeatureExtractor(torch.nn.Module):
         return out.reshape(1, -1) if x.dim() == 1 else out
 
 
+@register("ArrayFeatureExtractor", (1,), domain=ML_DOMAIN)
 def convert_array_feature_extractor(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """ArrayFeatureExtractor (ai.onnx.ml, opset 1)."""
     return result(ArrayFeatureExtractor(), node)
@@ -42,11 +43,10 @@ class Binarizer(torch.nn.Module):
         return (x > self.threshold).to(x.dtype)
 
 
+@register("Binarizer", (1,), domain=ML_DOMAIN)
 def convert_binarizer(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """Binarizer (ai.onnx.ml, opset 1; threshold default 0)."""
     return result(Binarizer(float(node.attributes.get("threshold", 0.0))), node)
-
-
 
 
 # --------------------------------------------------------------------------------------------------
@@ -141,6 +141,7 @@ def _tree_depth(root: int, true_ids: list[int], false_ids: list[int], true_leafs
     return depth
 
 
+@register("TreeEnsemble", (5,), domain=ML_DOMAIN)
 def convert_tree_ensemble(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """TreeEnsemble (ai.onnx.ml, opset 5): all branch modes incl. set membership, missing-value
     tracking, aggregate SUM/AVERAGE/MIN/MAX; post_transform NONE only."""
@@ -191,8 +192,3 @@ def convert_tree_ensemble(node: OnnxNode, graph: OnnxGraph) -> OperationConverte
     depth = max([0] + [_tree_depth(r, true_ids, false_ids, true_leafs, false_leafs) for r in roots])
     module = TreeEnsemble(nodes, leaves, roots, depth, int(_attribute(node, "n_targets")), aggregate)
     return result(module, node)
-
-
-add_converter(operation_type="ArrayFeatureExtractor", version=1, domain=ML_DOMAIN)(convert_array_feature_extractor)
-add_converter(operation_type="Binarizer", version=1, domain=ML_DOMAIN)(convert_binarizer)
-add_converter(operation_type="TreeEnsemble", version=5, domain=ML_DOMAIN)(convert_tree_ensemble)

@@ -4,12 +4,12 @@ optional Mean / InvStdDev outputs and BatchNormalization in training mode."""
 from __future__ import annotations
 
 import torch
-from onnx2torch.node_converters.registry import add_converter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.convert._util import extend_converter, register_all_versions, result
+from onnxxai.convert._util import result
+from onnxxai.convert.registry import register, since
 
 
 class LpNormalization(torch.nn.Module):
@@ -112,6 +112,7 @@ class LayerNormalization(torch.nn.Module):
         return y, mean, inv_std
 
 
+@register("LpNormalization", since(1))
 def convert_lp_normalization(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """LpNormalization(axis, p)."""
     p = int(node.attributes.get("p", 2))
@@ -120,11 +121,13 @@ def convert_lp_normalization(node: OnnxNode, graph: OnnxGraph) -> OperationConve
     return result(LpNormalization(int(node.attributes.get("axis", -1)), p), node)
 
 
+@register("MeanVarianceNormalization", since(1))
 def convert_mvn(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """MeanVarianceNormalization(axes=[0, 2, 3])."""
     return result(MeanVarianceNormalization([int(a) for a in node.attributes.get("axes", [0, 2, 3])]), node)
 
 
+@register("RMSNormalization", since(1))
 def convert_rms_normalization(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """RMSNormalization-23 (axis, epsilon, stash_type)."""
     return result(RMSNormalization(int(node.attributes.get("axis", -1)), float(node.attributes.get("epsilon", 1e-5)),
@@ -140,7 +143,8 @@ def _group_normalization(per_group_affine: bool):
     return convert_group_normalization
 
 
-def convert_layer_norm(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:  # noqa: ARG001
+@register("LayerNormalization", (17,), replaces=True)
+def convert_layer_norm(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """LayerNormalization: normalized shape taken from the input at run time (onnx2torch's module
     bakes it from shape inference, which is 0 for dynamic dimensions), statistics outputs when used."""
     with_stats = len(node.output_values) > 1 and any(node.output_values[1:])
@@ -148,6 +152,7 @@ def convert_layer_norm(node: OnnxNode, graph: OnnxGraph, fallback=None) -> Opera
     return result(module, node)
 
 
+@register("BatchNormalization", (14, 15), extends=True)
 def convert_batch_norm(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:
     """BatchNormalization-14/15: onnx2torch's module at inference (training_mode=0), ours for
     training_mode=1, which single-op graphs (ONNX's conformance cases) use to ask for batch statistics."""
@@ -158,11 +163,5 @@ def convert_batch_norm(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationC
     return result(module, node)
 
 
-register_all_versions("LpNormalization", convert_lp_normalization)
-register_all_versions("MeanVarianceNormalization", convert_mvn)
-register_all_versions("RMSNormalization", convert_rms_normalization)
-extend_converter("LayerNormalization", 17, convert_layer_norm)
-for _v in (14, 15):
-    extend_converter("BatchNormalization", _v, convert_batch_norm)
-add_converter(operation_type="GroupNormalization", version=18)(_group_normalization(per_group_affine=True))
-add_converter(operation_type="GroupNormalization", version=21)(_group_normalization(per_group_affine=False))
+register("GroupNormalization", (18,))(_group_normalization(per_group_affine=True))
+register("GroupNormalization", (21,))(_group_normalization(per_group_affine=False))

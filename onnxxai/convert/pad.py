@@ -1,15 +1,16 @@
-"""Pad from opset 18 on: optional ``axes`` input (18) and ``wrap`` mode (19)."""
+"""Padding and cropping: Pad from opset 18 on (optional ``axes`` input (18), ``wrap`` mode (19)) and
+CenterCropPad (opset 18)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from onnx2torch.node_converters.registry import add_converter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.convert._util import result
+from onnxxai.convert._util import int_list, result
+from onnxxai.convert.registry import register, since
 
 _MODES = ("constant", "reflect", "edge", "wrap")
 
@@ -64,6 +65,7 @@ class OnnxPad(torch.nn.Module):
         return x
 
 
+@register("Pad", (18, 19, 21, 23, 24, 25))
 def convert_pad_18(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """Pad with pads, constant_value and axes as inputs, modes constant/reflect/edge/wrap."""
     mode = node.attributes.get("mode", "constant")
@@ -74,5 +76,36 @@ def convert_pad_18(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult
     return result(OnnxPad(mode), node)
 
 
-for _v in (18, 19, 21, 23, 24, 25):
-    add_converter(operation_type="Pad", version=_v)(convert_pad_18)
+# --------------------------------------------------------------------------------------------------
+# CenterCropPad (opset 18)
+
+
+class CenterCropPad(torch.nn.Module):
+    """Center crop (start rounded down) or zero-pad (odd extra pixel on the right) each of ``axes``
+    to the length in ``shape``; other axes are unchanged."""
+
+    def __init__(self, axes: list[int] | None) -> None:
+        super().__init__()
+        self.axes = axes
+
+    def forward(self, x: torch.Tensor, shape: torch.Tensor) -> torch.Tensor:
+        target = int_list(shape)
+        axes = list(range(x.dim())) if self.axes is None else [a % x.dim() for a in self.axes]
+        if len(axes) != len(target):
+            raise ValueError(f"CenterCropPad: {len(target)} target lengths for axes {axes}")
+        for axis, want in zip(axes, target):
+            have = x.shape[axis]
+            if want < have:
+                x = x.narrow(axis, (have - want) // 2, want)
+            elif want > have:
+                before = (want - have) // 2
+                pads = [0, 0] * (x.dim() - 1 - axis) + [before, want - have - before]
+                x = F.pad(x, pads)
+        return x
+
+
+@register("CenterCropPad", since(1))
+def convert_center_crop_pad(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """CenterCropPad (opset 18): optional axes (negative allowed)."""
+    axes = node.attributes.get("axes")
+    return result(CenterCropPad(list(axes) if isinstance(axes, list) else None), node)

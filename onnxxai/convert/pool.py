@@ -1,5 +1,5 @@
 """Pooling: AveragePool with asymmetric or wide padding or dilations (any opset) and opset 19/22;
-MaxPool with wide or asymmetric pads and its Indices output; GlobalMaxPool; LpPool."""
+MaxPool with wide or asymmetric pads and its Indices output; GlobalMaxPool; LpPool; MaxUnpool."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import math
 
 import torch
 import torch.nn.functional as F
-from onnx2torch.node_converters.registry import add_converter, get_converter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.convert._util import extend_converter, register_all_versions, result, torch_pads
+from onnxxai.convert._util import int_list, result, torch_pads
 from onnxxai.convert.conv import same_pads
+from onnxxai.convert.registry import register, since, upstream_converter
 
 
 class OnnxAveragePoolPadded(torch.nn.Module):
@@ -38,6 +38,8 @@ class OnnxAveragePoolPadded(torch.nn.Module):
         return total / count
 
 
+@register("AveragePool", (19, 22))
+@register("AveragePool", (7, 10, 11), extends=True)
 def convert_average_pool(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:
     """AveragePool: ours for dilations, asymmetric or wide pads; onnx2torch's for the rest."""
     attrs = node.attributes
@@ -54,7 +56,7 @@ def convert_average_pool(node: OnnxNode, graph: OnnxGraph, fallback=None) -> Ope
         return result(OnnxAveragePoolPadded(kernel, strides, pads, bool(int(attrs.get("count_include_pad", 0)))), node)
     if explicit or dilated:
         return result(OnnxPool.from_attributes("avg", attrs), node)
-    base = fallback or get_converter(operation_type="AveragePool", version=11)
+    base = fallback or upstream_converter("AveragePool", 11)
     return base(node, graph)
 
 
@@ -65,12 +67,10 @@ class GlobalMaxPool(torch.nn.Module):
         return torch.amax(x, dim=tuple(range(2, x.dim())), keepdim=True)
 
 
+@register("GlobalMaxPool", since(1))
 def convert_global_max_pool(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """GlobalMaxPool-1/22."""
     return result(GlobalMaxPool(), node)
-
-
-register_all_versions("GlobalMaxPool", convert_global_max_pool)
 
 
 def _auto_pad(attrs: dict) -> str:
@@ -192,6 +192,7 @@ _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _MAX_POOL = {1: F.max_pool1d, 2: F.max_pool2d, 3: F.max_pool3d}
 
 
+@register("LpPool", since(1))
 def convert_lp_pool(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """LpPool: explicit or auto pads, dilations and ceil_mode."""
     auto_pad = _auto_pad(node.attributes)
@@ -200,6 +201,8 @@ def convert_lp_pool(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResul
     return result(OnnxPool.from_attributes("lp", node.attributes), node)
 
 
+@register("MaxPool", (1,))
+@register("MaxPool", (8, 10, 11, 12), extends=True)
 def convert_max_pool(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:
     """MaxPool: ours for pads torch refuses (over half the window, asymmetric), the Indices output and
     column-major indices; onnx2torch's nn.MaxPoolNd for the rest."""
@@ -216,15 +219,43 @@ def convert_max_pool(node: OnnxNode, graph: OnnxGraph, fallback=None) -> Operati
                            or any(2 * p > (k - 1) * d + 1 for p, k, d in zip(pads, kernel, dilations)))
     if (wide and auto_pad == "NOTSET") or with_indices or int(attrs.get("storage_order", 0)):
         return result(OnnxPool.from_attributes("max", attrs, with_indices), node)
-    base = fallback or get_converter(operation_type="MaxPool", version=8)
+    base = fallback or upstream_converter("MaxPool", 8)
     return base(node, graph)
 
 
-register_all_versions("LpPool", convert_lp_pool)
-for _v in (7, 10, 11):
-    extend_converter("AveragePool", _v, convert_average_pool)
-for _v in (8, 10, 11, 12):
-    extend_converter("MaxPool", _v, convert_max_pool)
-add_converter(operation_type="MaxPool", version=1)(convert_max_pool)
-for _v in (19, 22):
-    add_converter(operation_type="AveragePool", version=_v)(convert_average_pool)
+# --------------------------------------------------------------------------------------------------
+# MaxUnpool (opsets 9, 11, 22)
+
+
+class MaxUnpool(torch.nn.Module):
+    """ONNX MaxUnpool: scatter ``x`` into zeros at MaxPool's flat indices (which count over the
+    whole (N, C, *spatial) tensor) of the inferred shape ``(in - 1) * stride + kernel - pads`` per
+    spatial axis; an ``output_shape`` input zero-pads that at the end of each axis."""
+
+    def __init__(self, kernel_shape: list[int], strides: list[int] | None, pads: list[int] | None) -> None:
+        super().__init__()
+        self.kernel_shape, self.strides, self.pads = kernel_shape, strides, pads
+
+    def forward(self, x: torch.Tensor, indices: torch.Tensor, output_shape: torch.Tensor | None = None) -> torch.Tensor:
+        rank = len(self.kernel_shape)
+        strides = self.strides or [1] * rank
+        pads = self.pads or [0] * (2 * rank)
+        shape = list(x.shape[:2]) + [(x.shape[2 + d] - 1) * strides[d] + self.kernel_shape[d] - pads[d] - pads[d + rank]
+                                     for d in range(rank)]
+        out = x.new_zeros(math.prod(shape))
+        out = out.scatter(0, indices.reshape(-1).to(torch.int64), x.reshape(-1)).reshape(shape)
+        if output_shape is not None:
+            # like ONNX's reference: indices address the inferred shape, which is then zero-padded
+            # at the end of each axis to output_shape
+            wanted = int_list(output_shape)
+            if len(wanted) != len(shape) or any(w < s for w, s in zip(wanted, shape)):
+                raise ValueError(f"MaxUnpool output_shape {wanted} is smaller than the inferred shape {shape}")
+            out = F.pad(out, [p for w, s in zip(reversed(wanted), reversed(shape)) for p in (0, w - s)])
+        return out
+
+
+@register("MaxUnpool", since(1))
+def convert_max_unpool(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """MaxUnpool (opsets 9, 11, 22): kernel_shape, strides, pads, optional output_shape."""
+    get = node.attributes.get
+    return result(MaxUnpool(list(get("kernel_shape")), get("strides"), get("pads")), node)

@@ -1,9 +1,9 @@
-"""Quantization (QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear), quantized arithmetic
-(QLinearMatMul, MatMulInteger, ConvInteger) and unsigned-integer arithmetic torch lacks kernels for.
+"""Quantization (QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear) and quantized arithmetic
+(QLinearMatMul, MatMulInteger, ConvInteger).
 
 Forward passes are exact: they reproduce ONNX's reference bit for bit (round half to even, saturation
-to the target range, scales in their own precision). Element types follow :mod:`compat`: float8
-types are torch's, int4/uint4/int2/uint2 live in int8/uint8 containers.
+to the target range, scales in their own precision). Element types follow :mod:`onnxxai.proto.dtypes`:
+float8 types are torch's, int4/uint4/int2/uint2 live in int8/uint8 containers.
 
 Gradients. Rounding has zero derivative almost everywhere, so a quantized graph taken literally has
 no useful gradient. A QuantizeLinear whose output only feeds DequantizeLinear nodes (the QDQ pattern
@@ -13,13 +13,6 @@ the target range passes it only inside the range, so the backward of quantize->d
 identity where ``qmin <= round(x / scale) + zero_point <= qmax`` and zero outside. The forward
 values are unchanged. A QuantizeLinear whose output goes elsewhere (or is a graph output) returns
 the exact integer/float8 dtype, which carries no gradient.
-
-Unsigned integers: torch has no add/sub/div/mod/max/min/comparison/topk kernels for uint16/32/64.
-Those ops, when type information says an input is such a type, compute in int64 and cast back:
-exact for uint16/uint32; for uint64 the bits are reinterpreted as int64, which is exact for
-add/sub/mul (wrap-around modulo 2**64) and, with the sign bit flipped, for order (max, min,
-comparisons, topk); div and mod on uint64 values >= 2**63 raise NotImplementedError at run time
-rather than compute a wrong value.
 """
 
 from __future__ import annotations
@@ -27,13 +20,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from onnx import TensorProto
-from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.convert._util import extend_converter, register_all_versions, result, torch_pads
-from onnxxai.convert.cast import FLOAT8, TORCH_DTYPES, elem_type, to_float4e2m1
+from onnxxai.convert._util import elem_type, result, torch_pads
+from onnxxai.convert.cast import to_float4e2m1
+from onnxxai.convert.registry import register, since
+from onnxxai.proto.dtypes import TORCH_DTYPES, TORCH_FLOAT8
 
 #: Integer quantization ranges (sub-byte types included).
 _INT_RANGES: dict[int, tuple[int, int]] = {
@@ -119,7 +113,7 @@ class DequantizeLinear(torch.nn.Module):
     def forward(self, x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor | None = None) -> torch.Tensor:
         compute = torch.float64 if x.dtype == torch.float64 else torch.float32
         dx = x.to(compute)
-        if zero_point is not None and zero_point.dtype not in FLOAT8 and not self.ignore_zero_point:
+        if zero_point is not None and zero_point.dtype not in TORCH_FLOAT8 and not self.ignore_zero_point:
             dx = dx - _broadcast_param(zero_point, x.shape, self.axis, self.block_size).to(compute)
         y = dx * _broadcast_param(scale, x.shape, self.axis, self.block_size).to(compute)
         return y.to(self.dtype or scale.dtype)
@@ -137,6 +131,7 @@ def _only_dequantized(node: OnnxNode, graph: OnnxGraph) -> bool:
     return bool(consumers) and all(n.operation_type == "DequantizeLinear" and n.input_values[0] == out for n in consumers)
 
 
+@register("QuantizeLinear", since(1))
 def convert_quantize_linear(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """QuantizeLinear (10-25): per tensor, per axis and blocked; integer targets (int2..uint16) and
     float8 (``saturate``), float4e2m1 (float32 container); ``output_dtype`` and ``precision``.
@@ -155,6 +150,7 @@ def convert_quantize_linear(node: OnnxNode, graph: OnnxGraph) -> OperationConver
     return result(module, node)
 
 
+@register("DequantizeLinear", since(1))
 def convert_dequantize_linear(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """DequantizeLinear (10-25): per tensor, per axis and blocked; integer and float8 inputs;
     float4e2m1 inputs (float32 container, zero point ignored); ``output_dtype``. Refuses float6 inputs."""
@@ -181,6 +177,7 @@ class DynamicQuantizeLinear(torch.nn.Module):
         return y.to(torch.uint8), scale.to(x.dtype), zp.to(torch.uint8)
 
 
+@register("DynamicQuantizeLinear", since(1))
 def convert_dynamic_quantize_linear(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """DynamicQuantizeLinear-11 (uint8 output, no gradient)."""
     return result(DynamicQuantizeLinear(), node)
@@ -205,6 +202,7 @@ class MatMulInteger(torch.nn.Module):
         return torch.matmul(_centered(a, a_zero_point, per_row=True), _centered(b, b_zero_point)).to(torch.int32)
 
 
+@register("MatMulInteger", since(1))
 def convert_matmul_integer(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """MatMulInteger-10: per-tensor or per-row (A) / per-column (B) zero points."""
     return result(MatMulInteger(), node)
@@ -228,6 +226,7 @@ class QLinearMatMul(torch.nn.Module):
         return torch.round(d).clamp(self.qmin, self.qmax).to(self.dtype)
 
 
+@register("QLinearMatMul", since(1))
 def convert_qlinear_matmul(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """QLinearMatMul (10, 21): uint8/int8 operands, per-tensor or per-row/column parameters."""
     names = node.input_values
@@ -257,6 +256,7 @@ class ConvInteger(torch.nn.Module):
         return torch.round(conv(xc, wc, stride=self.strides, dilation=self.dilations, groups=self.group)).to(torch.int32)
 
 
+@register("ConvInteger", since(1))
 def convert_conv_integer(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """ConvInteger-10 with explicit pads (auto_pad=NOTSET), strides, dilations, group."""
     attrs = node.attributes
@@ -271,86 +271,4 @@ def convert_conv_integer(node: OnnxNode, graph: OnnxGraph) -> OperationConverter
                               int(attrs.get("group", 1))), node)
 
 
-# ---------------------------------------------------------------------------------------------
-# Unsigned integer arithmetic
-# ---------------------------------------------------------------------------------------------
-
-_UNSIGNED = {TensorProto.UINT16: torch.uint16, TensorProto.UINT32: torch.uint32, TensorProto.UINT64: torch.uint64}
-_ARITHMETIC = ("Add", "Sub", "Mul")
-_DIVISION = ("Div", "Mod")
-_ORDER = ("Max", "Min", "Greater", "Less", "GreaterOrEqual", "LessOrEqual", "Equal", "TopK")
-_SIGN = -(2**63)
-
-
-class UnsignedAsInt64(torch.nn.Module):
-    """Run ``inner`` (a converted op) on uint16/32/64 inputs by computing in int64 and casting back.
-
-    ``mode``: "wrap" (add/sub/mul: modular arithmetic is the same in int64), "order" (uint64 with
-    the sign bit flipped, which maps unsigned order onto signed order), "divide" (exact while
-    uint64 values are below 2**63, refused otherwise). ``value_outputs`` are the outputs that hold
-    values of the input type (cast back); the others (bool, indices) pass through.
-    """
-
-    def __init__(self, inner: torch.nn.Module, dtype: torch.dtype, mode: str, value_outputs: tuple[int, ...]) -> None:
-        super().__init__()
-        self.inner, self.dtype, self.mode, self.value_outputs = inner, dtype, mode, value_outputs
-
-    def _to_int64(self, t):  # noqa: ANN001, ANN202
-        if not isinstance(t, torch.Tensor) or t.dtype != self.dtype:
-            return t
-        if self.dtype != torch.uint64:
-            return t.to(torch.int64)
-        v = t.view(torch.int64)
-        if self.mode == "order":
-            return v ^ _SIGN
-        if self.mode == "divide" and bool((v < 0).any()):
-            raise NotImplementedError("Div/Mod on uint64 values >= 2**63 is not supported")
-        return v
-
-    def _back(self, t: torch.Tensor) -> torch.Tensor:
-        if t.dtype != torch.int64:
-            return t
-        if self.dtype != torch.uint64:
-            return t.to(self.dtype)
-        return (t ^ _SIGN if self.mode == "order" else t).view(torch.uint64)
-
-    def forward(self, *args):  # noqa: ANN002, ANN201
-        out = self.inner(*[self._to_int64(a) for a in args])
-        if isinstance(out, (tuple, list)):
-            return type(out)(self._back(o) if i in self.value_outputs else o for i, o in enumerate(out))
-        return self._back(out)
-
-    def extra_repr(self) -> str:
-        return f"{self.dtype} via int64, mode={self.mode}"
-
-
-def _unsigned_converter(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:  # noqa: ANN001
-    """Wrap the op's usual converter in :class:`UnsignedAsInt64` when an input is uint16/32/64."""
-    converted = fallback(node, graph)
-    types = {elem_type(graph, name) for name in node.input_values if name}
-    unsigned = [_UNSIGNED[t] for t in types if t in _UNSIGNED]
-    if not unsigned:
-        return converted
-    op = node.operation_type
-    mode = "wrap" if op in _ARITHMETIC else "divide" if op in _DIVISION else "order"
-    value_outputs = (0,)  # TopK: values, not indices; single-output ops: their one output
-    module = UnsignedAsInt64(converted.torch_module, unsigned[0], mode, value_outputs)
-    return OperationConverterResult(torch_module=module, onnx_mapping=converted.onnx_mapping)
-
-
-def _register_unsigned() -> None:
-    for op in _ARITHMETIC + _DIVISION + _ORDER:
-        for desc in [d for d in _CONVERTER_REGISTRY if d.domain == "" and d.operation_type == op]:
-            extend_converter(op, desc.version, _unsigned_converter)
-
-
-register_all_versions("QuantizeLinear", convert_quantize_linear)
-register_all_versions("DequantizeLinear", convert_dequantize_linear)
-register_all_versions("DynamicQuantizeLinear", convert_dynamic_quantize_linear)
-register_all_versions("MatMulInteger", convert_matmul_integer)
-register_all_versions("QLinearMatMul", convert_qlinear_matmul)
-register_all_versions("ConvInteger", convert_conv_integer)
-_register_unsigned()
-
-__all__ = ["QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul",
-           "ConvInteger", "UnsignedAsInt64"]
+__all__ = ["QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul", "ConvInteger"]

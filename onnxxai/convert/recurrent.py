@@ -18,7 +18,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
-from onnxxai.convert._util import register_all_versions
+from onnxxai.convert.registry import register, since
 
 __all__ = ["OnnxRNN", "OnnxGRU", "OnnxLSTM", "activation"]
 
@@ -293,21 +293,19 @@ def _result(module: _OnnxRecurrent, node: OnnxNode) -> OperationConverterResult:
         inputs=tuple(node.input_values[i] for i in slots), outputs=node.output_values))
 
 
+@register("RNN", since(1))
 def convert_rnn(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """RNN-1/7/14/22 (direction, layout, activations with alpha/beta, clip)."""
     return _result(OnnxRNN(**_common(node)), node)
 
 
+@register("GRU", since(1))
 def convert_gru(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """GRU-1/3/7/14/22 (as RNN, plus linear_before_reset)."""
     return _result(OnnxGRU(**_common(node), linear_before_reset=bool(int(node.attributes.get("linear_before_reset", 0)))), node)
 
 
+@register("LSTM", since(1))
 def convert_lstm(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """LSTM-1/7/14/22 (as RNN, plus peepholes P and input_forget)."""
     return _result(OnnxLSTM(**_common(node), input_forget=bool(int(node.attributes.get("input_forget", 0)))), node)
-
-
-register_all_versions("RNN", convert_rnn)
-register_all_versions("GRU", convert_gru)
-register_all_versions("LSTM", convert_lstm)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import torch
-from onnx2torch.node_converters.registry import add_converter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
 from onnxxai.convert._util import constant_input, result
+from onnxxai.convert.registry import register
 
 
 def _prod(x: torch.Tensor, dims: list[int], keepdim: bool) -> torch.Tensor:
@@ -81,6 +81,5 @@ def convert_reduce_18(node: OnnxNode, graph: OnnxGraph) -> OperationConverterRes
 
 for _op in _REDUCTIONS:
     if _op != "ReduceSum":  # ReduceSum took axes as an input since opset 13; onnx2torch handles it
-        add_converter(operation_type=_op, version=18)(convert_reduce_18)
-for _op in ("ReduceMax", "ReduceMin"):  # opset 20 adds bool support only
-    add_converter(operation_type=_op, version=20)(convert_reduce_18)
+        # ReduceMax/ReduceMin-20 add bool support only
+        register(_op, (18, 20) if _op in ("ReduceMax", "ReduceMin") else (18,))(convert_reduce_18)

@@ -1,16 +1,19 @@
-"""Resampling: GridSample (opset 16/20/22; 4-D, and 5-D but not cubic) on torch's grid_sample, and
-Resize (opsets 10-19) / Upsample (7, 9) as a separable gather + weighted sum that follows the ONNX spec."""
+"""Resampling: GridSample (opset 16/20/22; 4-D, and 5-D but not cubic) on torch's grid_sample,
+AffineGrid (opset 20, the sampling grid of an affine map), and Resize (opsets 10-19) / Upsample (7, 9)
+as a separable gather + weighted sum that follows the ONNX spec."""
 
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.convert._util import register_all_versions, result
+from onnxxai.convert._util import int_list, result
+from onnxxai.convert.registry import register, since
 
 _MODES = {"bilinear": "bilinear", "linear": "bilinear", "nearest": "nearest", "bicubic": "bicubic", "cubic": "bicubic"}
 _PADDING = ("zeros", "border", "reflection")
@@ -35,6 +38,7 @@ def _text(value, default: str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+@register("GridSample", since(1))
 def convert_grid_sample(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """GridSample: modes (bi)linear, nearest, (bi)cubic; padding zeros, border, reflection."""
     mode = _text(node.attributes.get("mode"), "bilinear")
@@ -42,9 +46,6 @@ def convert_grid_sample(node: OnnxNode, graph: OnnxGraph) -> OperationConverterR
     if mode not in _MODES or padding not in _PADDING:
         raise NotImplementedError(f"GridSample mode={mode!r} padding_mode={padding!r} is not supported")
     return result(GridSample(_MODES[mode], padding, bool(int(node.attributes.get("align_corners", 0)))), node)
-
-
-register_all_versions("GridSample", convert_grid_sample)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -292,6 +293,7 @@ class ResizeV10(Upsample):
     """ONNX Resize-10: inputs (X, scales), asymmetric coordinates, nearest or linear (same as Upsample-9)."""
 
 
+@register("Resize", (11, 13, 18, 19), replaces=True)
 def convert_resize(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """Resize-11/13/18/19: every mode and attribute of the spec (see :class:`Resize`)."""
     attrs = node.attributes
@@ -318,11 +320,13 @@ def _legacy_mode(op: str, node: OnnxNode) -> str:
     return mode
 
 
+@register("Resize", (10,), replaces=True)
 def convert_resize_10(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """Resize-10: nearest (floor when upsampling, ceil when downsampling) or linear, asymmetric coordinates."""
     return result(ResizeV10(_legacy_mode("Resize", node)), node)
 
 
+@register("Upsample", (7, 9))
 def convert_upsample(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """Upsample-7 (scales attribute) and -9 (scales input): nearest or linear, as Resize-10."""
     scales = node.attributes.get("scales")
@@ -331,15 +335,23 @@ def convert_upsample(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResu
     return result(Upsample(_legacy_mode("Upsample", node)), node)
 
 
-def _replace_converter(op_type: str, version: int, converter) -> None:
-    """Register ``converter`` for ``op_type``-``version``, replacing onnx2torch's if it has one."""
-    from onnx2torch.node_converters.registry import _CONVERTER_REGISTRY, OperationDescription
-
-    _CONVERTER_REGISTRY[OperationDescription(domain="", operation_type=op_type, version=version)] = converter
+# --------------------------------------------------------------------------------------------------
+# AffineGrid (opset 20)
 
 
-_replace_converter("Resize", 10, convert_resize_10)
-for _v in (11, 13, 18, 19):
-    _replace_converter("Resize", _v, convert_resize)
-for _v in (7, 9):
-    _replace_converter("Upsample", _v, convert_upsample)
+class AffineGrid(torch.nn.Module):
+    """ONNX AffineGrid: ``torch.nn.functional.affine_grid(theta, size, align_corners)``, 2-D
+    (theta (N, 2, 3), size N, C, H, W) and 3-D (theta (N, 3, 4), size N, C, D, H, W)."""
+
+    def __init__(self, align_corners: bool) -> None:
+        super().__init__()
+        self.align_corners = align_corners
+
+    def forward(self, theta: torch.Tensor, size: torch.Tensor) -> torch.Tensor:
+        return F.affine_grid(theta, int_list(size), align_corners=self.align_corners)
+
+
+@register("AffineGrid", since(1))
+def convert_affine_grid(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """AffineGrid (opset 20): 2-D and 3-D, align_corners 0 or 1."""
+    return result(AffineGrid(bool(int(node.attributes.get("align_corners", 0)))), node)

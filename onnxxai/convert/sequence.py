@@ -21,7 +21,8 @@ from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
 from onnx2torch.node_converters.identity import OnnxCopyIdentity
 
-from onnxxai.convert._util import extend_converter, register_all_versions, result
+from onnxxai.convert._util import result
+from onnxxai.convert.registry import register, since
 
 __all__ = ["OnnxSequenceEmpty", "OnnxSequenceConstruct", "OnnxSequenceInsert", "OnnxSequenceErase", "OnnxSequenceAt",
            "OnnxSequenceLength", "OnnxConcatFromSequence", "OnnxSplitToSequence", "OnnxSequenceMap", "OnnxSequenceIdentity"]
@@ -164,6 +165,7 @@ class OnnxSequenceIdentity(OnnxCopyIdentity):
 
 
 # -- converters -------------------------------------------------------------------------------------
+@register("Identity", (1, 13, 14, 16), extends=True)
 def convert_identity(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:
     """Identity: sequence (or untyped) inputs get :class:`OnnxSequenceIdentity`; tensors keep onnx2torch's converter."""
     info = graph.value_info.get(node.input_values[0])
@@ -175,36 +177,43 @@ def convert_identity(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationCon
     return result(OnnxSequenceIdentity(), node)
 
 
+@register("SequenceEmpty", since(1))
 def convert_sequence_empty(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """SequenceEmpty (every version)."""
     return result(OnnxSequenceEmpty(int(node.attributes.get("dtype", onnx.TensorProto.FLOAT))), node)
 
 
+@register("SequenceConstruct", since(1))
 def convert_sequence_construct(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """SequenceConstruct (every version)."""
     return result(OnnxSequenceConstruct(), node)
 
 
+@register("SequenceInsert", since(1))
 def convert_sequence_insert(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """SequenceInsert (every version): optional position."""
     return result(OnnxSequenceInsert(), node, 3 if len(node.input_values) > 2 and node.input_values[2] else 2)
 
 
+@register("SequenceErase", since(1))
 def convert_sequence_erase(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """SequenceErase (every version): optional position."""
     return result(OnnxSequenceErase(), node, 2 if len(node.input_values) > 1 and node.input_values[1] else 1)
 
 
+@register("SequenceAt", since(1))
 def convert_sequence_at(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """SequenceAt (every version)."""
     return result(OnnxSequenceAt(), node)
 
 
+@register("SequenceLength", since(1))
 def convert_sequence_length(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """SequenceLength (every version)."""
     return result(OnnxSequenceLength(), node)
 
 
+@register("ConcatFromSequence", since(1))
 def convert_concat_from_sequence(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """ConcatFromSequence (every version): ``axis``, ``new_axis``."""
     if "axis" not in node.attributes:
@@ -212,6 +221,7 @@ def convert_concat_from_sequence(node: OnnxNode, graph: OnnxGraph) -> OperationC
     return result(OnnxConcatFromSequence(int(node.attributes["axis"]), bool(node.attributes.get("new_axis", 0))), node)
 
 
+@register("SplitToSequence", since(1))
 def convert_split_to_sequence(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """SplitToSequence (every version): ``split`` scalar, list or absent; ``axis``; ``keepdims``."""
     module = OnnxSplitToSequence(int(node.attributes.get("axis", 0)), bool(node.attributes.get("keepdims", 1)))
@@ -233,6 +243,7 @@ def _element_type(name: str, graph: OnnxGraph) -> onnx.TypeProto | None:
     return None
 
 
+@register("SequenceMap", since(1))
 def convert_sequence_map(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """SequenceMap (every version): the body converted by onnxxai's pipeline, as for Loop and If."""
     from onnxxai.convert.control_flow import convert_body, outer_scope_names
@@ -248,16 +259,3 @@ def convert_sequence_map(node: OnnxNode, graph: OnnxGraph) -> OperationConverter
     hints = [_element_type(name, graph) for name in inputs]
     module = OnnxSequenceMap(convert_body(node, "body", body, names, graph, hints), len(inputs), len(node.output_values))
     return OperationConverterResult(torch_module=module, onnx_mapping=OnnxMapping(inputs=(*inputs, *names), outputs=node.output_values))
-
-
-for _version in (1, 13, 14, 16):
-    extend_converter("Identity", _version, convert_identity)
-register_all_versions("SequenceEmpty", convert_sequence_empty)
-register_all_versions("SequenceConstruct", convert_sequence_construct)
-register_all_versions("SequenceInsert", convert_sequence_insert)
-register_all_versions("SequenceErase", convert_sequence_erase)
-register_all_versions("SequenceAt", convert_sequence_at)
-register_all_versions("SequenceLength", convert_sequence_length)
-register_all_versions("ConcatFromSequence", convert_concat_from_sequence)
-register_all_versions("SplitToSequence", convert_split_to_sequence)
-register_all_versions("SequenceMap", convert_sequence_map)

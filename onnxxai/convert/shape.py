@@ -1,5 +1,5 @@
-"""Shape ops whose onnx2torch converters miss a case: Flatten with axis <= 0, Reshape with allowzero=1,
-Unsqueeze (opset 13+) with a 0-d axes tensor."""
+"""Shape ops: Size, which onnx2torch lacks, and those whose onnx2torch converters miss a case:
+Flatten with axis <= 0, Reshape with allowzero=1, Unsqueeze (opset 13+) with a 0-d axes tensor."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult, get_const_value
 
-from onnxxai.convert._util import extend_converter, result
+from onnxxai.convert._util import result
+from onnxxai.convert.registry import register, since
 
 
 class OnnxFlatten(torch.nn.Module):
@@ -26,16 +27,13 @@ class OnnxFlatten(torch.nn.Module):
         return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
 
 
+@register("Flatten", (9, 11, 13), extends=True)
 def convert_flatten(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:
     """Flatten: ours for axis 0 and negative axes (onnx2torch's torch.flatten is not 2-D there)."""
     axis = int(node.attributes.get("axis", 1))
     if axis <= 0:
         return result(OnnxFlatten(axis), node)
     return fallback(node, graph)
-
-
-for _v in (9, 11, 13):
-    extend_converter("Flatten", _v, convert_flatten)
 
 
 class ReshapeAllowZero(torch.nn.Module):
@@ -45,14 +43,12 @@ class ReshapeAllowZero(torch.nn.Module):
         return torch.reshape(x, [int(s) for s in shape.tolist()])
 
 
+@register("Reshape", (14,), extends=True)
 def convert_reshape(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:
     """Reshape: onnx2torch's module, or ours for allowzero=1 (which onnx2torch refuses)."""
     if int(node.attributes.get("allowzero", 0)) == 1:
         return result(ReshapeAllowZero(), node)
     return fallback(node, graph)
-
-
-extend_converter("Reshape", 14, convert_reshape)
 
 
 class UnsqueezeDynamicAxes(torch.nn.Module):
@@ -66,6 +62,7 @@ class UnsqueezeDynamicAxes(torch.nn.Module):
         return x
 
 
+@register("Unsqueeze", (13,), extends=True)
 def convert_unsqueeze(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:
     """Unsqueeze (opset 13+): ours when the axes input is a 0-d tensor or not a constant (onnx2torch
     iterates over the constant's ``tolist()``, which is an int for a 0-d tensor); else onnx2torch's."""
@@ -80,4 +77,14 @@ def convert_unsqueeze(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationCo
     return fallback(node, graph)
 
 
-extend_converter("Unsqueeze", 13, convert_unsqueeze)
+class Size(torch.nn.Module):
+    """The number of elements, as an int64 scalar."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor(x.numel(), dtype=torch.int64, device=x.device)
+
+
+@register("Size", since(1))
+def convert_size(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """Size: element count of the input."""
+    return result(Size(), node)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 
 import torch
-from onnx2torch.node_converters.registry import add_converter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
 from onnxxai.convert._util import constant_input, result
+from onnxxai.convert.registry import register
 
 
 class OnnxSplit(torch.nn.Module):
@@ -29,6 +29,7 @@ class OnnxSplit(torch.nn.Module):
         return tuple(torch.split(x, sizes, dim=self.axis))
 
 
+@register("Split", (18,))
 def convert_split_18(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """Split-18: sizes from the optional ``split`` input, else ``num_outputs`` (or the output count)."""
     sizes = constant_input(node, graph, 1)
@@ -36,6 +37,3 @@ def convert_split_18(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResu
     n_outputs = int(node.attributes.get("num_outputs", len(node.output_values)))
     module = OnnxSplit(int(node.attributes.get("axis", 0)), n_outputs, None if sizes is None else [int(s) for s in sizes.tolist()])
     return result(module, node, 2 if dynamic else 1)
-
-
-add_converter(operation_type="Split", version=18)(convert_split_18)

@@ -1,17 +1,17 @@
-"""Layout, index and signal ops onnx2torch lacks: SpaceToDepth, DepthToSpace in DCR mode, OneHot,
-Range with the input's dtype, Det and DFT."""
+"""Tensor ops onnx2torch lacks or limits: SpaceToDepth, DepthToSpace in DCR mode, OneHot, Range with
+the input's dtype, Det, and OptionalGetElement / OptionalHasElement on plain tensors."""
 
 from __future__ import annotations
 
 import math
 
 import torch
-from onnx2torch.node_converters.registry import add_converter
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.convert._util import constant_input, extend_converter, register_all_versions, result
+from onnxxai.convert._util import result
+from onnxxai.convert.registry import register, since
 
 
 def _mode(node: OnnxNode, op: str) -> str:
@@ -56,12 +56,14 @@ class DepthToSpace(torch.nn.Module):
         return blocks.reshape(n, c // (b * b), h * b, w * b)
 
 
+@register("SpaceToDepth", since(1))
 def convert_space_to_depth(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """SpaceToDepth-1/13 (DCR) and -28 (mode DCR or CRD)."""
     return result(SpaceToDepth(int(node.attributes["blocksize"]), _mode(node, "SpaceToDepth")), node)
 
 
-def convert_depth_to_space(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:  # noqa: ARG001
+@register("DepthToSpace", since(1), replaces=True)
+def convert_depth_to_space(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """DepthToSpace-1 (DCR) and -11/13/28 (mode DCR or CRD)."""
     return result(DepthToSpace(int(node.attributes["blocksize"]), _mode(node, "DepthToSpace")), node)
 
@@ -85,6 +87,7 @@ class OneHot(torch.nn.Module):
         return torch.where(hot, values[1], values[0])
 
 
+@register("OneHot", since(1))
 def convert_one_hot(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """OneHot-9/11/28 (axis attribute, default -1)."""
     return result(OneHot(int(node.attributes.get("axis", -1))), node)
@@ -111,7 +114,8 @@ class Range(torch.nn.Module):
         return (start.to(work) + steps * delta.to(work)).to(start.dtype)
 
 
-def convert_range(node: OnnxNode, graph: OnnxGraph, fallback=None) -> OperationConverterResult:  # noqa: ARG001
+@register("Range", since(1), replaces=True)
+def convert_range(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """Range-11 and -27 (stash_type 1 = float32 or 11 = float64 for float16/bfloat16 inputs).
 
     Replaces onnx2torch's Range-11, whose output is always int64 or the default float dtype."""
@@ -131,60 +135,10 @@ class Det(torch.nn.Module):
         return torch.linalg.det(x)
 
 
+@register("Det", since(1))
 def convert_det(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """Det-11/22."""
     return result(Det(), node)
-
-
-class DFT(torch.nn.Module):
-    """ONNX DFT on a signal whose last dimension holds [real] or [real, imaginary].
-
-    Forward or inverse (scaled by 1/n), full or one-sided (rfft: first n//2+1 frequencies; irfft:
-    a real signal from one-sided frequencies). ``dft_length`` pads or truncates the signal. The axis
-    comes from the attribute (DFT-17) or the ``axis`` input (DFT-20). Differentiable in the signal."""
-
-    def __init__(self, inverse: bool, onesided: bool, axis: int | None = None) -> None:
-        super().__init__()
-        self.inverse, self.onesided, self.axis = inverse, onesided, axis
-
-    def forward(self, x: torch.Tensor, dft_length: torch.Tensor | None = None, axis: torch.Tensor | None = None) -> torch.Tensor:
-        dim = (self.axis if self.axis is not None else int(axis)) % x.dim()
-        if dim == x.dim() - 1:
-            raise ValueError("DFT's axis must not be the last (real/imaginary) dimension")
-        work = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
-        if work.shape[-1] == 2:
-            signal = torch.complex(work[..., 0], work[..., 1])
-        else:
-            signal = work[..., 0]
-        if dft_length is not None:
-            n = int(dft_length)
-        elif self.inverse and self.onesided:
-            n = 2 * (x.shape[dim] - 1)
-        else:
-            n = x.shape[dim]
-        if self.inverse and self.onesided:
-            if not signal.is_complex():
-                signal = torch.complex(signal, torch.zeros_like(signal))
-            return torch.fft.irfft(signal, n=n, dim=dim).unsqueeze(-1).to(x.dtype)
-        out = torch.fft.ifft(signal, n=n, dim=dim) if self.inverse else torch.fft.fft(signal, n=n, dim=dim)
-        if self.onesided:
-            out = out.narrow(dim, 0, n // 2 + 1)
-        return torch.view_as_real(out).to(x.dtype)
-
-
-def _dft(opset: int):
-    def convert_dft(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-        """DFT-17 (axis attribute, default 1) and DFT-20 (axis input, default -2)."""
-        inverse, onesided = bool(node.attributes.get("inverse", 0)), bool(node.attributes.get("onesided", 0))
-        if opset < 20:
-            axis = int(node.attributes.get("axis", 1))
-        else:
-            given = node.input_values[2] if len(node.input_values) > 2 and node.input_values[2] else None
-            constant = constant_input(node, graph, 2)
-            axis = -2 if given is None else (int(constant) if constant is not None else None)
-        return result(DFT(inverse, onesided, axis), node)
-
-    return convert_dft
 
 
 class TensorAsOptional(torch.nn.Module):
@@ -201,27 +155,15 @@ class TensorAsOptional(torch.nn.Module):
         return torch.tensor(True, device=x.device) if self.has_element else x
 
 
+@register("OptionalGetElement", since(1))
 def convert_optional_get_element(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """OptionalGetElement of a tensor: the identity (optional- and sequence-typed values are refused
     earlier, as non-tensor values)."""
     return result(TensorAsOptional(False), node)
 
 
+@register("OptionalHasElement", since(1))
 def convert_optional_has_element(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """OptionalHasElement of a tensor input: True; without an input: False."""
     present = bool(node.input_values and node.input_values[0])
     return result(TensorAsOptional(True), node, n_inputs=1 if present else 0)
-
-
-register_all_versions("OptionalGetElement", convert_optional_get_element)
-register_all_versions("OptionalHasElement", convert_optional_has_element)
-register_all_versions("SpaceToDepth", convert_space_to_depth)
-for _v in (11, 13):
-    extend_converter("DepthToSpace", _v, convert_depth_to_space)
-register_all_versions("DepthToSpace", convert_depth_to_space)
-register_all_versions("OneHot", convert_one_hot)
-extend_converter("Range", 11, convert_range)
-register_all_versions("Range", convert_range)
-register_all_versions("Det", convert_det)
-add_converter(operation_type="DFT", version=17)(_dft(17))
-add_converter(operation_type="DFT", version=20)(_dft(20))
