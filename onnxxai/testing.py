@@ -17,7 +17,7 @@ import onnx
 import torch
 
 from onnxxai.errors import UnsupportedOpError
-from onnxxai.model import convert
+from onnxxai.convert.pipeline import convert
 
 __all__ = ["FLOATS", "export", "graph_outputs", "is_float_case", "is_tensor_sequence", "run_case", "to_numpy", "to_torch"]
 

@@ -19,7 +19,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from onnxxai.model import convert
+from onnxxai.convert.pipeline import convert
 from onnxxai.parity import run_onnxruntime
 from onnxxai.testing import graph_outputs, to_numpy
 
@@ -149,6 +149,33 @@ def assert_matches(model: onnx.ModelProto, feeds: Mapping[str, Any], reference: 
         else:
             assert_close(g, w, rtol=rtol, atol=atol, check_dtype=check_dtype, in_float64=in_float64)
     return got
+
+
+def typed_node(op: str, inputs: Mapping[str, Input], n_outputs: int = 1, *, reference: str = "onnxruntime",
+               **kwargs: Any) -> tuple[onnx.ModelProto, list]:
+    """:func:`one_node` with its outputs typed from the reference run on ``inputs`` (the arrays among
+    them are the feeds); returns the model and the reference outputs."""
+    model = one_node(op, inputs, n_outputs, **kwargs)
+    want = reference_outputs(model, _feeds(inputs), reference)
+    return typed_outputs(model, want), want
+
+
+def check_node(op: str, inputs: Mapping[str, Input], n_outputs: int = 1, *, reference: str = "onnxruntime", typed: bool = False,
+               rtol: float = 1e-5, atol: float = 1e-5, check_dtype: bool = False, in_float64: bool = False,
+               **kwargs: Any) -> list:
+    """Build :func:`one_node` (outputs typed from the reference run when ``typed``), feed it the arrays
+    of ``inputs`` and :func:`assert_matches` it against ``reference``; returns the converted outputs."""
+    if typed:
+        model, want = typed_node(op, inputs, n_outputs, reference=reference, **kwargs)
+    else:
+        model = one_node(op, inputs, n_outputs, **kwargs)
+        want = reference_outputs(model, _feeds(inputs), reference)
+    return assert_matches(model, _feeds(inputs), want, rtol=rtol, atol=atol, check_dtype=check_dtype, in_float64=in_float64)
+
+
+def _feeds(inputs: Mapping[str, Input]) -> dict[str, np.ndarray]:
+    """The graph inputs given as arrays (not as types or value infos, not omitted)."""
+    return {n: v for n, v in inputs.items() if v is not None and not isinstance(v, (tuple, onnx.ValueInfoProto))}
 
 
 def randn(rng: np.random.Generator, *shape: int, dtype: Any = np.float32) -> np.ndarray:

@@ -6,7 +6,6 @@ import io
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
@@ -16,38 +15,10 @@ import onnxxai
 from onnxxai.convert.registry import schema_versions
 from onnxxai.convert.control_flow import OnnxIf, OnnxLoop, OnnxScan, OnnxScan8, outer_scope_names
 from onnxxai.convert.pipeline import convert
+from onnx_cases import assert_matches, graph_model, reference_outputs, run_converted
+from onnx_cases import value_info as vi
 
 F, I64, B = TensorProto.FLOAT, TensorProto.INT64, TensorProto.BOOL
-
-
-def vi(name, elem=F, shape=None):
-    return helper.make_tensor_value_info(name, elem, shape)
-
-
-def model(nodes, inputs, outputs, inits=(), opset=16):
-    return helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, list(inits)),
-                             opset_imports=[helper.make_opsetid("", opset)])
-
-
-def ort_run(proto, feeds):
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    return session.run(None, feeds)
-
-
-def torch_run(proto, feeds):
-    _, _, module = convert(proto)
-    with torch.no_grad():
-        out = module(*[torch.from_numpy(v) for v in feeds.values()])
-    return [o.numpy() for o in (out if isinstance(out, (tuple, list)) else [out])]
-
-
-def assert_matches_ort(proto, feeds, atol=1e-5):
-    want, got = ort_run(proto, feeds), torch_run(proto, feeds)
-    assert len(want) == len(got)
-    for w, g in zip(want, got):
-        assert g.shape == w.shape
-        np.testing.assert_allclose(g, w, rtol=1e-5, atol=atol)
-    return got
 
 
 def test_every_schema_version_has_a_converter():
@@ -73,8 +44,8 @@ def scan_model(elem=F, np_dtype=np.float32):
     node = helper.make_node("Scan", ["s0", "x"], ["s_final", "ys"], name="the_scan", body=body, num_scan_inputs=1,
                             scan_input_axes=[1], scan_input_directions=[1], scan_output_axes=[-1], scan_output_directions=[1])
     w = numpy_helper.from_array(np.array([0.5, -1.5], np_dtype), "W")
-    return model([node], [vi("s0", elem, [3, 2]), vi("x", elem, [3, 4, 2]), vi("b", elem, [2])],
-                 [vi("s_final", elem, [3, 2]), vi("ys", elem, [3, 2, 4])], [w])
+    return graph_model([node], [vi("s0", elem, [3, 2]), vi("x", elem, [3, 4, 2]), vi("b", elem, [2])],
+                 [vi("s_final", elem, [3, 2]), vi("ys", elem, [3, 2, 4])], [w], opset=16)
 
 
 def test_outer_scope_names_are_found_recursively():
@@ -92,7 +63,7 @@ def test_scan_axes_directions_and_outer_scope_match_onnxruntime():
     feeds = {"s0": rng.standard_normal((3, 2)).astype(np.float32), "x": rng.standard_normal((3, 4, 2)).astype(np.float32),
              "b": rng.standard_normal(2).astype(np.float32)}
     proto = scan_model()
-    got = assert_matches_ort(proto, feeds)
+    got = assert_matches(proto, feeds)
     # independent check: the recurrence written out in numpy
     s, ys = feeds["s0"], []
     for t in reversed(range(4)):
@@ -121,21 +92,21 @@ def test_scan8_batch_axis_and_sequence_lens_match_onnxruntime():
     node = helper.make_node("Scan", ["lens", "acc0", "x"], ["acc", "ys"], name="scan8", body=body, num_scan_inputs=1,
                             directions=[1])
     k = numpy_helper.from_array(np.array([2.0, -1.0], np.float32), "k")
-    proto = model([node], [vi("lens", I64, [3]), vi("acc0", F, [3, 2]), vi("x", F, [3, 5, 2])],
+    proto = graph_model([node], [vi("lens", I64, [3]), vi("acc0", F, [3, 2]), vi("x", F, [3, 5, 2])],
                   [vi("acc", F, [3, 2]), vi("ys", F, [3, 5, 2])], [k], opset=8)
     rng = np.random.default_rng(2)
     feeds = {"lens": np.array([5, 3, 1], np.int64), "acc0": rng.standard_normal((3, 2)).astype(np.float32),
              "x": rng.standard_normal((3, 5, 2)).astype(np.float32)}
-    want, got = ort_run(proto, feeds), torch_run(proto, feeds)
+    want, got = reference_outputs(proto, feeds), run_converted(proto, feeds)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-6)
     for b, n in enumerate(feeds["lens"]):  # steps past a sequence's length are undefined in the spec; ours are zero
         np.testing.assert_allclose(got[1][b, :n], want[1][b, :n], rtol=1e-5, atol=1e-6)
         assert not got[1][b, n:].any()
     # without sequence_lens every row runs all steps: the final state is the plain sum
     no_lens = helper.make_node("Scan", ["", "acc0", "x"], ["acc", "ys"], body=body, num_scan_inputs=1)
-    proto = model([no_lens], [vi("acc0", F, [3, 2]), vi("x", F, [3, 5, 2])], [vi("acc", F, [3, 2]), vi("ys", F, [3, 5, 2])],
+    proto = graph_model([no_lens], [vi("acc0", F, [3, 2]), vi("x", F, [3, 5, 2])], [vi("acc", F, [3, 2]), vi("ys", F, [3, 5, 2])],
                   [k], opset=8)
-    got = assert_matches_ort(proto, {"acc0": feeds["acc0"], "x": feeds["x"]})
+    got = assert_matches(proto, {"acc0": feeds["acc0"], "x": feeds["x"]})
     np.testing.assert_allclose(got[0], feeds["acc0"] + feeds["x"].sum(1), rtol=1e-5, atol=1e-6)
     assert isinstance(convert(proto)[2].get_submodule("Scan_0"), OnnxScan8)
 
@@ -155,7 +126,7 @@ def loop_model():
         [vi("cond_out", B, []), vi("y_out", F, [2]), vi("scan", F, [2])],
         [numpy_helper.from_array(np.array(1.0, np.float32), "one")])
     node = helper.make_node("Loop", ["M", "c0", "y0"], ["y", "ys"], name="the_loop", body=body)
-    return model([node], [vi("M", I64, []), vi("c0", B, []), vi("y0", F, [2]), vi("x", F, [2]), vi("limit", F, [])],
+    return graph_model([node], [vi("M", I64, []), vi("c0", B, []), vi("y0", F, [2]), vi("x", F, [2]), vi("limit", F, [])],
                  [vi("y", F, [2]), vi("ys", F, ["n", 2])], opset=13)
 
 
@@ -163,14 +134,14 @@ def loop_model():
 def test_loop_trip_count_and_condition_match_onnxruntime(limit, trips, expected_steps):
     feeds = {"M": np.array(trips, np.int64), "c0": np.array(True), "y0": np.array([0.5, 0.5], np.float32),
              "x": np.array([1.0, 2.0], np.float32), "limit": np.array(limit, np.float32)}
-    got = assert_matches_ort(loop_model(), feeds)
+    got = assert_matches(loop_model(), feeds)
     assert got[1].shape == (expected_steps, 2)
 
 
 def test_loop_that_runs_zero_times_gives_empty_scan_outputs():
     feeds = {"M": np.array(0, np.int64), "c0": np.array(True), "y0": np.array([0.5, 0.5], np.float32),
              "x": np.array([1.0, 2.0], np.float32), "limit": np.array(5.0, np.float32)}
-    got = torch_run(loop_model(), feeds)
+    got = run_converted(loop_model(), feeds)
     np.testing.assert_array_equal(got[0], feeds["y0"])
     assert got[1].shape == (0, 2)
 
@@ -185,9 +156,9 @@ def test_nested_if_in_loop_reads_the_outermost_scope():
         "body", [vi("i", I64, []), vi("c", B, []), vi("acc_in", F, [3])], [vi("c", B, []), vi("acc_out", F, [3])],
         [numpy_helper.from_array(np.array(2, np.int64), "two"), numpy_helper.from_array(np.array(0, np.int64), "zero")])
     node = helper.make_node("Loop", ["M", "", "acc0"], ["acc"], body=body)
-    proto = model([node], [vi("M", I64, []), vi("acc0", F, [3]), vi("a", F, [3])], [vi("acc", F, [3])], opset=13)
+    proto = graph_model([node], [vi("M", I64, []), vi("acc0", F, [3]), vi("a", F, [3])], [vi("acc", F, [3])], opset=13)
     feeds = {"M": np.array(5, np.int64), "acc0": np.zeros(3, np.float32), "a": np.array([1.0, 2.0, 3.0], np.float32)}
-    got = assert_matches_ort(proto, feeds)
+    got = assert_matches(proto, feeds)
     np.testing.assert_allclose(got[0], feeds["a"])  # +a -a +a -a +a
 
 
@@ -201,14 +172,14 @@ def if_model():
              helper.make_node("Greater", ["s", "zero"], ["cond"]),
              helper.make_node("If", ["cond"], ["y"], name="the_if", then_branch=then_g, else_branch=else_g)]
     inits = [numpy_helper.from_array(np.array(0.0, np.float32), "zero"), numpy_helper.from_array(np.float32(10.0), "c")]
-    return model(nodes, [vi("x", F, [2, 3])], [vi("y", F, [2, 3])], inits, opset=13)
+    return graph_model(nodes, [vi("x", F, [2, 3])], [vi("y", F, [2, 3])], inits, opset=13)
 
 
 def test_data_dependent_if_runs_both_branches_like_onnxruntime():
     x = np.arange(6, dtype=np.float32).reshape(2, 3) - 1.0
     for sign, expected in ((1.0, x * 3.0), (-1.0, -x - 10.0)):
         feeds = {"x": sign * x}
-        got = assert_matches_ort(if_model(), feeds)
+        got = assert_matches(if_model(), feeds)
         np.testing.assert_allclose(got[0], expected)
     loaded = onnxxai.load(if_model())
     assert any(isinstance(m, OnnxIf) for m in loaded.torch_module.modules())
@@ -227,14 +198,14 @@ def test_if_with_branches_of_different_output_counts_is_refused():
                                [vi("e"), vi("e2")])
     node = helper.make_node("If", ["cond"], ["y"], name="bad_if", then_branch=then_g, else_branch=else_g)
     with pytest.raises(onnxxai.UnsupportedOpError, match="bad_if.*else_branch body returns 2 outputs, expected 1"):
-        convert(model([node], [vi("cond", B, []), vi("x", F, [2])], [vi("y", F, [2])], opset=13))
+        convert(graph_model([node], [vi("cond", B, []), vi("x", F, [2])], [vi("y", F, [2])], opset=13))
 
 
 def test_unconvertible_body_names_the_control_flow_node_and_the_inner_op():
     body = helper.make_graph([helper.make_node("Mystery", ["s_in", "x_t"], ["s_out"], domain="com.example")], "body",
                              [vi("s_in"), vi("x_t")], [vi("s_out")])
     node = helper.make_node("Scan", ["s0", "x"], ["s"], name="outer_scan", body=body, num_scan_inputs=1)
-    proto = model([node], [vi("s0", F, [2]), vi("x", F, [4, 2])], [vi("s", F, [2])])
+    proto = graph_model([node], [vi("s0", F, [2]), vi("x", F, [4, 2])], [vi("s", F, [2])], opset=16)
     proto.opset_import.append(helper.make_opsetid("com.example", 1))
     with pytest.raises(onnxxai.UnsupportedOpError, match=r"Scan node 'outer_scan'.*com\.example::Mystery"):
         convert(proto)

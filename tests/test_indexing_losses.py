@@ -5,15 +5,14 @@ where onnxruntime lacks the opset), and float64 gradchecks of the differentiable
 from __future__ import annotations
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
-from onnx import helper, numpy_helper
-from onnx.reference import ReferenceEvaluator
+from onnx import helper
 
 from onnxxai.convert.indexing import Cumulative, ScatterElements, ScatterND, TensorScatter, Trilu
 from onnxxai.convert.losses import NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss
 from onnxxai.convert.pipeline import convert
+from onnx_cases import check_node, double, randn
 
 RNG = np.random.default_rng(0)
 F32 = np.float32
@@ -21,42 +20,14 @@ I64 = np.int64
 
 
 def f32(*shape: int) -> np.ndarray:
-    return RNG.standard_normal(shape).astype(F32)
+    return randn(RNG, *shape)
 
 
-def build(op: str, feeds: dict, attrs: dict | None = None, opset: int = 22, n_outputs: int = 1,
-          consts: dict | None = None, reference: str = "ort"):
-    """One ``op`` node fed by graph inputs ``feeds`` and initializers ``consts``. Returns the model
-    (outputs typed from the reference run) and the reference outputs (onnxruntime or ONNX's own)."""
-    consts = consts or {}
-    inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape) for n, a in feeds.items()]
-    inits = [numpy_helper.from_array(np.asarray(a), n) for n, a in consts.items()]
-    outs = [f"y{i}" for i in range(n_outputs)]
-    node = helper.make_node(op, [*feeds, *consts], outs, name=f"the_{op.lower()}", **(attrs or {}))
-
-    def model(outputs):
-        return helper.make_model(helper.make_graph([node], "g", inputs, outputs, inits), opset_imports=[helper.make_opsetid("", opset)])
-
-    probe = model([helper.make_empty_tensor_value_info(o) for o in outs])
-    if reference == "ort":
-        ref = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
-    else:
-        ref = ReferenceEvaluator(probe).run(None, feeds)
-    typed = [helper.make_tensor_value_info(o, helper.np_dtype_to_tensor_dtype(r.dtype), r.shape) for o, r in zip(outs, ref)]
-    return model(typed), ref
-
-
-def check(op: str, feeds: dict, **kwargs) -> None:
-    model, ref = build(op, feeds, **kwargs)
-    _, _, module = convert(model, op)
-    with torch.no_grad():
-        out = module(*[torch.from_numpy(np.asarray(a)) for a in feeds.values()])
-    out = out if isinstance(out, tuple) else (out,)
-    assert len(out) == len(ref)
-    for got, want in zip(out, ref):
-        got = got.numpy()
-        assert got.dtype == want.dtype and got.shape == want.shape
-        np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=1e-5, atol=1e-5)
+def check(op: str, feeds: dict, *, opset: int = 22, consts: dict | None = None, **kwargs) -> None:
+    """One ``op`` node fed by graph inputs ``feeds`` and initializers ``consts``, its outputs typed from
+    the reference run (onnxruntime, or ONNX's own with ``reference="onnx"``), against that run: equal
+    dtypes and shapes, values within 1e-5 compared in float64."""
+    check_node(op, feeds, opset=opset, initializers=consts, typed=True, check_dtype=True, in_float64=True, **kwargs)
 
 
 LABELS = np.array([[0, 2, -1], [1, -1, 3]], I64)  # (N=2, d1=3), -1 is the ignored class below
@@ -137,7 +108,7 @@ def test_unsupported_reduction_is_named() -> None:
 
 
 def _d(*shape: int) -> torch.Tensor:
-    return torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(sum(shape)), requires_grad=True)
+    return double(*shape, seed=sum(shape))
 
 
 def test_gradchecks() -> None:

@@ -7,7 +7,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
-from onnx import helper, numpy_helper
+from onnx import helper
 
 import onnxxai
 from onnxxai.convert.activation import ClipDynamic, DropoutInference
@@ -15,47 +15,23 @@ from onnxxai.convert.normalization import BatchNormTraining, LpNormalization
 from onnxxai.convert.signal import DFT
 from onnxxai.convert.tensor_ops import Det, DepthToSpace, OneHot, Range, SpaceToDepth
 from onnxxai.convert.pipeline import convert
+from onnx_cases import check_node, gradcheck, randn, typed_node
 
 RNG = np.random.default_rng(0)
 F32 = np.float32
 
 
 def f32(*shape: int) -> np.ndarray:
-    return RNG.standard_normal(shape).astype(F32)
+    return randn(RNG, *shape)
 
 
-def build(op: str, feeds: dict, attrs: dict | None = None, opset: int = 22, n_outputs: int = 1,
-          consts: dict | None = None, domain: str = "", input_order: list[str] | None = None):
-    """One ``op`` node; ``feeds`` are graph inputs, ``consts`` initializers, "" an absent input.
-    Returns the model (outputs typed from onnxruntime's run) and onnxruntime's outputs."""
-    consts = consts or {}
-    order = input_order or [*feeds, *consts]
-    inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(a.dtype), a.shape) for n, a in feeds.items()]
-    inits = [numpy_helper.from_array(np.asarray(a), n) for n, a in consts.items() if n]
-    outs = [f"y{i}" for i in range(n_outputs)]
-    node = helper.make_node(op, order, outs, name=f"the_{op.lower()}", domain=domain, **(attrs or {}))
-    opsets = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(domain, 1)] if domain else [])
-
-    def model(outputs):
-        return helper.make_model(helper.make_graph([node], "g", inputs, outputs, inits), opset_imports=opsets)
-
-    probe = model([helper.make_empty_tensor_value_info(o) for o in outs])
-    ref = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
-    typed = [helper.make_tensor_value_info(o, helper.np_dtype_to_tensor_dtype(r.dtype), r.shape) for o, r in zip(outs, ref)]
-    return model(typed), ref
-
-
-def check(op: str, feeds: dict, *, rtol: float = 1e-5, atol: float = 1e-5, **kwargs) -> None:
-    model, ref = build(op, feeds, **kwargs)
-    _, _, module = convert(model, op)
-    with torch.no_grad():
-        out = module(*[torch.from_numpy(np.asarray(a)) for a in feeds.values()])
-    out = out if isinstance(out, tuple) else (out,)
-    assert len(out) == len(ref)
-    for got, want in zip(out, ref):
-        got = got.numpy()
-        assert got.dtype == want.dtype and got.shape == want.shape
-        np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=rtol, atol=atol)
+def check(op: str, feeds: dict, *, opset: int = 22, consts: dict | None = None, input_order: list[str] | None = None,
+          **kwargs) -> None:
+    """One ``op`` node; ``feeds`` are graph inputs, ``consts`` initializers, "" an absent input; its
+    outputs typed from onnxruntime's run, against that run: equal dtypes and shapes, values within
+    rtol/atol (1e-5 unless given) compared in float64."""
+    check_node(op, feeds, opset=opset, initializers=consts, node_inputs=input_order, typed=True, check_dtype=True,
+               in_float64=True, **kwargs)
 
 
 CASES = {
@@ -129,7 +105,7 @@ def test_dropout_training_with_ratio_is_refused():
         DropoutInference()(x, torch.tensor(0.5), torch.tensor(True))
     y, mask = DropoutInference(with_mask=True)(x, torch.tensor(0.5), torch.tensor(False))
     assert torch.equal(y, x) and mask.dtype == torch.bool and bool(mask.all())
-    model, _ = build("Dropout", {"x": f32(2, 3)}, opset=22, consts={"r": np.array(0.5, F32), "t": np.array(True)})
+    model, _ = typed_node("Dropout", {"x": f32(2, 3)}, opset=22, initializers={"r": np.array(0.5, F32), "t": np.array(True)})
     with pytest.raises(Exception, match="training_mode=1"):
         convert(model, "dropout")
 
@@ -139,22 +115,17 @@ def test_clip_dynamic_without_bounds_is_identity():
     assert ClipDynamic()(x) is x
 
 
-def _gradcheck(fn, *shapes) -> None:
-    args = tuple(torch.randn(*s, dtype=torch.float64, requires_grad=True) for s in shapes)
-    assert torch.autograd.gradcheck(fn, args)
-
-
 @pytest.mark.parametrize("mode", ["DCR", "CRD"])
 def test_space_depth_gradcheck(mode):
-    _gradcheck(SpaceToDepth(2, mode), (1, 2, 4, 2))
-    _gradcheck(DepthToSpace(2, mode), (1, 8, 2, 1))
+    gradcheck(SpaceToDepth(2, mode), (1, 2, 4, 2))
+    gradcheck(DepthToSpace(2, mode), (1, 8, 2, 1))
     x = torch.randn(2, 3, 4, 6)
     assert torch.equal(DepthToSpace(2, mode)(SpaceToDepth(2, mode)(x)), x)
 
 
 def test_one_hot_gradcheck_in_values():
     indices = torch.tensor([[1, -1], [7, 0]])
-    _gradcheck(lambda v: OneHot(0)(indices, torch.tensor(3), v), (2,))
+    gradcheck(lambda v: OneHot(0)(indices, torch.tensor(3), v), (2,))
 
 
 def test_range_gradcheck_in_start_and_delta():
@@ -164,17 +135,17 @@ def test_range_gradcheck_in_start_and_delta():
 
 
 def test_det_gradcheck():
-    _gradcheck(Det(), (2, 3, 3))
+    gradcheck(Det(), (2, 3, 3))
 
 
 @pytest.mark.parametrize("inverse,onesided,last", [(0, 0, 1), (0, 0, 2), (1, 0, 2), (0, 1, 1), (1, 1, 2)])
 def test_dft_gradcheck(inverse, onesided, last):
     module = DFT(bool(inverse), bool(onesided), axis=1)
-    _gradcheck(lambda x: module(x, torch.tensor(6)), (2, 5, 3, last))
+    gradcheck(lambda x: module(x, torch.tensor(6)), (2, 5, 3, last))
 
 
 def test_lp_normalization_gradcheck_and_zero_slice():
-    _gradcheck(LpNormalization(0, 2), (3, 4))
+    gradcheck(LpNormalization(0, 2), (3, 4))
     x = torch.tensor([[0.0, 1.0], [0.0, -2.0]], dtype=torch.float64, requires_grad=True)
     y = LpNormalization(0, 1)(x)
     assert torch.equal(y[:, 0], torch.zeros(2, dtype=torch.float64))
@@ -184,7 +155,7 @@ def test_lp_normalization_gradcheck_and_zero_slice():
 
 def test_batch_norm_training_gradcheck():
     module = BatchNormTraining(1e-3, 0.9, 3)
-    _gradcheck(lambda x, s, b, m, v: torch.cat([t.reshape(-1) for t in module(x, s, b, m, v)]), (4, 3, 2), (3,), (3,), (3,), (3,))
+    gradcheck(lambda x, s, b, m, v: torch.cat([t.reshape(-1) for t in module(x, s, b, m, v)]), (4, 3, 2), (3,), (3,), (3,), (3,))
 
 
 def test_optional_ops_on_a_plain_tensor_match_onnxruntime():
