@@ -18,11 +18,12 @@ import torch
 
 from onnxxai.errors import UnsupportedOpError
 from onnxxai.convert.pipeline import convert
+from onnxxai.proto.dtypes import NUMPY_FLOAT_TYPES
 
 __all__ = ["FLOATS", "export", "graph_outputs", "is_float_case", "is_tensor_sequence", "run_case", "to_numpy", "to_torch"]
 
 #: ONNX element types of the float tensors gradient methods explain.
-FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16}
+FLOATS = NUMPY_FLOAT_TYPES
 
 #: ml_dtypes element types torch holds bit for bit (decoded through a uint8 view).
 _TORCH_FLOAT8 = {"float8_e4m3fn": torch.float8_e4m3fn, "float8_e4m3fnuz": torch.float8_e4m3fnuz,
