@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper
 from onnx.reference import ReferenceEvaluator
 
 from onnxxai.convert.detection import RoiAlign
-from onnxxai.convert.pipeline import convert
+from onnx_cases import reference_outputs, run_converted
 
 
 def _run_both(model: onnx.ModelProto, feeds: dict[str, np.ndarray], reference: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(onnxruntime's output, or ONNX's reference evaluator's, and our converted module's output) on the same feeds."""
-    if reference:
-        want = ReferenceEvaluator(model).run(None, feeds)[0]
-    else:
-        want = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
-    _, _, module = convert(model, "detection_test")
-    with torch.no_grad():
-        got = module(*[torch.from_numpy(feeds[i.name]) for i in model.graph.input])
-    return want, got.numpy()
+    want = reference_outputs(model, feeds, "onnx" if reference else "onnxruntime")[0]
+    return want, run_converted(model, feeds)[0]
 
 
 def _roi_model(opset: int, attrs: dict) -> onnx.ModelProto:
@@ -117,10 +110,9 @@ def _cast_model(to: int, in_type: int = TensorProto.FLOAT, **attrs) -> onnx.Mode
 
 
 def _ours(model: onnx.ModelProto, *inputs: np.ndarray) -> np.ndarray:
-    _, _, module = convert(model, "cast_test")
-    with torch.no_grad():
-        out = module(*[torch.from_numpy(a) for a in inputs])
-    return out.float().numpy() if out.dtype != torch.float64 else out.numpy()
+    """The converted graph's one output on ``inputs`` (in graph-input order), as float32 unless float64."""
+    out = run_converted(model, inputs)[0]
+    return out.astype(np.float32) if out.dtype != np.float64 else out
 
 
 @pytest.mark.parametrize("in_type", [TensorProto.FLOAT, TensorProto.FLOAT16])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ml_dtypes
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
@@ -13,22 +12,13 @@ from onnx.reference import ReferenceEvaluator
 
 from onnxxai.convert.quantize import DequantizeLinear
 from onnxxai.convert.pipeline import convert
-
-
-def _model(op, inputs, out_type, opset, attrs=None, inits=(), out_name="y"):
-    """One-node model: ``inputs`` are (name, elem_type, shape); ``inits`` (name, array) are initializers."""
-    node = helper.make_node(op, [n for n, _, _ in inputs] + [n for n, _ in inits], [out_name], **(attrs or {}))
-    graph = helper.make_graph(
-        [node], "g", [helper.make_tensor_value_info(n, t, s) for n, t, s in inputs],
-        [helper.make_tensor_value_info(out_name, out_type, None)],
-        [numpy_helper.from_array(np.asarray(v), n) for n, v in inits])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+from onnx_cases import one_node, reference_outputs, run_converted
 
 
 def _run(model, *arrays):
-    _, _, module = convert(model, "test")
-    with torch.no_grad():
-        return module(*[torch.from_numpy(np.ascontiguousarray(a)) for a in arrays])
+    """The converted graph's output tensor on ``arrays`` (a tuple of tensors for several outputs)."""
+    outs = run_converted(model, arrays, as_numpy=False)
+    return outs[0] if len(outs) == 1 else tuple(outs)
 
 
 EDGES = np.array([0.0, -0.0, 0.3, -1.7, 17.2, 239.0, 250.0, 449.0, 464.0, 470.0, 1e6, -1e6, 57344.0, 61440.0, 1e-7,
@@ -39,7 +29,7 @@ EDGES = np.array([0.0, -0.0, 0.3, -1.7, 17.2, 239.0, 250.0, 449.0, 464.0, 470.0,
 @pytest.mark.parametrize("saturate", [0, 1])
 def test_cast_to_float8_matches_reference(to, saturate):
     x = np.concatenate([EDGES, np.random.default_rng(0).normal(0, 100, 200).astype(np.float32)])
-    model = _model("Cast", [("x", TensorProto.FLOAT, [len(x)])], to, 21, {"to": to, "saturate": saturate})
+    model = one_node("Cast", {"x": (TensorProto.FLOAT, [len(x)])}, opset=21, attrs={"to": to, "saturate": saturate}, output_type=to)
     want = ReferenceEvaluator(model).run(None, {"x": x})[0].astype(np.float32)
     got = _run(model, x)
     assert got.dtype.is_floating_point and got.element_size() == 1
@@ -48,13 +38,13 @@ def test_cast_to_float8_matches_reference(to, saturate):
 
 def test_cast_bfloat16_and_int4():
     x = np.array([1.0, 1.00390625, -3.3e38, 65504.5, -9, 17, 7.9], np.float32)
-    bf16 = _model("Cast", [("x", TensorProto.FLOAT, [7])], TensorProto.BFLOAT16, 13, {"to": TensorProto.BFLOAT16})
+    bf16 = one_node("Cast", {"x": (TensorProto.FLOAT, [7])}, opset=13, attrs={"to": TensorProto.BFLOAT16}, output_type=TensorProto.BFLOAT16)
     got = _run(bf16, x)
     assert got.dtype == torch.bfloat16
     np.testing.assert_array_equal(got.float().numpy(), x.astype(ml_dtypes.bfloat16).astype(np.float32))
     ints = np.arange(-20, 20, dtype=np.float32)
     for to in (TensorProto.INT4, TensorProto.UINT4, TensorProto.INT2):
-        model = _model("Cast", [("x", TensorProto.FLOAT, [40])], to, 21, {"to": to})
+        model = one_node("Cast", {"x": (TensorProto.FLOAT, [40])}, opset=21, attrs={"to": to}, output_type=to)
         want = ReferenceEvaluator(model).run(None, {"x": ints})[0].astype(np.int64)
         np.testing.assert_array_equal(_run(model, ints).numpy().astype(np.int64), want)
 
@@ -62,8 +52,8 @@ def test_cast_bfloat16_and_int4():
 def test_castlike_float8_no_saturate():
     x = np.array([1.5, 470.0, -1e5, np.inf], np.float32)
     like = np.zeros(1, ml_dtypes.float8_e4m3fn)
-    node_inputs = [("x", TensorProto.FLOAT, [4]), ("like", TensorProto.FLOAT8E4M3FN, [1])]
-    model = _model("CastLike", node_inputs, TensorProto.FLOAT8E4M3FN, 21, {"saturate": 0})
+    node_inputs = {"x": (TensorProto.FLOAT, [4]), "like": (TensorProto.FLOAT8E4M3FN, [1])}
+    model = one_node("CastLike", node_inputs, opset=21, attrs={"saturate": 0}, output_type=TensorProto.FLOAT8E4M3FN)
     want = ReferenceEvaluator(model).run(None, {"x": x, "like": like})[0].astype(np.float32)
     _, _, module = convert(model, "test")
     got = module(torch.from_numpy(x), torch.zeros(1).to(torch.float8_e4m3fn))
@@ -85,11 +75,13 @@ def test_quantize_dequantize_match_reference(name):
     zp_type = helper.np_dtype_to_tensor_dtype(zp.dtype)
     x = np.random.default_rng(1).normal(0, 6, shape).astype(np.float32)
     x.flat[0] = 2.5 * scale.flat[0]  # a tie: rounds half to even
-    q = _model("QuantizeLinear", [("x", TensorProto.FLOAT, shape)], zp_type, 21, attrs, [("s", scale), ("zp", zp)])
+    q = one_node("QuantizeLinear", {"x": (TensorProto.FLOAT, shape)}, opset=21, attrs=attrs, initializers={"s": scale, "zp": zp},
+                 output_type=zp_type)
     want_q = ReferenceEvaluator(q).run(None, {"x": x})[0]
     got_q = _run(q, x)
     np.testing.assert_array_equal(got_q.numpy().astype(np.int64), want_q.astype(np.int64))
-    dq = _model("DequantizeLinear", [("q", zp_type, shape)], TensorProto.FLOAT, 21, attrs, [("s", scale), ("zp", zp)])
+    dq = one_node("DequantizeLinear", {"q": (zp_type, shape)}, opset=21, attrs=attrs, initializers={"s": scale, "zp": zp},
+                  output_type=TensorProto.FLOAT)
     want_x = ReferenceEvaluator(dq).run(None, {"q": want_q})[0]
     _, _, module = convert(dq, "test")
     np.testing.assert_array_equal(module(got_q).numpy(), want_x)
@@ -98,15 +90,14 @@ def test_quantize_dequantize_match_reference(name):
 def test_quantize_float8_and_onnxruntime_parity():
     x = np.linspace(-500, 500, 41, dtype=np.float32)
     # float8 initializers cannot be loaded by onnx2torch, so the target type comes from output_dtype
-    q = _model("QuantizeLinear", [("x", TensorProto.FLOAT, [41])], TensorProto.FLOAT8E4M3FN, 21,
-               {"output_dtype": TensorProto.FLOAT8E4M3FN}, [("s", np.float32(2.0))])
+    q = one_node("QuantizeLinear", {"x": (TensorProto.FLOAT, [41])}, opset=21, attrs={"output_dtype": TensorProto.FLOAT8E4M3FN},
+                 initializers={"s": np.float32(2.0)}, output_type=TensorProto.FLOAT8E4M3FN)
     want = ReferenceEvaluator(q).run(None, {"x": x})[0].astype(np.float32)
     np.testing.assert_array_equal(_run(q, x).float().numpy(), want)
     # uint8 per tensor, also against onnxruntime (an independent implementation)
-    q8 = _model("QuantizeLinear", [("x", TensorProto.FLOAT, [41])], TensorProto.UINT8, 13, {},
-                [("s", np.float32(3.0)), ("zp", np.uint8(100))])
-    session = ort.InferenceSession(q8.SerializeToString(), providers=["CPUExecutionProvider"])
-    np.testing.assert_array_equal(_run(q8, x).numpy(), session.run(None, {"x": x})[0])
+    q8 = one_node("QuantizeLinear", {"x": (TensorProto.FLOAT, [41])}, opset=13,
+                  initializers={"s": np.float32(3.0), "zp": np.uint8(100)}, output_type=TensorProto.UINT8)
+    np.testing.assert_array_equal(_run(q8, x).numpy(), reference_outputs(q8, {"x": x})[0])
 
 
 def _qdq_model(scale, zp, zp_dtype):
@@ -143,27 +134,22 @@ def test_dequantize_gradcheck():
 def test_integer_matmul_ops_match_onnxruntime():
     rng = np.random.default_rng(2)
     a, b = rng.integers(0, 255, (3, 4)).astype(np.uint8), rng.integers(0, 255, (4, 5)).astype(np.uint8)
-    mm = _model("MatMulInteger", [("a", TensorProto.UINT8, [3, 4]), ("b", TensorProto.UINT8, [4, 5])], TensorProto.INT32, 10, {},
-                [("azp", np.uint8(12)), ("bzp", np.uint8(200))])
-    session = ort.InferenceSession(mm.SerializeToString(), providers=["CPUExecutionProvider"])
-    np.testing.assert_array_equal(_run(mm, a, b).numpy(), session.run(None, {"a": a, "b": b})[0])
-    ql = _model("QLinearMatMul", [("a", TensorProto.UINT8, [3, 4])], TensorProto.UINT8, 10, {},
-                [("as", np.float32(0.02)), ("azp", np.uint8(113)), ("b", b), ("bs", np.float32(0.007)), ("bzp", np.uint8(114)),
-                 ("ys", np.float32(0.1)), ("yzp", np.uint8(118))])
-    session = ort.InferenceSession(ql.SerializeToString(), providers=["CPUExecutionProvider"])
-    np.testing.assert_array_equal(_run(ql, a).numpy(), session.run(None, {"a": a})[0])
+    mm = one_node("MatMulInteger", {"a": (TensorProto.UINT8, [3, 4]), "b": (TensorProto.UINT8, [4, 5])}, opset=10,
+                  initializers={"azp": np.uint8(12), "bzp": np.uint8(200)}, output_type=TensorProto.INT32)
+    np.testing.assert_array_equal(_run(mm, a, b).numpy(), reference_outputs(mm, {"a": a, "b": b})[0])
+    ql = one_node("QLinearMatMul", {"a": (TensorProto.UINT8, [3, 4])}, opset=10, output_type=TensorProto.UINT8,
+                  initializers={"as": np.float32(0.02), "azp": np.uint8(113), "b": b, "bs": np.float32(0.007),
+                                "bzp": np.uint8(114), "ys": np.float32(0.1), "yzp": np.uint8(118)})
+    np.testing.assert_array_equal(_run(ql, a).numpy(), reference_outputs(ql, {"a": a})[0])
     x = rng.normal(0, 3, (2, 5)).astype(np.float32)
-    node = helper.make_node("DynamicQuantizeLinear", ["x"], ["y", "s", "zp"])
-    dyn = helper.make_model(helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 5])], [
-        helper.make_tensor_value_info("y", TensorProto.UINT8, None), helper.make_tensor_value_info("s", TensorProto.FLOAT, None),
-        helper.make_tensor_value_info("zp", TensorProto.UINT8, None)]), opset_imports=[helper.make_opsetid("", 11)])
-    session = ort.InferenceSession(dyn.SerializeToString(), providers=["CPUExecutionProvider"])
-    for got, want in zip(_run(dyn, x), session.run(None, {"x": x})):
+    dyn = one_node("DynamicQuantizeLinear", {"x": (TensorProto.FLOAT, [2, 5])}, opset=11, outputs=["y", "s", "zp"],
+                   output_type=[TensorProto.UINT8, TensorProto.FLOAT, TensorProto.UINT8])
+    for got, want in zip(_run(dyn, x), reference_outputs(dyn, {"x": x})):
         np.testing.assert_array_equal(got.numpy(), want)
 
 
 def _binary(op, elem, opset=13, out=None):
-    return _model(op, [("a", elem, [4]), ("b", elem, [4])], out or elem, opset)
+    return one_node(op, {"a": (elem, [4]), "b": (elem, [4])}, opset=opset, output_type=out or elem)
 
 
 def test_unsigned_arithmetic_is_exact():

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from onnx.reference import ReferenceEvaluator
 
 from onnxxai.convert.ml import TreeEnsemble
 from onnxxai.convert.conv import Col2Im, DeformConv2d
@@ -17,46 +15,16 @@ from onnxxai.convert.pad import CenterCropPad
 from onnxxai.convert.sampling import AffineGrid
 from onnxxai.convert.signal import STFT
 from onnxxai.convert.pipeline import convert
+from onnx_cases import check_node, one_node, reference_outputs, run_converted
 
 RNG = np.random.default_rng(0)
 
 
-def one_node(op: str, inputs: dict[str, np.ndarray | None], n_outputs: int = 1, opset: int = 18, domain: str = "",
-             consts: dict[str, np.ndarray] | None = None, **attrs) -> onnx.ModelProto:
-    """A model of one ``op`` node whose inputs are graph inputs (``inputs``, None = absent) or initializers."""
-    consts = consts or {}
-    names = [name if value is not None else "" for name, value in inputs.items()] + list(consts)
-    graph_inputs = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape)
-                    for n, v in inputs.items() if v is not None]
-    outs = [f"y{i}" for i in range(n_outputs)]
-    node = helper.make_node(op, names, outs, domain=domain, **attrs)
-    inits = [numpy_helper.from_array(v, n) for n, v in consts.items()]
-    opsets = [helper.make_opsetid("", opset)] + ([helper.make_opsetid(domain, 5)] if domain else [])
-    outputs = [helper.make_empty_tensor_value_info(o) for o in outs]
-    return helper.make_model(helper.make_graph([node], "g", graph_inputs, outputs, inits), opset_imports=opsets)
-
-
-def expected(model: onnx.ModelProto, feeds: dict[str, np.ndarray], engine: str = "ort") -> list[np.ndarray]:
-    if engine == "ort":
-        session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-        return session.run(None, feeds)
-    return ReferenceEvaluator(model).run(None, feeds)
-
-
-def ours(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-    _, _, module = convert(model, "test")
-    with torch.no_grad():
-        out = module(*[torch.from_numpy(np.ascontiguousarray(v)) for v in feeds.values()])
-    return [o.numpy() for o in (out if isinstance(out, (tuple, list)) else [out])]
-
-
-def check(op: str, inputs: dict[str, np.ndarray | None], engine: str = "ort", opset: int = 18, atol: float = 1e-5,
+def check(op: str, inputs: dict[str, np.ndarray | None], reference: str = "onnxruntime", opset: int = 18, atol: float = 1e-5,
           **attrs) -> None:
-    model = one_node(op, inputs, opset=opset, **attrs)
-    feeds = {n: v for n, v in inputs.items() if v is not None}
-    for got, want in zip(ours(model, feeds), expected(model, feeds, engine)):
-        assert got.dtype == want.dtype and got.shape == want.shape, (got.dtype, want.dtype, got.shape, want.shape)
-        np.testing.assert_allclose(got, want, atol=atol, rtol=1e-5)
+    """One ``op`` node with ``attrs`` fed by the arrays of ``inputs`` (None = absent) against ``reference``:
+    equal dtypes and shapes, values within atol and rtol 1e-5."""
+    check_node(op, inputs, opset=opset, attrs=attrs, reference=reference, atol=atol, check_dtype=True)
 
 
 # -------------------------------------------------------------------------------------------------- bitwise
@@ -90,8 +58,8 @@ def test_bitshift_exact(dtype: type, direction: str) -> None:
     if np.iinfo(dtype).min < 0:
         shifts[5] = -1
     y = np.broadcast_to(shifts.astype(dtype), (3, 8)).copy()
-    model = one_node("BitShift", {"x": x, "y": y}, opset=11, direction=direction)
-    got = ours(model, {"x": x, "y": y})[0]
+    model = one_node("BitShift", {"x": x, "y": y}, opset=11, attrs={"direction": direction})
+    got = run_converted(model, {"x": x, "y": y})[0]
     want = np.array([[_python_shift(int(a), int(b), dtype, direction == "LEFT") for a, b in zip(ra, rb)]
                      for ra, rb in zip(x.tolist(), y.astype(np.int64).tolist() if np.iinfo(dtype).min < 0 else y.tolist())],
                     dtype=object).astype(dtype)
@@ -111,10 +79,10 @@ def test_bitshift_against_onnxruntime(dtype: type) -> None:
 def test_bitwise_ops(dtype: type) -> None:
     a, b = _random_ints(dtype, (2, 3, 4)), _random_ints(dtype, (3, 4))
     for op, fn in (("BitwiseAnd", np.bitwise_and), ("BitwiseOr", np.bitwise_or), ("BitwiseXor", np.bitwise_xor)):
-        got = ours(one_node(op, {"a": a, "b": b}), {"a": a, "b": b})[0]
+        got = run_converted(one_node(op, {"a": a, "b": b}, opset=18), {"a": a, "b": b})[0]
         np.testing.assert_array_equal(got, fn(a, b))
         assert got.dtype == dtype
-    got = ours(one_node("BitwiseNot", {"a": a}), {"a": a})[0]
+    got = run_converted(one_node("BitwiseNot", {"a": a}, opset=18), {"a": a})[0]
     np.testing.assert_array_equal(got, np.bitwise_not(a))
 
 
@@ -125,7 +93,7 @@ def test_bitwise_ops(dtype: type) -> None:
 ])
 def test_bitcast(source: type, target: type, to: int) -> None:
     x = (RNG.standard_normal((2, 3)) * 100).astype(source) if np.dtype(source).kind == "f" else _random_ints(source, (2, 3))
-    got = ours(one_node("BitCast", {"x": x}, opset=26, to=to), {"x": x})[0]
+    got = run_converted(one_node("BitCast", {"x": x}, opset=26, attrs={"to": to}), {"x": x})[0]
     np.testing.assert_array_equal(got.view(np.uint8), x.view(np.uint8))
     assert got.dtype == target
 
@@ -133,7 +101,7 @@ def test_bitcast(source: type, target: type, to: int) -> None:
 def test_bitcast_refuses_unknown_type() -> None:
     x = np.zeros((2,), np.uint8)
     with pytest.raises(Exception, match="BitCast with to=UINT4"):
-        convert(one_node("BitCast", {"x": x}, opset=26, to=TensorProto.UINT4), "t")
+        convert(one_node("BitCast", {"x": x}, opset=26, attrs={"to": TensorProto.UINT4}), "t")
 
 
 # -------------------------------------------------------------------------------------------------- signal
@@ -176,7 +144,7 @@ def test_center_crop_pad() -> None:
     x = RNG.standard_normal((5, 6, 3)).astype(np.float32)
     for shape, axes in (([3, 9], [0, 1]), ([8, 3], [-3, -2]), ([2, 9, 3], None)):
         attrs = {} if axes is None else {"axes": axes}
-        check("CenterCropPad", {"x": x, "shape": np.array(shape, np.int64)}, engine="reference", **attrs)
+        check("CenterCropPad", {"x": x, "shape": np.array(shape, np.int64)}, reference="onnx", **attrs)
     xt = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
     crop = CenterCropPad([0, 1])
     assert torch.autograd.gradcheck(lambda t: crop(t, torch.tensor([3, 9])), (xt,))
@@ -194,7 +162,7 @@ def test_col2im_2d(attrs: dict) -> None:
 def test_col2im_3d_and_gradcheck() -> None:
     x = RNG.standard_normal((1, 2 * 8, 2 * 2 * 3)).astype(np.float32)
     check("Col2Im", {"x": x, "image": np.array([3, 3, 4], np.int64), "block": np.array([2, 2, 2], np.int64)},
-          engine="reference", strides=[1, 1, 1])
+          reference="onnx", strides=[1, 1, 1])
     xt = torch.randn(1, 12, 12, dtype=torch.float64, requires_grad=True)
     fold = Col2Im([2, 1], [1, 0, 1, 2], [1, 2])
     assert torch.autograd.gradcheck(lambda t: fold(t, torch.tensor([5, 6]), torch.tensor([2, 3])), (xt,))
@@ -217,7 +185,7 @@ def test_max_unpool_after_max_pool() -> None:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 22)])
     want = np.zeros((2, 3, 7, 7), np.float32)
     want[:, :, :6, :6] = np.where(x == x.reshape(2, 3, 3, 2, 3, 2).max((3, 5)).repeat(2, 2).repeat(2, 3), x, 0)
-    np.testing.assert_array_equal(ours(model, {"x": x})[0], want)
+    np.testing.assert_array_equal(run_converted(model, {"x": x})[0], want)
 
 
 def _deform_inputs(mask: bool, bias: bool) -> dict[str, np.ndarray | None]:
@@ -230,7 +198,7 @@ def _deform_inputs(mask: bool, bias: bool) -> dict[str, np.ndarray | None]:
 
 @pytest.mark.parametrize(("mask", "bias"), [(False, False), (True, True)])
 def test_deform_conv(mask: bool, bias: bool) -> None:
-    check("DeformConv", _deform_inputs(mask, bias), engine="reference", opset=19, atol=1e-4, kernel_shape=[2, 3],
+    check("DeformConv", _deform_inputs(mask, bias), reference="onnx", opset=19, atol=1e-4, kernel_shape=[2, 3],
           group=2, offset_group=2, strides=[2, 2], pads=[1, 1, 1, 1], dilations=[1, 2])
 
 
@@ -247,10 +215,10 @@ def test_deform_conv_gradcheck() -> None:
 def test_unsqueeze_scalar_axes() -> None:
     x = RNG.standard_normal((3, 4)).astype(np.float32)
     for axis in (0, -1, 2):
-        model = one_node("Unsqueeze", {"x": x}, opset=13, consts={"axes": np.array(axis, np.int64)})
-        np.testing.assert_array_equal(ours(model, {"x": x})[0], np.expand_dims(x, axis))
+        model = one_node("Unsqueeze", {"x": x}, opset=13, initializers={"axes": np.array(axis, np.int64)})
+        np.testing.assert_array_equal(run_converted(model, {"x": x})[0], np.expand_dims(x, axis))
     model = one_node("Unsqueeze", {"x": x, "axes": np.array(-2, np.int64)}, opset=13)
-    np.testing.assert_array_equal(ours(model, {"x": x, "axes": np.array(-2, np.int64)})[0], np.expand_dims(x, -2))
+    np.testing.assert_array_equal(run_converted(model, {"x": x, "axes": np.array(-2, np.int64)})[0], np.expand_dims(x, -2))
 
 
 # -------------------------------------------------------------------------------------------------- TreeEnsemble
@@ -281,7 +249,7 @@ def test_tree_ensemble(aggregate: int, post: int, missing: list[int] | None) -> 
     x[:8, 1] = [1.0, 2.0, 3.0, 1.0, 2.0, 0.0, -1.0, 2.0]
     x[8:12] = np.nan
     model = _tree_model(aggregate, post, missing)
-    got, want = ours(model, {"X": x})[0], expected(model, {"X": x})[0]
+    got, want = run_converted(model, {"X": x})[0], reference_outputs(model, {"X": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
 
 
