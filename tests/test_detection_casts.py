@@ -95,6 +95,29 @@ def test_nms_with_flipped_corners_matches_onnxruntime(center_point_box: int) -> 
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("corners", ["sorted", "flipped"])
+def test_nms_with_omitted_iou_threshold_matches_onnxruntime(corners: str) -> None:
+    # onnx2torch's own case nms_test.py::test_nms[boxes9-scores9-3-None-0.4-None]: an empty iou_threshold
+    # (0: any overlap suppresses) followed by a given score_threshold, which must not be dropped
+    boxes = np.array([[[0.0, 0.0, 1.0, 1.0], [0.0, 0.1, 1.0, 1.1], [0.0, -0.1, 1.0, 0.9],
+                       [0.0, 10.0, 1.0, 11.0], [0.0, 10.1, 1.0, 11.1], [0.0, 100.0, 1.0, 101.0]]], np.float32)
+    if corners == "flipped":
+        boxes[:, ::2] = boxes[:, ::2][..., [2, 3, 0, 1]]
+    feeds = {"boxes": boxes, "scores": np.array([[[0.9, 0.75, 0.6, 0.95, 0.5, 0.3]]], np.float32),
+             "max_out": np.array(3, np.int64), "score_thr": np.array(0.4, np.float32)}
+    node = helper.make_node("NonMaxSuppression", ["boxes", "scores", "max_out", "", "score_thr"], ["selected"])
+    graph = helper.make_graph(
+        [node], "g",
+        [helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, 6, 4]),
+         helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, 1, 6]),
+         helper.make_tensor_value_info("max_out", TensorProto.INT64, []),
+         helper.make_tensor_value_info("score_thr", TensorProto.FLOAT, [])],
+        [helper.make_tensor_value_info("selected", TensorProto.INT64, None)])
+    want, got = _run_both(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 11)]), feeds)
+    assert len(want) == 2
+    np.testing.assert_array_equal(got, want)
+
+
 # --- float4e2m1 / float8e8m0 casts and quantization (float32 containers) vs ONNX's reference ---
 
 _SPECIAL = np.array([0.0, -0.0, 0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 5.01, -7.0, 7.01, 100.0, 1e-9, 3.0, -1.5,

@@ -139,13 +139,18 @@ def convert_roi_align(node: OnnxNode, graph: OnnxGraph) -> OperationConverterRes
 
 class NonMaxSuppressionAnyCorners(OnnxNonMaxSuppression):
     """ONNX NonMaxSuppression with ``center_point_box=0`` whose boxes may give either diagonal pair
-    of corners: the corners are sorted to ``[y_min, x_min, y_max, x_max]`` before onnx2torch's NMS."""
+    of corners: the corners are sorted to ``[y_min, x_min, y_max, x_max]`` before onnx2torch's NMS.
 
-    def forward(self, boxes: torch.Tensor, scores: torch.Tensor, *rest: torch.Tensor) -> torch.Tensor:
+    The optional inputs are named parameters: onnx2torch passes the inputs after an omitted one
+    (e.g. ``score_threshold`` after an empty ``iou_threshold``) by keyword, and a ``*rest``
+    signature would drop them."""
+
+    def forward(self, boxes: torch.Tensor, scores: torch.Tensor, max_output_boxes_per_class: torch.Tensor | None = None,
+                iou_threshold: torch.Tensor | None = None, score_threshold: torch.Tensor | None = None) -> torch.Tensor:
         y1, x1, y2, x2 = boxes.unbind(-1)
         boxes = torch.stack([torch.minimum(y1, y2), torch.minimum(x1, x2),
                              torch.maximum(y1, y2), torch.maximum(x1, x2)], dim=-1)
-        return super().forward(boxes, scores, *rest)
+        return super().forward(boxes, scores, max_output_boxes_per_class, iou_threshold, score_threshold)
 
 
 @register("NonMaxSuppression", (10, 11), extends=True)
