@@ -6,6 +6,7 @@ from onnxxai.errors import (
     ExternalDataError,
     InputError,
     ModelFileError,
+    NormalizationError,
     OnnxxaiError,
     ParityError,
     UnsupportedOpError,
@@ -14,28 +15,7 @@ from onnxxai.model import Model, TensorSpec, load
 from onnxxai.parity import ParityReport
 from onnxxai.explanation import Explanation
 from onnxxai.selectors import IndexSelector, MaxActivation, OutputSelector, PerSampleSelector
-from onnxxai.analyzers import (
-    LRP,
-    Analyzer,
-    Composite,
-    EpsilonAlpha2Beta1,
-    EpsilonAlpha2Beta1Flat,
-    EpsilonGammaBox,
-    EpsilonPlus,
-    EpsilonPlusFlat,
-    GradCAM,
-    Gradient,
-    InputTimesGradient,
-    IntegratedGradients,
-    InterpolationAugmentation,
-    LRPModelError,
-    NoiseAugmentation,
-    Normal,
-    SmoothGrad,
-    Uniform,
-    analyze,
-    lrp,
-)
+from onnxxai.analyzers import *  # noqa: F403 - the analyzers' public names, listed once in onnxxai.analyzers.__all__
 from onnxxai.graph import BoundaryError, split
 from onnxxai.heatmap import heatmap, save_png
 

@@ -8,13 +8,13 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import onnx
 
 from onnxxai.diagnostics import gradient_flow
 from onnxxai.errors import InputError, OnnxxaiError, ParityError, UnsupportedOpError
+from onnxxai.methods import METHODS, MethodOptions, method
 from onnxxai.convert.pipeline import unsupported_nodes
 from onnxxai.model import load
 from onnxxai.proto.normalize import normalize
@@ -92,26 +92,6 @@ def _check(args: argparse.Namespace) -> int:
 
 
 # -- run ----------------------------------------------------------------------------------------
-def _methods() -> dict[str, tuple[str, Callable | None]]:
-    """CLI method name -> (description, factory(model, args) or None when not built yet)."""
-    from onnxxai import analyzers
-
-    def noise_generator(args):
-        return args.seed
-
-    methods: dict[str, tuple[str, Callable | None]] = {
-        "gradient": ("Gradient (sensitivity)", lambda m, a: analyzers.Gradient(m, batch_size=a.batch_size)),
-        "input-x-gradient": ("Input×Gradient", lambda m, a: analyzers.InputTimesGradient(m, batch_size=a.batch_size)),
-        "smoothgrad": ("SmoothGrad, --samples noisy copies (default 50)",
-                       lambda m, a: analyzers.SmoothGrad(m, n=a.samples or 50, generator=noise_generator(a), batch_size=a.batch_size)),
-        "integrated-gradients": ("Integrated Gradients, --samples steps (default 50), zero baseline",
-                                 lambda m, a: analyzers.IntegratedGradients(m, n=a.samples or 50, batch_size=a.batch_size)),
-        "gradcam": ("GradCAM", getattr(analyzers, "GradCAM", None) and (lambda m, a: analyzers.GradCAM(m, batch_size=a.batch_size))),
-        "lrp": ("LRP, EpsilonPlusFlat composite", getattr(analyzers, "LRP", None) and (lambda m, a: analyzers.LRP(m, batch_size=a.batch_size))),
-    }
-    return methods
-
-
 def _size(text: str | None) -> tuple[int, int] | None:
     if text is None:
         return None
@@ -142,17 +122,12 @@ class _Progress:
 def _run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from onnxxai.analyzers.base import analyze
+    from onnxxai.analyzers import analyze
     from onnxxai.heatmap import heatmap, save_png
     from onnxxai.preprocess import find_images, image_spec, load_images
 
-    methods = _methods()
-    if args.method not in methods:
-        raise InputError(f"unknown method {args.method!r}; choose one of {', '.join(methods)}")
-    description, factory = methods[args.method]
-    if factory is None:
-        raise InputError(f"method {args.method!r} ({description}) is not built yet; choose one of "
-                         + ", ".join(k for k, (_, f) in methods.items() if f is not None))
+    chosen = method(args.method)
+    options = MethodOptions(batch_size=args.batch_size, samples=args.samples, seed=args.seed)
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError("--batch-size must be a positive integer")
     images = find_images(args.inputs)
@@ -167,11 +142,11 @@ def _run(args: argparse.Namespace) -> int:
     t_load = time.perf_counter() - t0
     spec = model.input_spec()
     ispec = image_spec(spec, layout=args.layout, size=_size(args.size), scale=args.scale, mean=args.mean, std=args.std)
-    analyzer = factory(model, args)
+    analyzer = chosen.build(model, options)
     chunk = args.batch_size or 16
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    per_image = (args.samples or 50) if args.method in ("smoothgrad", "integrated-gradients") else 1
+    per_image = chosen.samples_per_input(options)
     progress = _Progress(len(images) * per_image, "images" if per_image == 1 else "samples", args.quiet)
     summaries = []
     for start in range(0, len(images), chunk):
@@ -257,8 +232,7 @@ def _parser() -> argparse.ArgumentParser:
     layers.add_argument("--json", action="store_true", help="print the candidates as JSON")
     layers.set_defaults(func=_layers)
 
-    methods = _methods()
-    listing = "; ".join(f"{k}: {d}" + ("" if f else " (not built yet)") for k, (d, f) in methods.items())
+    listing = "; ".join(f"{name}: {m.description}" for name, m in METHODS.items())
     run = sub.add_parser("run", help="explain image files with a model; write heatmaps, values and a JSON summary",
                          description="Explain image files (or every image in a directory) with an ONNX model.")
     run.add_argument("model", help="path to an .onnx file")

@@ -12,6 +12,7 @@ import numpy as np
 
 from onnxxai.errors import AnalyzerError
 from onnxxai.explanation import Explanation
+from onnxxai.proto.layout import LAYOUTS, image_layout
 
 __all__ = ["heatmap", "save_png", "PRESETS", "to_image_layout"]
 
@@ -34,20 +35,17 @@ def _numpy(a: Any) -> np.ndarray:
 def to_image_layout(values: Any, layout: str = "auto") -> np.ndarray:
     """A batch of images as ``(B, H, W, C)``: from NCHW, NHWC, or ``(B, H, W)``.
 
-    ``auto`` reads a rank-4 array as NCHW when axis 1 has 1, 3 or 4 entries, else as NHWC.
+    ``auto`` applies :func:`onnxxai.proto.layout.image_layout`: NCHW when axis 1 has 1, 3 or 4
+    entries, else NHWC.
     """
     a = _numpy(values)
     if a.ndim == 3:
         return a[..., None]
     if a.ndim != 4:
         raise AnalyzerError(f"heatmaps need image batches of rank 3 or 4 (B, C, H, W), got shape {a.shape}")
-    if layout == "auto":
-        layout = "nchw" if a.shape[1] in (1, 3, 4) else "nhwc"
-    if layout == "nchw":
-        return a.transpose(0, 2, 3, 1)
-    if layout == "nhwc":
-        return a
-    raise AnalyzerError(f"layout must be auto, nchw or nhwc, not {layout!r}")
+    if layout not in LAYOUTS:
+        raise AnalyzerError(f"layout must be auto, nchw or nhwc, not {layout!r}")
+    return a.transpose(0, 2, 3, 1) if image_layout(a.shape, layout).channels_first else a
 
 
 def _reduce(a: np.ndarray, how: str) -> np.ndarray:
@@ -127,7 +125,7 @@ def heatmap(
     else:
         if analyzer is None:
             raise AnalyzerError("heatmap() takes an Explanation, or an input and an analyzer")
-        from onnxxai.analyzers.base import analyze
+        from onnxxai.analyzers import analyze
 
         expl = analyze(expl_or_input, analyzer, output_selection)
     p_reduce, p_range, p_cmap, p_alpha = PRESETS[expl.heatmap]

@@ -11,7 +11,7 @@ attributions. Ratio = onnxxai time / peer time (below 1: onnxxai is faster).
 Pairs: Gradient / Captum Saliency (abs=False); Input×Gradient / Captum InputXGradient;
 IntegratedGradients n=50 / Captum IntegratedGradients (same steps, Gauss-Legendre, same chunking);
 SmoothGrad n=50 / Captum NoiseTunnel(Saliency) (noise differs, so agreement is statistical);
-GradCAM / Captum LayerGradCam and pytorch-grad-cam (when onnxxai has GradCAM);
+GradCAM / Captum LayerGradCam and pytorch-grad-cam;
 LRP EpsilonPlusFlat / Zennit EpsilonPlusFlat with its ResNet/VGG canonizer.
 """
 
@@ -136,26 +136,25 @@ def pairs(net, model, x, target, chunk, arch):
            lambda: NoiseTunnel(Saliency(net)).attribute(x.clone().requires_grad_(), target=target, nt_type="smoothgrad",
                                                         nt_samples=n, nt_samples_batch_size=max(chunk // x.shape[0], 1),
                                                         stdevs=std, abs=False), False)
-    if hasattr(onnxxai, "GradCAM"):
-        from captum.attr import LayerGradCam
+    from captum.attr import LayerGradCam
 
-        layer = {"resnet18": net.layer4, "resnet50": net.layer4}.get(arch)
-        if layer is not None:
-            upsample = lambda m: torch.nn.functional.interpolate(m, size=x.shape[-2:], mode="bilinear", align_corners=False)  # noqa: E731
-            yield ("GradCAM", "Captum LayerGradCam",
-                   lambda: onnxxai.analyze(x, onnxxai.GradCAM(model), target).val,
-                   lambda: upsample(LayerGradCam(net, layer).attribute(x, target=target, relu_attributions=True)), True)
-            from pytorch_grad_cam import GradCAM as PytorchGradCAM
-            from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
+    layer = {"resnet18": net.layer4, "resnet50": net.layer4}.get(arch)
+    if layer is not None:
+        upsample = lambda m: torch.nn.functional.interpolate(m, size=x.shape[-2:], mode="bilinear", align_corners=False)  # noqa: E731
+        yield ("GradCAM", "Captum LayerGradCam",
+               lambda: onnxxai.analyze(x, onnxxai.GradCAM(model), target).val,
+               lambda: upsample(LayerGradCam(net, layer).attribute(x, target=target, relu_attributions=True)), True)
+        from pytorch_grad_cam import GradCAM as PytorchGradCAM
+        from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-            def pytorch_grad_cam():
-                with PytorchGradCAM(model=net, target_layers=[layer]) as cam:
-                    maps = cam(input_tensor=x.clone().requires_grad_(), targets=[ClassifierOutputTarget(int(t)) for t in target])
-                return torch.from_numpy(maps).unsqueeze(1)
+        def pytorch_grad_cam():
+            with PytorchGradCAM(model=net, target_layers=[layer]) as cam:
+                maps = cam(input_tensor=x.clone().requires_grad_(), targets=[ClassifierOutputTarget(int(t)) for t in target])
+            return torch.from_numpy(maps).unsqueeze(1)
 
-            # pytorch-grad-cam returns each map min-max scaled to [0, 1] (resized with OpenCV): compare scaled maps
-            yield ("GradCAM (min-max scaled)", "pytorch-grad-cam GradCAM",
-                   lambda: _min_max(onnxxai.analyze(x, onnxxai.GradCAM(model), target).val), pytorch_grad_cam, True)
+        # pytorch-grad-cam returns each map min-max scaled to [0, 1] (resized with OpenCV): compare scaled maps
+        yield ("GradCAM (min-max scaled)", "pytorch-grad-cam GradCAM",
+               lambda: _min_max(onnxxai.analyze(x, onnxxai.GradCAM(model), target).val), pytorch_grad_cam, True)
     from zennit.attribution import Gradient as ZennitGradient
     from zennit.composites import EpsilonPlusFlat
     from zennit.torchvision import ResNetCanonizer, VGGCanonizer

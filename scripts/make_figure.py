@@ -2,22 +2,21 @@
 
     python scripts/make_figure.py [--digit examples/digit_3.png]
 
-Uses the shipped LeNet-5 (models/lenet5_mnist.onnx) and the CLI's method table, so the picture
+Uses the shipped LeNet-5 (models/lenet5_mnist.onnx) and the method table the CLI uses, so the picture
 shows exactly what `onnxxai run --method ...` draws.
 """
 
 from __future__ import annotations
 
 import argparse
-import argparse as _argparse
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
 import onnxxai
-from onnxxai.cli import _methods
 from onnxxai.heatmap import heatmap
+from onnxxai.methods import METHODS, MethodOptions
 from onnxxai.preprocess import image_spec, load_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,12 +31,10 @@ def main() -> None:
     model = onnxxai.load(ROOT / "models" / "lenet5_mnist.onnx")
     spec = image_spec(model.input_spec())
     x = load_images([Path(args.digit)], spec)
-    options = _argparse.Namespace(batch_size=None, samples=50, seed=0)
+    options = MethodOptions(samples=50, seed=0)
     tiles = [("input", np.repeat((x[0, 0] * 255).astype(np.uint8)[..., None], 3, axis=-1))]
-    for name, (_, factory) in _methods().items():
-        if factory is None:
-            continue
-        tiles.append((name, heatmap(onnxxai.analyze(x, factory(model, options)))[0]))
+    for name, method in METHODS.items():
+        tiles.append((name, heatmap(onnxxai.analyze(x, method.build(model, options)))[0]))
     size = 28 * args.scale
     canvas = Image.new("RGB", (len(tiles) * (size + 10) + 10, size + 40), "white")
     draw = ImageDraw.Draw(canvas)

@@ -248,7 +248,7 @@ def test_compiled_graph_gives_the_same_attribution(smooth_cnn, rng):
 
 
 def test_row_chunks_resize_after_the_first_piece():
-    from onnxxai.analyzers.base import RowChunks
+    from onnxxai.analyzers.batching import RowChunks
 
     assert list(RowChunks(10, 4)) == [(0, 4), (4, 8), (8, 10)]
     seen = []

@@ -8,19 +8,24 @@ else sized automatically (on CUDA, to a memory budget measured on the first chun
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from typing import Any, Protocol
+import dataclasses
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import torch
 
-from onnxxai.analyzers.base import Analyzer, CudaMemoryBudget, RowChunks, select
+from onnxxai.analyzers.batching import CudaMemoryBudget, RowChunks, run_chunks
+from onnxxai.analyzers.core import Analyzer
+from onnxxai.analyzers.function import select
 from onnxxai.analyzers.gradient import Gradient, GradientAnalyzer
+from onnxxai.analyzers.target import GRADIENT_OPTIONS, GradientOptions, Target, split_options
 from onnxxai.errors import AnalyzerError
 from onnxxai.explanation import Explanation
 from onnxxai.model import Model
 from onnxxai.selectors import OutputSelector
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = [
     "NoiseAugmentation",
@@ -91,17 +96,16 @@ class _Augmentation(Analyzer):
             raise AnalyzerError(f"n must be a positive integer, got {n}")
         self.analyzer = analyzer
         self.function = analyzer.function
-        self.check_precision = analyzer.check_precision
+        self.execution = dataclasses.replace(analyzer.execution, batch_size=batch_size)
         self.n = int(n)
-        self.batch_size = batch_size
 
     def _row_chunks(self, batch: int, device: torch.device) -> RowChunks:
         """Chunks of the ``n * batch`` augmented rows: ``batch_size`` rows when given; else, on CUDA,
         the first chunk has the batch's rows and the rest are sized to a memory budget measured on it;
         on the CPU, :data:`DEFAULT_CHUNK_ROWS` (or the batch, if larger)."""
         total = self.n * batch
-        if self.batch_size:
-            return RowChunks(total, int(self.batch_size))
+        if self.execution.batch_size:
+            return RowChunks(total, self.execution.batch_size)
         if device.type == "cuda":
             return RowChunks(total, batch, CudaMemoryBudget(device, limit=total))
         return RowChunks(total, max(DEFAULT_CHUNK_ROWS, batch))
@@ -151,15 +155,18 @@ class NoiseAugmentation(_Augmentation):
             dist, described = Normal(1.0), f"Normal(std=0.15*(max-min) per sample: {scale.tolist()})"
         else:
             scale, dist, described = None, self.distribution, repr(self.distribution)
-        total = torch.zeros_like(input)
-        for start, stop in self._row_chunks(b, input.device):
+
+        def piece(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
             sample_index = torch.arange(start, stop, device=input.device) % b
             noise = dist.sample((stop - start, *input.shape[1:]), gen, input.device, input.dtype)
             if scale is not None:
                 noise = noise * scale.index_select(0, sample_index).view(-1, *[1] * (input.dim() - 1))
             rows = input.index_select(0, sample_index) + noise
             val, _, _ = self.analyzer.attribute_rows(rows, sample_index, target.index_select(0, sample_index))
-            total.index_add_(0, sample_index, val)
+            return sample_index, val
+
+        total = torch.zeros_like(input)  # allocated before the memory budget starts measuring
+        run_chunks(piece, self._row_chunks(b, input.device), into=total)
         return Explanation(
             total / self.n, input, output, target, self.name, self.heatmap,
             {"n": self.n, "noise": described, "input_name": self.function.input_name},
@@ -246,14 +253,17 @@ class InterpolationAugmentation(_Augmentation):
         delta = input - baseline
         alphas = torch.as_tensor(self.alphas, device=input.device, dtype=input.dtype)
         weights = torch.as_tensor(self.weights, device=input.device, dtype=input.dtype)
-        total = torch.zeros_like(input)
         shape = (-1, *[1] * (input.dim() - 1))
-        for start, stop in self._row_chunks(b, input.device):
+
+        def piece(start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
             row = torch.arange(start, stop, device=input.device)
             sample_index, step = row % b, row // b
             rows = baseline.index_select(0, sample_index) + alphas[step].view(shape) * delta.index_select(0, sample_index)
             val, _, _ = self.analyzer.attribute_rows(rows, sample_index, target.index_select(0, sample_index))
-            total.index_add_(0, sample_index, val * weights[step].view(shape))
+            return sample_index, val * weights[step].view(shape)
+
+        total = torch.zeros_like(input)  # allocated before the memory budget starts measuring
+        run_chunks(piece, self._row_chunks(b, input.device), into=total)
         val = total * delta
         f_x = select(output, target)
         f_base = select(self.function.output(baseline), target)
@@ -269,8 +279,18 @@ class InterpolationAugmentation(_Augmentation):
         return Explanation(val, input, output, target, self.name, self.heatmap, extras)
 
 
+def _inner_gradient(owner: str, model: Model, target: Target | None, options: GradientOptions) -> tuple[Gradient, int | None]:
+    """The :class:`Gradient` inside SmoothGrad and IG, and the batch size, which chunks the
+    augmented rows (the inner analyzer is run a chunk at a time, never on a whole batch)."""
+    target, execution = split_options(owner, target, options, GRADIENT_OPTIONS)
+    inner = Gradient(model, target=target, precision=execution.precision, compile=execution.compile,
+                     check_precision=execution.check_precision)
+    return inner, execution.batch_size
+
+
 class SmoothGrad(NoiseAugmentation):
-    """SmoothGrad (Smilkov et al. 2017): :class:`NoiseAugmentation` of :class:`Gradient`."""
+    """SmoothGrad (Smilkov et al. 2017): :class:`NoiseAugmentation` of :class:`Gradient`; takes the
+    gradient analyzers' keywords (``input_name``, ``fixed_inputs``, ``precision``, ..., ``target``)."""
 
     def __init__(
         self,
@@ -280,18 +300,10 @@ class SmoothGrad(NoiseAugmentation):
         *,
         distribution: Distribution | None = None,
         generator: int | torch.Generator | None = None,
-        batch_size: int | None = None,
-        input_name: str | None = None,
-        output_name: str | None = None,
-        fixed_inputs: Mapping[str, Any] | None = None,
-        precision: str = "float32",
-        compile: bool = False,
-        check_precision: bool = False,
-        attribute_at: str | None = None,
+        target: Target | None = None,
+        **options: Unpack[GradientOptions],
     ) -> None:
-        inner = Gradient(model, input_name=input_name, output_name=output_name, fixed_inputs=fixed_inputs,
-                         precision=precision, compile=compile, check_precision=check_precision,
-                         attribute_at=attribute_at)
+        inner, batch_size = _inner_gradient("SmoothGrad", model, target, options)
         super().__init__(inner, n, std, distribution=distribution, generator=generator, batch_size=batch_size)
 
     @property
@@ -301,7 +313,8 @@ class SmoothGrad(NoiseAugmentation):
 
 class IntegratedGradients(InterpolationAugmentation):
     """Integrated Gradients (Sundararajan et al. 2017): :class:`InterpolationAugmentation` of
-    :class:`Gradient`, i.e. ``(x - baseline) * ∫ grad f(baseline + α(x - baseline)) dα``."""
+    :class:`Gradient`, i.e. ``(x - baseline) * ∫ grad f(baseline + α(x - baseline)) dα``; takes the
+    gradient analyzers' keywords (``input_name``, ``fixed_inputs``, ``precision``, ..., ``target``)."""
 
     def __init__(
         self,
@@ -310,18 +323,10 @@ class IntegratedGradients(InterpolationAugmentation):
         baseline: Any = None,
         *,
         method: str = "gausslegendre",
-        batch_size: int | None = None,
-        input_name: str | None = None,
-        output_name: str | None = None,
-        fixed_inputs: Mapping[str, Any] | None = None,
-        precision: str = "float32",
-        compile: bool = False,
-        check_precision: bool = False,
-        attribute_at: str | None = None,
+        target: Target | None = None,
+        **options: Unpack[GradientOptions],
     ) -> None:
-        inner = Gradient(model, input_name=input_name, output_name=output_name, fixed_inputs=fixed_inputs,
-                         precision=precision, compile=compile, check_precision=check_precision,
-                         attribute_at=attribute_at)
+        inner, batch_size = _inner_gradient("IntegratedGradients", model, target, options)
         super().__init__(inner, n, baseline, method=method, batch_size=batch_size)
 
     @property

@@ -15,63 +15,37 @@ cannot be found in the converted graph, the two split graphs are converted and r
 
 from __future__ import annotations
 
-import copy
-import operator
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from onnx2torch.onnx_graph import OnnxGraph
 
-from onnxxai.analyzers.base import Analyzer, ModelFunction, chunks, row_targets, select
+from onnxxai.analyzers.batching import run_samples
+from onnxxai.analyzers.core import Analyzer
+from onnxxai.analyzers.function import ModelFunction, select
+from onnxxai.analyzers.target import TARGET_OPTIONS, Target, TargetOptions, split_options
 from onnxxai.errors import AnalyzerError, InputError
 from onnxxai.explanation import Explanation
-from onnxxai.graph import DataFlow, token_grid
+from onnxxai.graph import DataFlow, default_cut, token_grid
+from onnxxai.graph.surgery import autograd_leaf, capture, tensor_source
 from onnxxai.model import Model
+from onnxxai.proto.layout import image_layout
 from onnxxai.selectors import OutputSelector
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = ["GradCAM", "capture_module"]
-
-
-def _boundary_leaf(x: torch.Tensor) -> torch.Tensor:
-    """The boundary activation as an autograd leaf: the gradient is read here and goes no further."""
-    return x.detach().requires_grad_(True)
 
 
 def capture_module(model: Model, boundary: str) -> torch.fx.GraphModule | None:
     """A new GraphModule computing ``model.torch_module``'s outputs plus the activation of ONNX
     tensor ``boundary`` (last), made an autograd leaf; None when its producer is not an fx node."""
-    owner = next(((name, node) for name, node in OnnxGraph(model.onnx_model.graph).nodes.items()
-                  if boundary in node.output_values), None)
-    if owner is None:
+    source = tensor_source(model.onnx_model, boundary)
+    if source is None:
         return None
-    module_name, onnx_node = owner
-    graph = copy.deepcopy(model.torch_module.graph)
-    fx_node = next((n for n in graph.nodes if n.op == "call_module" and n.target == module_name), None)
-    output = next(n for n in graph.nodes if n.op == "output")
-    if fx_node is None:
-        return None
-    many = len(onnx_node.output_values) > 1
-    index = list(onnx_node.output_values).index(boundary)
-    with graph.inserting_after(fx_node):
-        value = graph.call_function(operator.getitem, (fx_node, index)) if many else fx_node
-    with graph.inserting_after(value):
-        leaf = graph.call_function(_boundary_leaf, (value,))
-    if many:  # every consumer reads the boundary through its own getitem(fx_node, index)
-        for user in list(fx_node.users):
-            if user is not value and user.target is operator.getitem and user.args[1] == index:
-                user.replace_all_uses_with(leaf)
-                graph.erase_node(user)
-    else:
-        fx_node.replace_all_uses_with(leaf, delete_user_cb=lambda user: user is not leaf)
-    results = output.args[0]
-    results = list(results) if isinstance(results, (tuple, list)) else [results]
-    output.args = (tuple(results + [leaf]),)
-    graph.lint()
-    captured = torch.fx.GraphModule(model.torch_module, graph, class_name="GradCAMGraphModule")
-    captured.train(model.torch_module.training)
-    return captured
+    return capture(model.torch_module, source, class_name="GradCAMGraphModule")
 
 
 class _SplitRunner:
@@ -79,7 +53,7 @@ class _SplitRunner:
 
     def __init__(self, model: Model, boundary: str, input_name: str, output_name: str) -> None:
         from onnxxai.graph import split
-        from onnxxai.model import convert
+        from onnxxai.convert.pipeline import convert
 
         features, head, _ = split(model, boundary, input_name=input_name, output_name=output_name, verify=True)
         self.feature_inputs = [i.name for i in features.graph.input]
@@ -95,7 +69,7 @@ class _SplitRunner:
             outs = self.features(*[feeds[n] for n in self.feature_inputs])
         outs = list(outs) if isinstance(outs, (tuple, list)) else [outs]
         values = {**feeds, **dict(zip(self.feature_outputs, outs))}
-        values[self.boundary] = act = _boundary_leaf(values[self.boundary])
+        values[self.boundary] = act = autograd_leaf(values[self.boundary])
         result = self.head(*[values[n] for n in self.head_inputs])
         result = list(result) if isinstance(result, (tuple, list)) else [result]
         return result[self.head_outputs.index(output_name)], act
@@ -113,6 +87,8 @@ class GradCAM(Analyzer):
     tokens row-major on the grid (:func:`onnxxai.graph.token_grid`). ``batch_size`` bounds the rows
     per forward/backward (None: the whole batch at once). ``one_pass=False`` runs the converted
     features and head graphs of :func:`onnxxai.graph.split` instead of the whole graph.
+    ``input_name``, ``output_name`` and ``fixed_inputs`` (or ``target=Target(...)``) pick the input
+    and output as for the gradient analyzers.
     """
 
     heatmap = "cam"
@@ -122,21 +98,17 @@ class GradCAM(Analyzer):
         model: Model,
         boundary: str | None = None,
         *,
-        input_name: str | None = None,
-        output_name: str | None = None,
-        fixed_inputs: Mapping[str, Any] | None = None,
-        batch_size: int | None = None,
         one_pass: bool = True,
+        target: Target | None = None,
+        **options: Unpack[TargetOptions],
     ) -> None:
-        self.function = ModelFunction(model, input_name, output_name, fixed_inputs, integer_inputs=False)
-        if batch_size is not None and int(batch_size) < 1:
-            raise AnalyzerError(f"batch_size must be a positive integer, got {batch_size}")
-        self.batch_size = batch_size
+        target, self.execution = split_options("GradCAM", target, options, TARGET_OPTIONS)
+        self.function = ModelFunction(model, target, integer_inputs=False)
         self.model = model
         flow = DataFlow(model.onnx_model, self.function.input_name, self.function.output_name, model.source)
         if boundary is None:
             probe = {n: v.cpu().numpy() for n, v in self.function.fixed.items()} or None
-            self.boundary = flow.default(probe)
+            self.boundary = default_cut(flow, probe)
         else:
             self.boundary = flow.resolve(boundary)
         self._capture = capture_module(model, self.boundary) if one_pass else None
@@ -193,32 +165,23 @@ class GradCAM(Analyzer):
 
     def explain(self, input: torch.Tensor, selector: OutputSelector) -> Explanation:
         _image_hw(input.shape, self.function.input_name)
-        pieces = list(chunks(input.shape[0], self.batch_size))
-        targets = row_targets(selector, pieces, lambda: self.function.output(input))
-        vals, cams, outs, idxs = [], [], [], []
-        for start, stop in pieces:
-            sample_index = torch.arange(start, stop, device=input.device)
-            target = targets if not isinstance(targets, torch.Tensor) else targets[start:stop]
-            val, cam, out, idx = self.explain_rows(input[start:stop], sample_index, target)
-            vals.append(val)
-            cams.append(cam)
-            outs.append(out)
-            idxs.append(idx)
+        val, cam, out, idx = run_samples(self.explain_rows, input, selector, self.execution.batch_size, self.function.output)
         return Explanation(
-            torch.cat(vals), input, torch.cat(outs), torch.cat(idxs), self.name, self.heatmap,
-            {"boundary": self.boundary, "cam": torch.cat(cams), "input_name": self.function.input_name,
+            val, input, out, idx, self.name, self.heatmap,
+            {"boundary": self.boundary, "cam": cam, "input_name": self.function.input_name,
              "output_name": self.function.output_name, "one_pass": self._split is None},
         )
 
 
 def _channels_first(shape: torch.Size) -> bool:
-    return shape[1] in (1, 3, 4)
+    return image_layout(shape).channels_first
 
 
 def _image_hw(shape: torch.Size, name: str) -> tuple[int, int]:
-    """H, W of an image batch (NCHW when axis 1 has 1, 3 or 4 entries, else NHWC)."""
-    if len(shape) != 4:
+    """H, W of an image batch (:func:`onnxxai.proto.layout.image_layout`: NCHW when axis 1 has 1, 3
+    or 4 entries, else NHWC)."""
+    found = image_layout(shape)
+    if found is None:
         raise InputError(f"GradCAM needs an image batch (rank 4, NCHW or NHWC) for input {name!r}, got shape "
                          f"{tuple(shape)}")
-    return (int(shape[2]), int(shape[3])) if _channels_first(shape) else (int(shape[1]), int(shape[2]))
-
+    return int(found.height), int(found.width)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 
-from onnxxai.analyzers.base import Analyzer, ModelFunction, chunks, row_targets, select
+from onnxxai.analyzers.batching import run_samples
+from onnxxai.analyzers.core import Analyzer
+from onnxxai.analyzers.function import ModelFunction, select
+from onnxxai.analyzers.target import GRADIENT_OPTIONS, GradientOptions, Target, split_options
 from onnxxai.errors import AnalyzerError
 from onnxxai.explanation import Explanation
 from onnxxai.model import Model
 from onnxxai.selectors import OutputSelector
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 __all__ = ["GradientAnalyzer", "Gradient", "InputTimesGradient"]
 
@@ -25,27 +30,13 @@ class GradientAnalyzer(Analyzer):
     ``torch.compile``; ``check_precision=True`` also runs float32 and reports the attribution's
     relative L2 error and cosine similarity in ``extras["precision_error"]``. ``attribute_at``
     names an ONNX tensor to attribute at instead of the input (integer inputs default to the
-    first float tensor computed from them; see :class:`ModelFunction`).
+    first float tensor computed from them; see :class:`ModelFunction`). ``target=Target(...)``
+    gives ``input_name``, ``output_name``, ``fixed_inputs`` and ``attribute_at`` as one value.
     """
 
-    def __init__(
-        self,
-        model: Model,
-        *,
-        input_name: str | None = None,
-        output_name: str | None = None,
-        fixed_inputs: Mapping[str, Any] | None = None,
-        batch_size: int | None = None,
-        precision: str = "float32",
-        compile: bool = False,
-        check_precision: bool = False,
-        attribute_at: str | None = None,
-    ) -> None:
-        self.function = ModelFunction(model, input_name, output_name, fixed_inputs, precision, compile, attribute_at)
-        self.check_precision = bool(check_precision)
-        if batch_size is not None and int(batch_size) < 1:
-            raise AnalyzerError(f"batch_size must be a positive integer, got {batch_size}")
-        self.batch_size = batch_size
+    def __init__(self, model: Model, *, target: Target | None = None, **options: Unpack[GradientOptions]) -> None:
+        target, self.execution = split_options(type(self).__name__, target, options, GRADIENT_OPTIONS)
+        self.function = ModelFunction(model, target, self.execution)
 
     def combine(self, rows: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
         """The attribution of each row from the row and its gradient."""
@@ -71,19 +62,9 @@ class GradientAnalyzer(Analyzer):
         return self.combine(rows.detach(), grad.to(rows.dtype)), out.detach(), index
 
     def explain(self, input: torch.Tensor, selector: OutputSelector) -> Explanation:
-        n = input.shape[0]
-        pieces = list(chunks(n, self.batch_size))
-        targets = row_targets(selector, pieces, lambda: self.function.output(input))
-        vals, outs, idxs = [], [], []
-        for start, stop in pieces:
-            sample_index = torch.arange(start, stop, device=input.device)
-            target = targets if not isinstance(targets, torch.Tensor) else targets[start:stop]
-            val, out, idx = self.attribute_rows(input[start:stop], sample_index, target)
-            vals.append(val)
-            outs.append(out)
-            idxs.append(idx)
+        val, out, idx = run_samples(self.attribute_rows, input, selector, self.execution.batch_size, self.function.output)
         return Explanation(
-            torch.cat(vals), input, torch.cat(outs), torch.cat(idxs), self.name, self.heatmap,
+            val, input, out, idx, self.name, self.heatmap,
             {"input_name": self.function.input_name, "output_name": self.function.output_name},
         )
 

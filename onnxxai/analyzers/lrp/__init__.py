@@ -16,9 +16,9 @@ from onnxxai.analyzers.lrp.composites import (
     EpsilonGammaBox,
     EpsilonPlus,
     EpsilonPlusFlat,
-    LINEAR_OPS,
     base_rules,
 )
+from onnxxai.analyzers.lrp.ops import LINEAR_OPS
 from onnxxai.analyzers.lrp.rules import (
     AlphaBeta,
     BasicRule,

@@ -4,34 +4,33 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING
 
-import numpy as np
 import onnx
 import torch
 
-from onnxxai.analyzers.base import Analyzer, ModelFunction, chunks, row_targets, select
+from onnxxai.analyzers.batching import run_samples
+from onnxxai.analyzers.core import Analyzer
+from onnxxai.analyzers.function import ModelFunction, select
 from onnxxai.analyzers.lrp.apply import rules_applied
 from onnxxai.analyzers.lrp.canonize import canonize as canonize_graph
 from onnxxai.analyzers.lrp.composites import Composite, EpsilonPlusFlat
 from onnxxai.analyzers.lrp.nodes import GraphNode, relevance_path
+from onnxxai.analyzers.lrp.ops import NON_RELU_ACTIVATIONS, PRODUCTS
 from onnxxai.analyzers.lrp.rules import Rule
+from onnxxai.analyzers.target import TARGET_OPTIONS, Target, TargetOptions, split_options
 from onnxxai.errors import AnalyzerError
 from onnxxai.explanation import Explanation
-from onnxxai.model import DEFAULT_BATCH, DEFAULT_DIM, Model, convert
+from onnxxai.convert.pipeline import convert
+from onnxxai.model import Model
+from onnxxai.proto.specs import probe_feeds
 from onnxxai.selectors import OutputSelector
 
-__all__ = ["LRP", "LRPModelError", "NodeProblem", "RELU_LIKE", "NON_RELU_ACTIVATIONS"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
-#: activations LRP's rules are derived for (piecewise linear through the origin)
-RELU_LIKE = frozenset({"Relu", "LeakyRelu", "PRelu"})
-#: activations the model check reports (Clip counts as ReLU-like only with min 0, i.e. ReLU6)
-NON_RELU_ACTIVATIONS = frozenset({
-    "Sigmoid", "HardSigmoid", "Tanh", "Softplus", "Softsign", "Elu", "Selu", "Celu", "Gelu", "Mish",
-    "HardSwish", "Erf", "ThresholdedRelu", "Softmax", "LogSoftmax", "Hardmax", "Exp", "Log", "Sqrt",
-    "Abs", "Reciprocal", "Pow", "Sin", "Cos", "Clip",
-})
-_PRODUCTS = frozenset({"Mul", "Div", "MatMul", "Gemm", "Conv", "ConvTranspose", "Pow", "Einsum"})
+__all__ = ["LRP", "LRPModelError", "NodeProblem"]
+
 _CANONIZE_RTOL = 1e-4
 
 
@@ -81,7 +80,7 @@ def check_nodes(nodes: list[GraphNode], rules: Mapping[str, Rule | None], onnx_m
     for node in nodes:
         if node.op_type in NON_RELU_ACTIVATIONS and not (node.op_type == "Clip" and _clip_min(node, onnx_model) == 0.0):
             problems.append(NodeProblem(node, "non-ReLU-like activation; LRP rules assume ReLU-like activations"))
-        elif node.op_type in _PRODUCTS and node.activations > 1:
+        elif node.op_type in PRODUCTS and node.activations > 1:
             problems.append(NodeProblem(node, "multiplies two activations; no LRP rule conserves relevance through it"))
         elif rules.get(node.module) is None:
             problems.append(NodeProblem(node, "no rule for this op type in the composite"))
@@ -97,6 +96,8 @@ class LRP(Analyzer):
     and checked against the model's own outputs). The explained output's score is the starting
     relevance, so with conserving rules ``val`` sums to it (``extras["relevance_sum"]``,
     ``extras["score"]``). One modified forward and backward per chunk of ``batch_size`` rows.
+    ``input_name``, ``output_name`` and ``fixed_inputs`` (or ``target=Target(...)``) pick the input
+    and output as for the gradient analyzers.
     """
 
     heatmap = "attribution"
@@ -108,19 +109,15 @@ class LRP(Analyzer):
         skip_checks: bool = False,
         *,
         canonize: bool = True,
-        input_name: str | None = None,
-        output_name: str | None = None,
-        fixed_inputs: Mapping[str, Any] | None = None,
-        batch_size: int | None = None,
+        target: Target | None = None,
+        **options: Unpack[TargetOptions],
     ) -> None:
-        self.function = ModelFunction(model, input_name, output_name, fixed_inputs, integer_inputs=False)
+        target, self.execution = split_options("LRP", target, options, TARGET_OPTIONS)
+        self.function = ModelFunction(model, target, integer_inputs=False)
         composite = EpsilonPlusFlat() if composite is None else composite
         if not isinstance(composite, Composite):
             raise AnalyzerError(f"composite must be an onnxxai LRP Composite (e.g. EpsilonPlusFlat()), got {type(composite).__name__}")
-        if batch_size is not None and int(batch_size) < 1:
-            raise AnalyzerError(f"batch_size must be a positive integer, got {batch_size}")
         self.composite = composite
-        self.batch_size = batch_size
         self.graph, self.module, self.canonization = _canonized(model, canonize)
         input_index = [s.name for s in model.inputs].index(self.function.input_name)
         self.nodes = relevance_path(self.module, self.graph, input_index, self.function.output_index)
@@ -134,25 +131,21 @@ class LRP(Analyzer):
 
     def explain(self, input: torch.Tensor, selector: OutputSelector) -> Explanation:
         model = self.function.model
-        pieces = list(chunks(input.shape[0], self.batch_size))
-        targets = row_targets(selector, pieces, lambda: self.function.output(input))
-        vals, outs, idxs = [], [], []
         with rules_applied(self.module, self._assignments) as ruled:
             function = copy.copy(self.function)
             function.model = Model(ruled, self.graph, model.inputs, model.outputs, model.parity, model.passes, model.source, model.device)
-            for start, stop in pieces:
-                sample_index = torch.arange(start, stop, device=input.device)
-                target = targets if not isinstance(targets, torch.Tensor) else targets[start:stop]
+
+            def relevance_rows(rows: torch.Tensor, sample_index: torch.Tensor, target) -> tuple[torch.Tensor, ...]:
+                """One modified forward and backward: (relevance, output, index) of ``rows``."""
                 with torch.enable_grad():
-                    rows = input[start:stop].detach().requires_grad_(True)
+                    rows = rows.detach().requires_grad_(True)
                     out = function(rows, sample_index)
                     index = target if isinstance(target, torch.Tensor) else target(out.detach())
                     score = select(out, index)
                     (relevance,) = torch.autograd.grad(score, rows, grad_outputs=score.detach())
-                vals.append(relevance.detach())
-                outs.append(out.detach())
-                idxs.append(index)
-        val, output, index = torch.cat(vals), torch.cat(outs), torch.cat(idxs)
+                return relevance.detach(), out.detach(), index
+
+            val, output, index = run_samples(relevance_rows, input, selector, self.execution.batch_size, self.function.output)
         return Explanation(
             val, input, output, index, self.name, self.heatmap,
             {
@@ -199,19 +192,7 @@ def _canonized(model: Model, enabled: bool) -> tuple[onnx.ModelProto, torch.fx.G
 
 
 def _probe(model: Model) -> dict[str, torch.Tensor]:
-    rng = np.random.default_rng(0)
+    """The load-time probe again (seed 0, the parity check's shapes), on the model's device."""
     shapes = dict(getattr(model.parity, "probe_shapes", None) or {})
-    feeds = {}
-    for spec in model.inputs:
-        shape = shapes.get(spec.name) or tuple(
-            d if isinstance(d, int) and d > 0 else (DEFAULT_BATCH if axis == 0 else DEFAULT_DIM)
-            for axis, d in enumerate(spec.shape)
-        )
-        if spec.dtype.kind == "f":
-            value = rng.standard_normal(shape).astype(spec.dtype)
-        elif spec.dtype.kind in "iu":
-            value = rng.integers(0, 10, size=shape).astype(spec.dtype)
-        else:
-            value = rng.random(shape) < 0.5
-        feeds[spec.name] = torch.from_numpy(value).to(model.device)
-    return feeds
+    feeds = probe_feeds(model.inputs, seed=0, shapes=shapes, label=model.source)
+    return {name: torch.from_numpy(value).to(model.device) for name, value in feeds.items()}

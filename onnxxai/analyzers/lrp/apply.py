@@ -16,21 +16,11 @@ import torch
 from torch.func import functional_call
 
 from onnxxai.analyzers.lrp.nodes import GraphNode
+from onnxxai.analyzers.lrp.ops import BIAS_OPS, ELEMENTWISE, PARAM_NAMES
 from onnxxai.analyzers.lrp.rules import BasicRule, Pass, ParamModifier, Rule
 from onnxxai.errors import AnalyzerError
 
-__all__ = ["rules_applied", "RuleModule", "ELEMENTWISE"]
-
-#: ops whose Pass rule is the identity backward (the others keep their own gradient)
-ELEMENTWISE = frozenset({
-    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
-    "Softplus", "Softsign", "Gelu", "Mish", "ThresholdedRelu", "Clip", "Erf", "Identity", "Dropout",
-    "BatchNormalization", "Mul", "Div", "Neg", "Cast",
-})
-
-_PARAM_NAMES = {"Conv": {1: "weight", 2: "bias"}, "ConvTranspose": {1: "weight", 2: "bias"},
-                "Gemm": {1: "weight", 2: "bias"}}
-_BIAS_OPS = {"Add", "Sub", "Sum"}
+__all__ = ["rules_applied", "RuleModule"]
 
 
 class _Call:
@@ -40,8 +30,8 @@ class _Call:
         self.module, self.node, self.args, self.kwargs = module, node, args, kwargs
         self.activations = list(activations)
         self.params = dict(module.named_parameters(recurse=False))
-        names = _PARAM_NAMES.get(node.op_type, {})
-        default = "bias" if node.op_type in _BIAS_OPS else "weight"
+        names = PARAM_NAMES.get(node.op_type, {})
+        default = "bias" if node.op_type in BIAS_OPS else "weight"
         self.constants = {
             i: names.get(i, default) for i, a in enumerate(args)
             if i not in self.activations and isinstance(a, torch.Tensor) and a.is_floating_point()

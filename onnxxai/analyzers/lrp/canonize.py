@@ -17,9 +17,11 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-__all__ = ["canonize", "fold_batchnorm"]
+from onnxxai.analyzers.lrp.ops import FOLDABLE_OPS
 
-_FOLDABLE = {"Conv", "ConvTranspose", "Gemm"}
+from onnxxai.proto.names import fresh_name, names_in_use
+
+__all__ = ["canonize", "fold_batchnorm"]
 
 
 def _attr(node: onnx.NodeProto, name: str, default):
@@ -36,21 +38,12 @@ def _set_attr(node: onnx.NodeProto, name: str, value) -> None:
     node.attribute.append(onnx.helper.make_attribute(name, value))
 
 
-def _fresh(name: str, used: set[str]) -> str:
-    candidate, i = name, 0
-    while candidate in used:
-        i += 1
-        candidate = f"{name}_{i}"
-    used.add(candidate)
-    return candidate
-
-
 def fold_batchnorm(model: onnx.ModelProto) -> list[str]:
     """Merge each inference BatchNormalization into the Conv/ConvTranspose/Gemm that is its only
     producer (constant weights, output used by nothing else). Returns one line per fold."""
     graph = model.graph
     inits = {t.name: t for t in graph.initializer}
-    used_names = set(inits) | {v for n in graph.node for v in list(n.input) + list(n.output)} | {i.name for i in graph.input}
+    used_names = names_in_use(graph)
     producer = {out: node for node in graph.node for out in node.output}
     consumers = Counter(v for node in graph.node for v in node.input)
     graph_outputs = {o.name for o in graph.output}
@@ -63,7 +56,7 @@ def fold_batchnorm(model: onnx.ModelProto) -> list[str]:
             continue
         x = bn.input[0]
         prev = producer.get(x)
-        if prev is None or prev.op_type not in _FOLDABLE or consumers[x] != 1 or x in graph_outputs:
+        if prev is None or prev.op_type not in FOLDABLE_OPS or consumers[x] != 1 or x in graph_outputs:
             continue
         if any(name not in inits for name in bn.input[1:5]) or prev.input[1] not in inits:
             continue
@@ -95,8 +88,8 @@ def fold_batchnorm(model: onnx.ModelProto) -> list[str]:
             b = (np.broadcast_to(c.reshape(-1), mean.shape) - mean) * scale + beta
             _set_attr(prev, "beta", 1.0)
         dtype = numpy_helper.to_array(w_init).dtype
-        w_name = _fresh(prev.input[1] + "_bnfold", used_names)
-        b_name = _fresh((prev.input[2] if has_bias else prev.input[1]) + "_bnfold_bias", used_names)
+        w_name = fresh_name(prev.input[1] + "_bnfold", used_names)
+        b_name = fresh_name((prev.input[2] if has_bias else prev.input[1]) + "_bnfold_bias", used_names)
         graph.initializer.extend([numpy_helper.from_array(w.astype(dtype), w_name), numpy_helper.from_array(b.astype(dtype), b_name)])
         inits[w_name], inits[b_name] = graph.initializer[-2], graph.initializer[-1]
         prev.input[1] = w_name

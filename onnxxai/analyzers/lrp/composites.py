@@ -17,35 +17,21 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from onnxxai.analyzers.lrp.nodes import GraphNode
+from onnxxai.analyzers.lrp.ops import ACTIVATIONS, CONV_OPS, DENSE_OPS, LINEAR_OPS, MOVE_OPS, PROPORTIONAL_OPS, SCALING_OPS
 from onnxxai.analyzers.lrp.rules import AlphaBeta, Epsilon, Flat, Gamma, Pass, Rule, ZBox, ZPlus
 
 __all__ = [
     "Composite", "base_rules", "EpsilonPlus", "EpsilonPlusFlat", "EpsilonAlpha2Beta1",
-    "EpsilonAlpha2Beta1Flat", "EpsilonGammaBox", "CONV_OPS", "DENSE_OPS", "LINEAR_OPS",
+    "EpsilonAlpha2Beta1Flat", "EpsilonGammaBox",
 ]
-
-CONV_OPS = ("Conv", "ConvTranspose")
-DENSE_OPS = ("Gemm", "MatMul")
-LINEAR_OPS = CONV_OPS + DENSE_OPS
-
-_ACTIVATIONS = (
-    "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh",
-    "Softplus", "Softsign", "Gelu", "Mish", "ThresholdedRelu", "Clip", "Erf",
-)
-_MOVE_OPS = (
-    "Identity", "Dropout", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Split",
-    "Slice", "Gather", "Pad", "DepthToSpace", "SpaceToDepth", "Expand", "Tile", "Cast",
-    "MaxPool", "GlobalMaxPool", "ReduceMax",
-)
-_PROPORTIONAL = ("Add", "Sub", "Sum", "AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum", "Resize", "Upsample")
 
 
 def base_rules(stabilizer: float = 1e-6) -> dict[str, Rule]:
     """Rules every preset shares (Zennit's ``layer_map_base``): Pass for activations, shape ops,
     max pooling (winner takes all), an unfolded BatchNormalization and Mul/Div by a constant;
     proportional (Epsilon with ``stabilizer``) for Add/Sub/Sum, average pooling, means and resizing."""
-    rules: dict[str, Rule] = {op: Pass() for op in _ACTIVATIONS + _MOVE_OPS + ("BatchNormalization", "Mul", "Div", "Neg")}
-    rules.update({op: Epsilon(stabilizer) for op in _PROPORTIONAL})
+    rules: dict[str, Rule] = {op: Pass() for op in ACTIVATIONS + MOVE_OPS + SCALING_OPS}
+    rules.update({op: Epsilon(stabilizer) for op in PROPORTIONAL_OPS})
     return rules
 
 

@@ -11,16 +11,12 @@ from dataclasses import dataclass
 
 import onnx
 import torch
-from onnx2torch.onnx_graph import OnnxGraph
+
+from onnxxai.analyzers.lrp.ops import NO_RELEVANCE
+from onnxxai.graph.surgery import module_nodes
+from onnxxai.proto.dtypes import FLOAT_TYPES
 
 __all__ = ["GraphNode", "relevance_path", "module_nodes"]
-
-# Ops whose outputs are integers or booleans computed from their input: no relevance flows through.
-_NO_RELEVANCE = {
-    "Shape", "Size", "ArgMax", "ArgMin", "NonZero", "Equal", "Greater", "GreaterOrEqual", "Less",
-    "LessOrEqual", "Not", "And", "Or", "Xor", "IsNaN", "IsInf", "Sign", "Floor", "Ceil", "Round",
-}
-_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 
 
 @dataclass(frozen=True)
@@ -44,17 +40,12 @@ class GraphNode:
         return f"{self.name!r} ({self.op_type})"
 
 
-def module_nodes(onnx_model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
-    """Submodule name -> ONNX node, named exactly as onnx2torch names them."""
-    return {name: node.proto for name, node in OnnxGraph(onnx_model.graph).nodes.items()}
-
-
 def _carries_relevance(node: onnx.NodeProto) -> bool:
-    if node.op_type in _NO_RELEVANCE:
+    if node.op_type in NO_RELEVANCE:
         return False
     if node.op_type == "Cast":
         to = next((a.i for a in node.attribute if a.name == "to"), onnx.TensorProto.FLOAT)
-        return to in _FLOAT_TYPES
+        return to in FLOAT_TYPES
     return True
 
 

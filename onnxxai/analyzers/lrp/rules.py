@@ -104,6 +104,20 @@ def _unchanged(p: Tensor, name: str) -> Tensor:
     return p
 
 
+def _signed_terms(favour: ParamModifier, disfavour: ParamModifier, zero_params: Sequence[str] | None) -> tuple[Term, ...]:
+    """The four terms of the rules that treat positive and negative contributions apart (γ, αβ):
+    positive inputs with ``favour``ed and negative inputs with ``disfavour``ed parameters (the
+    positive contributions), then the reverse (the negative ones); the bias only in the terms of
+    positive inputs."""
+    nobias = _with_bias_zeroed(zero_params)
+    return (
+        Term(_pos, _zeroing(favour, zero_params)),
+        Term(_neg, _zeroing(disfavour, nobias)),
+        Term(_pos, _zeroing(disfavour, zero_params)),
+        Term(_neg, _zeroing(favour, nobias)),
+    )
+
+
 class Epsilon(BasicRule):
     """LRP-ε: ``R_i = x_i · Σ_j w_ji R_j / (z_j + ε·sign(z_j))``. Small ε is the proportional rule
     used for Add/Sum and average pooling; larger ε absorbs weak, contradictory relevance."""
@@ -145,13 +159,7 @@ class Gamma(BasicRule):
         def down(p, name):
             return p + g * p.clamp(max=0)
 
-        nobias = _with_bias_zeroed(zero_params)
-        self.terms = (
-            Term(_pos, _zeroing(up, zero_params)),
-            Term(_neg, _zeroing(down, nobias)),
-            Term(_pos, _zeroing(down, zero_params)),
-            Term(_neg, _zeroing(up, nobias)),
-        )
+        self.terms = _signed_terms(up, down, zero_params)
 
     def gradients(self, relevance, outputs, output):
         positive = (output > 0).to(relevance) * relevance / stabilize(outputs[0] + outputs[1], self.stabilizer)
@@ -175,13 +183,7 @@ class AlphaBeta(BasicRule):
         def wneg(p, name):
             return p.clamp(max=0)
 
-        nobias = _with_bias_zeroed(zero_params)
-        self.terms = (
-            Term(_pos, _zeroing(wpos, zero_params)),
-            Term(_neg, _zeroing(wneg, nobias)),
-            Term(_pos, _zeroing(wneg, zero_params)),
-            Term(_neg, _zeroing(wpos, nobias)),
-        )
+        self.terms = _signed_terms(wpos, wneg, zero_params)
 
     def gradients(self, relevance, outputs, output):
         positive = relevance / stabilize(outputs[0] + outputs[1], self.stabilizer)

@@ -1,0 +1,69 @@
+"""The method table: each attribution method the CLI and the scripts offer, by name.
+
+A :class:`Method` has a description and builds its analyzer from a model and a few
+:class:`MethodOptions` (batch size, samples, seed); callers only look names up with :func:`method`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from onnxxai.analyzers import LRP, GradCAM, Gradient, InputTimesGradient, IntegratedGradients, SmoothGrad
+from onnxxai.analyzers.core import Analyzer
+from onnxxai.errors import InputError
+from onnxxai.model import Model
+
+__all__ = ["METHODS", "Method", "MethodOptions", "method", "DEFAULT_SAMPLES"]
+
+#: noisy copies (SmoothGrad) or path steps (Integrated Gradients) when no number is given
+DEFAULT_SAMPLES = 50
+
+
+@dataclass(frozen=True)
+class MethodOptions:
+    """What a caller may set on any method: ``batch_size`` rows per forward/backward (None: the
+    method's default), ``samples`` for sampled methods (None: :data:`DEFAULT_SAMPLES`), ``seed`` of
+    SmoothGrad's noise."""
+
+    batch_size: int | None = None
+    samples: int | None = None
+    seed: int = 0
+
+    @property
+    def n(self) -> int:
+        return self.samples or DEFAULT_SAMPLES
+
+
+@dataclass(frozen=True)
+class Method:
+    """One named method: a description and ``build(model, options)`` returning its analyzer.
+    ``sampled`` methods run ``options.n`` augmented copies of every input."""
+
+    description: str
+    build: Callable[[Model, MethodOptions], Analyzer]
+    sampled: bool = False
+
+    def samples_per_input(self, options: MethodOptions) -> int:
+        """Forward/backward rows one input costs (for progress displays)."""
+        return options.n if self.sampled else 1
+
+
+METHODS: dict[str, Method] = {
+    "gradient": Method("Gradient (sensitivity)", lambda m, o: Gradient(m, batch_size=o.batch_size)),
+    "input-x-gradient": Method("Input×Gradient", lambda m, o: InputTimesGradient(m, batch_size=o.batch_size)),
+    "smoothgrad": Method(f"SmoothGrad, --samples noisy copies (default {DEFAULT_SAMPLES})",
+                         lambda m, o: SmoothGrad(m, n=o.n, generator=o.seed, batch_size=o.batch_size), sampled=True),
+    "integrated-gradients": Method(f"Integrated Gradients, --samples steps (default {DEFAULT_SAMPLES}), zero baseline",
+                                   lambda m, o: IntegratedGradients(m, n=o.n, batch_size=o.batch_size), sampled=True),
+    "gradcam": Method("GradCAM", lambda m, o: GradCAM(m, batch_size=o.batch_size)),
+    "lrp": Method("LRP, EpsilonPlusFlat composite", lambda m, o: LRP(m, batch_size=o.batch_size)),
+}
+
+
+def method(name: str) -> Method:
+    """The method called ``name``; an unknown name raises :class:`InputError` listing the names."""
+    found = METHODS.get(name)
+    if found is None:
+        raise InputError(f"unknown method {name!r}; choose one of {', '.join(METHODS)}")
+    return found
