@@ -183,14 +183,16 @@ def randn(rng: np.random.Generator, *shape: int, dtype: Any = np.float32) -> np.
     return rng.standard_normal(shape).astype(dtype)
 
 
-def double(*shape: int, seed: int | None = None) -> torch.Tensor:
-    """A float64 standard normal tensor that requires grad (from torch's default generator, or a
-    generator seeded with ``seed``)."""
-    generator = None if seed is None else torch.Generator().manual_seed(seed)
+def double(*shape: int, seed: int | torch.Generator | None = None) -> torch.Tensor:
+    """A float64 standard normal tensor that requires grad, drawn from torch's default generator, a
+    generator seeded with ``seed``, or the generator ``seed`` itself."""
+    generator = torch.Generator().manual_seed(seed) if isinstance(seed, int) else seed
     return torch.randn(*shape, dtype=torch.float64, generator=generator, requires_grad=True)
 
 
-def gradcheck(fn: Callable[..., Any], *shapes: Sequence[int], constants: Sequence[Any] = ()) -> None:
-    """``torch.autograd.gradcheck`` of ``fn(*inputs, *constants)`` in float64, one random input per shape."""
-    inputs = tuple(double(*s) for s in shapes)
+def gradcheck(fn: Callable[..., Any], *shapes: Sequence[int], constants: Sequence[Any] = (), seed: int | None = None) -> None:
+    """``torch.autograd.gradcheck`` of ``fn(*inputs, *constants)`` in float64, one random input per shape
+    (drawn in turn from one generator seeded with ``seed``, or from torch's default one)."""
+    generator = None if seed is None else torch.Generator().manual_seed(seed)
+    inputs = tuple(double(*s, seed=generator) for s in shapes)
     assert torch.autograd.gradcheck(lambda *a: fn(*a, *constants), inputs)

@@ -10,12 +10,12 @@ import onnx
 import pytest
 import torch
 from onnx import helper, numpy_helper
-from onnx.reference import ReferenceEvaluator
 
 import onnxxai
 from onnxxai.convert.recurrent import OnnxGRU, OnnxLSTM, OnnxRNN
 from onnxxai.convert.pipeline import convert
 from onnxxai.parity import run_onnxruntime
+from onnx_cases import gradcheck, graph_model, reference_outputs, run_converted
 
 GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 T, N, I, H = 5, 3, 4, 3
@@ -49,7 +49,7 @@ def recurrent_case(op: str, attrs: dict | None = None, *, lens=None, initial=Fal
     ins = [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for k, v in feeds.items()]
     shapes = {"Y": (N, T, d, H) if layout else (T, d, N, H), "Y_h": state, "Y_c": state}
     outs = [helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, shapes[o]) for o in outputs if o]
-    model = helper.make_model(helper.make_graph([node], "g", ins, outs, inits), opset_imports=[helper.make_opsetid("", opset)])
+    model = graph_model([node], ins, outs, inits, opset=opset)
     return model, feeds
 
 
@@ -102,28 +102,26 @@ def test_layout_1_against_layout_0_onnxruntime_and_reference(op):
     ONNX's reference evaluator (which ignores sequence_lens, so none here)."""
     attrs = {"direction": "bidirectional", "linear_before_reset": 1} if op == "GRU" else {"direction": "bidirectional"}
     model, feeds = recurrent_case(op, attrs, initial=True, runtime=True, layout=1, peepholes=op == "LSTM")
-    _, _, module = convert(model)
-    out = module(*(torch.from_numpy(v) for v in feeds.values()))
+    out = run_converted(model, feeds)
     twin, _ = recurrent_case(op, attrs, initial=True, runtime=True, peepholes=op == "LSTM")
     swapped = {k: (v.swapaxes(0, 1) if k in ("X", "initial_h", "initial_c") else v) for k, v in feeds.items()}
     ref = run_onnxruntime(twin, swapped)
-    np.testing.assert_allclose(out[0].numpy(), ref[0].transpose(2, 0, 1, 3), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out[0], ref[0].transpose(2, 0, 1, 3), rtol=1e-5, atol=1e-5)
     for o, r in zip(out[1:], ref[1:]):
-        np.testing.assert_allclose(o.numpy(), r.swapaxes(0, 1), rtol=1e-5, atol=1e-5)
-    reference = ReferenceEvaluator(model).run(None, feeds)
+        np.testing.assert_allclose(o, r.swapaxes(0, 1), rtol=1e-5, atol=1e-5)
+    reference = reference_outputs(model, feeds, "onnx")
     for o, r in zip(out, reference):
-        np.testing.assert_allclose(o.numpy(), r, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(o, r, rtol=1e-5, atol=1e-5)
 
 
 def test_layout_1_with_sequence_lens():
     model, feeds = recurrent_case("GRU", {"direction": "reverse"}, lens=[5, 2, 0], initial=True, runtime=True, layout=1)
-    _, _, module = convert(model)
-    y, y_h = module(*(torch.from_numpy(v) for v in feeds.values()))
+    y, y_h = run_converted(model, feeds)
     twin, _ = recurrent_case("GRU", {"direction": "reverse"}, lens=[5, 2, 0], initial=True, runtime=True)
     swapped = {k: (v.swapaxes(0, 1) if k in ("X", "initial_h") else v) for k, v in feeds.items()}
     ref_y, ref_h = run_onnxruntime(twin, swapped)
-    np.testing.assert_allclose(y.numpy(), ref_y.transpose(2, 0, 1, 3), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(y_h.numpy(), ref_h.swapaxes(0, 1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, ref_y.transpose(2, 0, 1, 3), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y_h, ref_h.swapaxes(0, 1), rtol=1e-5, atol=1e-5)
     assert not y[1, 2:].any() and not y[2].any() and not y_h[2].any()  # steps past a sequence's end are zero
 
 
@@ -133,13 +131,13 @@ def test_old_opsets_against_reference(op, attrs, opset):
     """Opsets 1 and 3, which onnxruntime does not implement, against ONNX's reference evaluator (or,
     for RNN-1 which it lacks too, onnxruntime's RNN-7: the same equations)."""
     model, feeds = recurrent_case(op, attrs, initial=True, runtime=True, opset=opset)
-    out = convert(model)[2](*(torch.from_numpy(v) for v in feeds.values()))
+    out = run_converted(model, feeds)
     if op == "RNN":
         ref = run_onnxruntime(recurrent_case(op, attrs, initial=True, runtime=True, opset=7)[0], feeds)
     else:
-        ref = ReferenceEvaluator(model).run(None, feeds)
+        ref = reference_outputs(model, feeds, "onnx")
     for o, r in zip(out, ref):
-        np.testing.assert_allclose(o.numpy(), r, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(o, r, rtol=1e-5, atol=1e-5)
 
 
 def test_spec_defaults_and_refusals():
@@ -157,15 +155,9 @@ def test_spec_defaults_and_refusals():
 
 
 def _gradcheck(module: torch.nn.Module, shapes: dict, lens=None) -> None:
-    gen = torch.Generator().manual_seed(0)
-    args = {k: torch.randn(*s, dtype=torch.float64, generator=gen, requires_grad=True) for k, s in shapes.items()}
-    names = list(args)
-
-    def fn(*tensors):
-        out = module(**dict(zip(names, tensors)), sequence_lens=lens)
-        return out if isinstance(out, tuple) else (out,)
-
-    assert torch.autograd.gradcheck(fn, tuple(args.values()))
+    """Gradcheck ``module`` w.r.t. the inputs named in ``shapes`` (seeded draws), with ``sequence_lens``."""
+    names = list(shapes)
+    gradcheck(lambda *tensors: module(**dict(zip(names, tensors)), sequence_lens=lens), *shapes.values(), seed=0)
 
 
 def _default_activations(op: str, dirs: int) -> list:

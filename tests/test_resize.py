@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
-from onnx.reference import ReferenceEvaluator
 
 from onnxxai.convert import register_all
 from onnxxai.convert.sampling import Resize
+from onnx_cases import graph_model, reference_outputs, run_converted
 from onnxxai.convert.pipeline import convert
 
 F32 = np.float32
@@ -39,22 +38,15 @@ def resize_model(shape, opset, attrs, roi=None, scales=None, sizes=None, runtime
         names.pop()
     node = helper.make_node(op, names, ["y"], name="the_resize", **attrs)
     out = helper.make_tensor_value_info("y", dtype, None)
-    model = helper.make_model(helper.make_graph([node], "g", inputs, [out], inits), opset_imports=[helper.make_opsetid("", opset)])
+    model = graph_model([node], inputs, [out], inits, opset=opset)
     model.ir_version = 8
     return model, feeds
 
 
 def run_both(model, feeds, x):
     """(onnxruntime's output, the converted module's output) for input ``x`` plus ``feeds``."""
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    expected = session.run(None, {"x": x, **feeds})[0]
-    register_all()
-    _, _, module = convert(model, "resize")
-    names = [i.name for i in model.graph.input]
-    args = [torch.from_numpy(x)] + [torch.from_numpy(feeds[n]) for n in names[1:]]
-    with torch.no_grad():
-        got = module(*args).numpy()
-    return expected, got
+    feeds = {"x": x, **feeds}
+    return reference_outputs(model, feeds)[0], run_converted(model, feeds)[0]
 
 
 X44 = np.random.default_rng(0).normal(size=(2, 3, 5, 6)).astype(F32)
@@ -140,10 +132,8 @@ def test_uint8_nearest_and_linear_match_onnxruntime() -> None:
 ])
 def test_resize_matches_the_reference(attrs: dict, scales, sizes) -> None:
     model, _ = resize_model(list(X44.shape), 19, attrs, scales=scales, sizes=sizes)
-    expected = ReferenceEvaluator(model).run(None, {"x": X44})[0]
-    register_all()
-    _, _, module = convert(model, "resize")
-    np.testing.assert_allclose(module(torch.from_numpy(X44)).detach().numpy(), expected, rtol=1e-5, atol=1e-5)
+    expected = reference_outputs(model, {"x": X44}, "onnx")[0]
+    np.testing.assert_allclose(run_converted(model, {"x": X44})[0], expected, rtol=1e-5, atol=1e-5)
 
 
 def test_unsupported_mode_is_named() -> None:

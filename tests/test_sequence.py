@@ -5,35 +5,14 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-import onnxruntime as ort
 import torch
 from onnx import TensorProto, helper
 
 import onnxxai
 from onnxxai.convert.sequence import OnnxConcatFromSequence
-from onnxxai.convert.pipeline import convert
+from onnx_cases import assert_matches, graph_model
 
 F, I64 = TensorProto.FLOAT, TensorProto.INT64
-
-
-def _model(nodes, inputs, outputs, inits=(), opset=17):
-    return helper.make_model(helper.make_graph(nodes, "g", inputs, outputs, list(inits)),
-                             opset_imports=[helper.make_opsetid("", opset)])
-
-
-def _compare(proto, feeds):
-    want = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)
-    _, _, module = convert(proto)
-    with torch.no_grad():
-        got = module(*[torch.from_numpy(v) for v in feeds.values()])
-    got = [got] if len(proto.graph.output) == 1 else list(got)
-    for g, w in zip(got, want):
-        if isinstance(w, list):
-            assert isinstance(g, list) and len(g) == len(w)
-            for ge, we in zip(g, w):
-                np.testing.assert_allclose(ge.numpy(), we, rtol=1e-6)
-        else:
-            np.testing.assert_allclose(np.asarray(g), w, rtol=1e-6)
 
 
 def test_split_concat_roundtrip_and_ops():
@@ -56,7 +35,8 @@ def test_split_concat_roundtrip_and_ops():
     outs = [helper.make_tensor_value_info("last", F, None), helper.make_tensor_value_info("n", I64, None),
             helper.make_tensor_value_info("cat", F, None), helper.make_tensor_value_info("stacked", F, None),
             helper.make_tensor_sequence_value_info("pair", F, None), helper.make_tensor_sequence_value_info("one", F, None)]
-    _compare(_model(nodes, [helper.make_tensor_value_info("x", F, [5, 3])], outs, inits), {"x": x})
+    assert_matches(graph_model(nodes, [helper.make_tensor_value_info("x", F, [5, 3])], outs, inits, opset=17), {"x": x},
+                   rtol=1e-6, atol=0)
 
 
 def test_split_to_sequence_list_and_keepdims():
@@ -65,8 +45,8 @@ def test_split_to_sequence_list_and_keepdims():
              helper.make_node("SplitToSequence", ["x"], ["ones"], axis=1, keepdims=1),
              helper.make_node("ConcatFromSequence", ["ones"], ["back"], axis=1)]
     outs = [helper.make_tensor_sequence_value_info("seq", F, None), helper.make_tensor_value_info("back", F, None)]
-    _compare(_model(nodes, [helper.make_tensor_value_info("x", F, [2, 6, 2])], outs,
-                    [helper.make_tensor("s", I64, [3], [1, 2, 3])]), {"x": x})
+    assert_matches(graph_model(nodes, [helper.make_tensor_value_info("x", F, [2, 6, 2])], outs,
+                               [helper.make_tensor("s", I64, [3], [1, 2, 3])], opset=17), {"x": x}, rtol=1e-6, atol=0)
 
 
 class _Collect(torch.nn.Module):
