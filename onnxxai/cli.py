@@ -81,7 +81,7 @@ def _check(args: argparse.Namespace) -> int:
     if "inputs" in report:
         print("inputs    " + "; ".join(report["inputs"]))
         print("outputs   " + "; ".join(report["outputs"]))
-        print("passes    " + (", ".join(f"{p['name']} ({p['changed']})" for p in report["passes"]) or "none"))
+        print("passes    " + (", ".join(str(p) for p in model.passes if p.changed or p.error) or "none"))
         print(model.parity.summary())
         print(report.get("gradient_summary") or f"gradient FAILED: {report['gradient'].get('error')}")
     for item in report.get("unsupported", []):

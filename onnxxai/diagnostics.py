@@ -8,7 +8,8 @@ import numpy as np
 import onnx
 
 from onnxxai.errors import AnalyzerError
-from onnxxai.model import DEFAULT_DIM, Model
+from onnxxai.model import Model
+from onnxxai.proto.specs import probe_feeds
 from onnxxai.parity import onnxruntime_session
 
 __all__ = ["GradientReport", "gradient_flow"]
@@ -74,11 +75,7 @@ def gradient_flow(model: Model, original: onnx.ModelProto, *, seed: int = 0, dir
 
     analyzer = Gradient(model)
     function = analyzer.function
-    rng = np.random.default_rng(seed)
-    probes = {}
-    for spec in model.inputs:
-        shape = tuple(d if isinstance(d, int) and d > 0 else (1 if i == 0 else DEFAULT_DIM) for i, d in enumerate(spec.shape))
-        probes[spec.name] = (rng.standard_normal(shape) if spec.is_float else rng.integers(0, 10, shape)).astype(spec.dtype)
+    probes = probe_feeds(model.inputs, seed=seed, batch=1, label=model.source)
     x = probes[function.input_name]
     if len(probes) > 1:
         analyzer = Gradient(model, input_name=function.input_name,

@@ -4,57 +4,21 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import onnx
 import torch
-from onnx import helper
 
 from onnxxai.convert.pipeline import convert
 from onnxxai.errors import ConversionError, InputError, ModelFileError, ParityError
 from onnxxai.proto.normalize import PassResult
 from onnxxai.parity import DEFAULT_ATOL, DEFAULT_RTOL, ParityReport, compare_outputs, execution_provider, run_onnxruntime
 from onnxxai.proto.reading import read_model
+from onnxxai.proto.specs import DEFAULT_BATCH, DEFAULT_DIM, TensorSpec, probe_feeds, spec_of
 
 __all__ = ["load", "Model", "TensorSpec", "DEFAULT_BATCH", "DEFAULT_DIM"]
-
-#: Size given to a dynamic first (batch) dimension in probe inputs.
-DEFAULT_BATCH = 2
-#: Size given to any other dynamic dimension in probe inputs.
-DEFAULT_DIM = 64
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Name, shape (ints, or strings for dynamic dimensions) and numpy dtype of a graph input or output."""
-
-    name: str
-    shape: tuple[int | str, ...]
-    dtype: np.dtype
-
-    @property
-    def is_float(self) -> bool:
-        return self.dtype.kind == "f"
-
-    def __str__(self) -> str:
-        dims = ", ".join(str(d) for d in self.shape)
-        return f"{self.name}: {self.dtype}[{dims}]"
-
-
-def _spec(value: onnx.ValueInfoProto) -> TensorSpec:
-    tensor_type = value.type.tensor_type
-    dims: list[int | str] = []
-    for i, d in enumerate(tensor_type.shape.dim):
-        if d.HasField("dim_value"):
-            dims.append(int(d.dim_value))
-        else:
-            dims.append(d.dim_param or f"?{i}")
-    dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)) if tensor_type.elem_type else np.dtype("float32")
-    return TensorSpec(value.name, tuple(dims), dtype)
-
 
 class Model:
     """A converted ONNX graph, verified against onnxruntime, ready to be explained.
@@ -189,11 +153,11 @@ def load(
     device = torch.device(device)
     module = module.to(device)
 
-    inputs = tuple(_spec(v) for v in graph.graph.input)
-    outputs = tuple(_spec(v) for v in graph.graph.output)
+    inputs = tuple(spec_of(v) for v in graph.graph.input)
+    outputs = tuple(spec_of(v) for v in graph.graph.output)
     model = Model(module, graph, inputs, outputs, None, passes, label, device)  # type: ignore[arg-type]
 
-    feeds = _probe_feeds(inputs, probe_inputs, seed, label)
+    feeds = probe_feeds(inputs, probe_inputs, seed=seed, require_all=True, label=label)
     provider = execution_provider()
     shapes = {k: tuple(v.shape) for k, v in feeds.items()}
     try:
@@ -216,29 +180,3 @@ def load(
             raise ParityError(report)
         warnings.warn(f"{label}: {report.summary()}; explanations carry this report", stacklevel=2)
     return model
-
-
-def _probe_feeds(
-    inputs: Sequence[TensorSpec], given: Mapping[str, np.ndarray] | None, seed: int, label: str
-) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    feeds: dict[str, np.ndarray] = {}
-    for spec in inputs:
-        if given is not None and spec.name in given:
-            feeds[spec.name] = np.ascontiguousarray(np.asarray(given[spec.name]).astype(spec.dtype, copy=False))
-            continue
-        if given is not None:
-            raise InputError(f"{label}: probe_inputs lacks input {spec.name!r}")
-        shape = tuple(
-            d if isinstance(d, int) and d > 0 else (DEFAULT_BATCH if axis == 0 else DEFAULT_DIM)
-            for axis, d in enumerate(spec.shape)
-        )
-        if spec.dtype.kind == "f":
-            feeds[spec.name] = rng.standard_normal(shape).astype(spec.dtype)
-        elif spec.dtype.kind in "iu":
-            feeds[spec.name] = rng.integers(0, 10, size=shape).astype(spec.dtype)
-        elif spec.dtype == np.bool_:
-            feeds[spec.name] = rng.random(shape) < 0.5
-        else:
-            raise InputError(f"{label}: cannot make a probe for input {spec} (dtype {spec.dtype}); pass probe_inputs=")
-    return feeds

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from onnxxai.errors import InputError
-from onnxxai.model import TensorSpec
+from onnxxai.proto.layout import IMAGE_CHANNELS, LAYOUTS, image_layout
+from onnxxai.proto.specs import TensorSpec
 
 __all__ = ["ImageSpec", "image_spec", "load_images", "IMAGE_SUFFIXES", "find_images"]
 
@@ -47,22 +48,16 @@ def image_spec(
     if len(spec.shape) != 4:
         raise InputError(f"input {spec} is not image-like: images need a rank-4 input (N, C, H, W) or (N, H, W, C)")
     dims = spec.shape
-    if layout == "auto":
-        if dims[1] in (1, 3):
-            layout = "nchw"
-        elif dims[3] in (1, 3):
-            layout = "nhwc"
-        else:
-            raise InputError(
-                f"input {spec} has no 1- or 3-channel axis at position 1 or 3, so it is not an image input; "
-                "pass --layout nchw|nhwc if it is one"
-            )
-    if layout not in ("nchw", "nhwc"):
+    if layout not in LAYOUTS:
         raise InputError(f"layout must be auto, nchw or nhwc, not {layout!r}")
-    c_axis, hw = (1, (2, 3)) if layout == "nchw" else (3, (1, 2))
-    channels = dims[c_axis]
-    if not isinstance(channels, int):
-        channels = 3
+    found = image_layout(dims, layout)
+    if layout == "auto" and found.channels not in IMAGE_CHANNELS:
+        raise InputError(
+            f"input {spec} has no 1-, 3- or 4-channel axis at position 1 or 3, so it is not an image input; "
+            "pass --layout nchw|nhwc if it is one"
+        )
+    layout, hw = found.layout, found.spatial_axes
+    channels = found.channels if isinstance(found.channels, int) else 3
     if channels not in (1, 3):
         raise InputError(f"input {spec} takes {channels} channels; image files convert to 1 (grayscale) or 3 (RGB) only")
     if size is None and all(isinstance(dims[a], int) and dims[a] > 0 for a in hw):

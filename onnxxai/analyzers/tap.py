@@ -12,19 +12,14 @@ modified: ``embed`` computes the tensor, ``substitute`` takes it as an extra las
 
 from __future__ import annotations
 
-import copy
-import operator
-
 import onnx
-import torch
-from onnx2torch.onnx_graph import OnnxGraph
 
 from onnxxai.errors import AnalyzerError
+from onnxxai.graph.surgery import extract, substitute, tensor_source
 from onnxxai.model import Model
+from onnxxai.proto.dtypes import FLOAT_TYPES
 
 __all__ = ["Tap", "float_frontier"]
-
-_FLOATS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
 
 
 def _elem_types(graph: onnx.GraphProto) -> dict[str, int]:
@@ -48,7 +43,7 @@ def float_frontier(model: Model, input_name: str) -> list[tuple[str, str]]:
         for out in node.output:
             if not out:
                 continue
-            if types.get(out) in _FLOATS:
+            if types.get(out) in FLOAT_TYPES:
                 found.append((out, node.op_type))
             else:
                 integer.add(out)
@@ -85,36 +80,10 @@ class Tap:
 
     def __init__(self, model: Model, tensor: str) -> None:
         self.tensor = tensor
-        owner = next(((name, node) for name, node in OnnxGraph(model.onnx_model.graph).nodes.items()
-                      if tensor in node.output_values), None)
-        if owner is None:
+        source = tensor_source(model.onnx_model, tensor)
+        if source is None:
             raise AnalyzerError(f"{model.source}: tensor {tensor!r} has no producing node in the converted graph")
-        self._module_name, onnx_node = owner
-        self._many = len(onnx_node.output_values) > 1
-        self._index = list(onnx_node.output_values).index(tensor)
-        self.embed = self._build(model, substitute=False)
-        self.substitute = self._build(model, substitute=True)
-
-    def _build(self, model: Model, substitute: bool) -> torch.fx.GraphModule:
-        graph = copy.deepcopy(model.torch_module.graph)
-        producer = next((n for n in graph.nodes if n.op == "call_module" and n.target == self._module_name), None)
-        if producer is None:
-            raise AnalyzerError(f"{model.source}: tensor {self.tensor!r} is not computed by a module of the converted graph")
-        output = next(n for n in graph.nodes if n.op == "output")
-        reads = [u for u in producer.users if u.target is operator.getitem and u.args[1] == self._index] if self._many else [producer]
-        if not substitute:
-            with graph.inserting_before(output):
-                value = graph.call_function(operator.getitem, (producer, self._index)) if self._many else producer
-            output.args = (value,)
-        else:
-            last_placeholder = [n for n in graph.nodes if n.op == "placeholder"][-1]
-            with graph.inserting_after(last_placeholder):
-                value = graph.placeholder("onnxxai_tap")
-            for read in reads:
-                read.replace_all_uses_with(value)
-        built = torch.fx.GraphModule(model.torch_module, graph, class_name="TapGraphModule")
-        built.graph.eliminate_dead_code()
-        built.graph.lint()
-        built.recompile()
-        built.train(model.torch_module.training)
-        return built
+        self.embed = extract(model.torch_module, source, class_name="TapGraphModule")
+        self.substitute = substitute(model.torch_module, source, class_name="TapGraphModule")
+        if self.embed is None or self.substitute is None:
+            raise AnalyzerError(f"{model.source}: tensor {tensor!r} is not computed by a module of the converted graph")
