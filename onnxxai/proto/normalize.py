@@ -172,7 +172,7 @@ def fold_constants(model: onnx.ModelProto) -> int:
             node.domain in ("", "ai.onnx")
             and node.op_type not in _NONDETERMINISTIC
             and node.op_type not in _SHAPE_DEPENDENT
-            and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute)
+            and not subgraphs(node)
             and all(i in const and i not in graph_inputs for i in inputs)
             and not any(o in graph_outputs for o in node.output)
         )
