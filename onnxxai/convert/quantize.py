@@ -1,5 +1,5 @@
-"""Quantization (QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear) and quantized arithmetic
-(QLinearMatMul, MatMulInteger, ConvInteger).
+"""Quantization: QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear (the integer arithmetic ops
+live in :mod:`onnxxai.convert.qlinear`).
 
 Forward passes are exact: they reproduce ONNX's reference bit for bit (round half to even, saturation
 to the target range, scales in their own precision). Element types follow :mod:`onnxxai.proto.dtypes`:
@@ -11,30 +11,27 @@ of quantized deployments) therefore returns its integer values in a float tensor
 uses a straight-through estimator: the round step passes the gradient unchanged and the clamp to
 the target range passes it only inside the range, so the backward of quantize->dequantize is the
 identity where ``qmin <= round(x / scale) + zero_point <= qmax`` and zero outside. The forward
-values are unchanged. A QuantizeLinear whose output goes elsewhere (or is a graph output) returns
-the exact integer/float8 dtype, which carries no gradient.
+values are unchanged. The same holds where the output feeds quantized integer ops (QLinearConv,
+QGemm, ... whose own gradients are straight-through, see :mod:`onnxxai.convert._integer`). A
+QuantizeLinear whose output goes elsewhere (or is a graph output) returns the exact integer/float8
+dtype, which carries no gradient.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from onnx import TensorProto
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.convert._util import elem_type, result, torch_pads
+from onnxxai.convert._integer import INT_RANGES, container, float_container_ok, straight_through, wants_grad
+from onnxxai.convert._util import elem_type, result
 from onnxxai.convert.cast import to_float4e2m1
 from onnxxai.convert.registry import register, since
 from onnxxai.proto.dtypes import TORCH_DTYPES, TORCH_FLOAT8
 
-#: Integer quantization ranges (sub-byte types included).
-_INT_RANGES: dict[int, tuple[int, int]] = {
-    TensorProto.UINT8: (0, 255), TensorProto.INT8: (-128, 127), TensorProto.UINT16: (0, 65535),
-    TensorProto.INT16: (-32768, 32767), TensorProto.UINT4: (0, 15), TensorProto.INT4: (-8, 7),
-    TensorProto.UINT2: (0, 3), TensorProto.INT2: (-2, 1),
-}
+_INT_RANGES = INT_RANGES
 _FLOAT8_TYPES = (TensorProto.FLOAT8E4M3FN, TensorProto.FLOAT8E4M3FNUZ, TensorProto.FLOAT8E5M2, TensorProto.FLOAT8E5M2FNUZ)
 
 
@@ -122,15 +119,6 @@ class DequantizeLinear(torch.nn.Module):
         return f"axis={self.axis}, block_size={self.block_size}"
 
 
-def _only_dequantized(node: OnnxNode, graph: OnnxGraph) -> bool:
-    """Whether the node's output feeds DequantizeLinear nodes only (and is not a graph output)."""
-    out = node.output_values[0]
-    if out in graph.output_values:
-        return False
-    consumers = [n for n in graph.nodes.values() if out in n.input_values]
-    return bool(consumers) and all(n.operation_type == "DequantizeLinear" and n.input_values[0] == out for n in consumers)
-
-
 @register("QuantizeLinear", since(1))
 def convert_quantize_linear(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     """QuantizeLinear (10-25): per tensor, per axis and blocked; integer targets (int2..uint16) and
@@ -146,7 +134,7 @@ def convert_quantize_linear(node: OnnxNode, graph: OnnxGraph) -> OperationConver
         raise NotImplementedError(f"QuantizeLinear with output type {TensorProto.DataType.Name(target)} is not supported")
     module = QuantizeLinear(target, int(attrs.get("axis", 1)), int(attrs.get("block_size", 0)),
                             bool(int(attrs.get("saturate", 1))), int(attrs.get("precision", 0)) or None,
-                            fake=_only_dequantized(node, graph))
+                            fake=float_container_ok(graph, node.output_values[0]))
     return result(module, node)
 
 
@@ -165,110 +153,36 @@ def convert_dequantize_linear(node: OnnxNode, graph: OnnxGraph) -> OperationConv
 
 
 class DynamicQuantizeLinear(torch.nn.Module):
-    """uint8 quantization with scale and zero point from the input's range (including 0)."""
+    """uint8 quantization with scale and zero point from the input's range (including 0), as
+    onnxruntime computes it. With ``fake`` (the quantized output only feeds integer ops, see
+    :mod:`onnxxai.convert._integer`) the values travel in a float tensor whose gradient is that of
+    ``x / scale + zero_point`` inside [0, 255] (scale and zero point held constant)."""
+
+    def __init__(self, fake: bool = False) -> None:
+        super().__init__()
+        self.fake = fake
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        xf = x.to(torch.float32)
+        xf = x.detach().to(torch.float32)
         hi = xf.max().clamp(min=0)
         lo = xf.min().clamp(max=0)
         scale = torch.where(hi == lo, torch.ones_like(hi), hi - lo) / 255.0
         zp = torch.round((0.0 - lo / scale).clamp(0, 255))
         y = (torch.round(xf / scale) + zp).clamp(0, 255)
-        return y.to(torch.uint8), scale.to(x.dtype), zp.to(torch.uint8)
+        if not self.fake:
+            return y.to(torch.uint8), scale.to(x.dtype), zp.to(torch.uint8)
+        dtype = container(x)
+        surrogate = (x.to(dtype) / scale.to(dtype) + zp.to(dtype)).clamp(0, 255) if wants_grad(x) else None
+        return straight_through(y.to(dtype), surrogate), scale.to(x.dtype), zp.to(torch.uint8)
+
+    def extra_repr(self) -> str:
+        return f"fake={self.fake}"
 
 
 @register("DynamicQuantizeLinear", since(1))
-def convert_dynamic_quantize_linear(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
-    """DynamicQuantizeLinear-11 (uint8 output, no gradient)."""
-    return result(DynamicQuantizeLinear(), node)
+def convert_dynamic_quantize_linear(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """DynamicQuantizeLinear-11 (uint8 output; a straight-through gradient when it feeds integer ops)."""
+    return result(DynamicQuantizeLinear(fake=float_container_ok(graph, node.output_values[0])), node)
 
 
-def _centered(x: torch.Tensor, zero_point: torch.Tensor | None, per_row: bool = False) -> torch.Tensor:
-    """``x - zero_point`` in int64; a 1-D zero point of A is per row (last-but-one axis)."""
-    v = x.to(torch.int64)
-    if zero_point is None:
-        return v
-    zp = zero_point.to(torch.int64)
-    if per_row and zp.dim() == 1 and zp.numel() > 1:
-        zp = zp.unsqueeze(-1)
-    return v - zp
-
-
-class MatMulInteger(torch.nn.Module):
-    """``(A - a_zero_point) @ (B - b_zero_point)`` in int32 (exact: computed in int64)."""
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor, a_zero_point: torch.Tensor | None = None,
-                b_zero_point: torch.Tensor | None = None) -> torch.Tensor:
-        return torch.matmul(_centered(a, a_zero_point, per_row=True), _centered(b, b_zero_point)).to(torch.int32)
-
-
-@register("MatMulInteger", since(1))
-def convert_matmul_integer(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
-    """MatMulInteger-10: per-tensor or per-row (A) / per-column (B) zero points."""
-    return result(MatMulInteger(), node)
-
-
-class QLinearMatMul(torch.nn.Module):
-    """Quantized matmul: the int32 product rescaled by ``a_scale * b_scale / y_scale`` (in the scales'
-    precision, then float64 as ONNX's reference), rounded half to even and saturated to the output type."""
-
-    def __init__(self, dtype: torch.dtype, qmin: int, qmax: int) -> None:
-        super().__init__()
-        self.dtype, self.qmin, self.qmax = dtype, qmin, qmax
-
-    def forward(self, a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point=None) -> torch.Tensor:  # noqa: ANN001
-        c = torch.matmul(_centered(a, a_zero_point, per_row=True), _centered(b, b_zero_point))
-        if a_scale.dim() == 1 and a_scale.numel() > 1:
-            a_scale = a_scale.unsqueeze(-1)
-        d = c.to(torch.float64) * (a_scale * b_scale / y_scale).to(torch.float64)
-        if y_zero_point is not None:
-            d = d + y_zero_point.to(torch.float64)
-        return torch.round(d).clamp(self.qmin, self.qmax).to(self.dtype)
-
-
-@register("QLinearMatMul", since(1))
-def convert_qlinear_matmul(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-    """QLinearMatMul (10, 21): uint8/int8 operands, per-tensor or per-row/column parameters."""
-    names = node.input_values
-    target = (elem_type(graph, names[7]) if len(names) > 7 and names[7] else None) or elem_type(graph, names[0]) or TensorProto.UINT8
-    if target not in (TensorProto.UINT8, TensorProto.INT8):
-        raise NotImplementedError(f"QLinearMatMul with output type {TensorProto.DataType.Name(target)} is not supported")
-    qmin, qmax = _INT_RANGES[target]
-    return result(QLinearMatMul(TORCH_DTYPES[target], qmin, qmax), node)
-
-
-class ConvInteger(torch.nn.Module):
-    """``conv(x - x_zero_point, w - w_zero_point)`` in int32 (computed exactly in float64)."""
-
-    def __init__(self, pads: list[int], strides: list[int], dilations: list[int], group: int) -> None:
-        super().__init__()
-        self.pads, self.strides, self.dilations, self.group = pads, strides, dilations, group
-
-    def forward(self, x: torch.Tensor, w: torch.Tensor, x_zero_point: torch.Tensor | None = None,
-                w_zero_point: torch.Tensor | None = None) -> torch.Tensor:
-        xc = _centered(x, x_zero_point).to(torch.float64)
-        wzp = w_zero_point
-        if wzp is not None and wzp.dim() == 1 and wzp.numel() > 1:
-            wzp = wzp.reshape(-1, *([1] * (w.dim() - 1)))
-        wc = _centered(w, wzp).to(torch.float64)
-        xc = F.pad(xc, torch_pads(self.pads)) if any(self.pads) else xc
-        conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[w.dim() - 2]
-        return torch.round(conv(xc, wc, stride=self.strides, dilation=self.dilations, groups=self.group)).to(torch.int32)
-
-
-@register("ConvInteger", since(1))
-def convert_conv_integer(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
-    """ConvInteger-10 with explicit pads (auto_pad=NOTSET), strides, dilations, group."""
-    attrs = node.attributes
-    auto_pad = attrs.get("auto_pad", "NOTSET")
-    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    if auto_pad != "NOTSET":
-        raise NotImplementedError(f"ConvInteger with auto_pad={auto_pad} is not supported")
-    w_shape = graph.value_info.get(node.input_values[1])
-    rank = len(w_shape.type.tensor_type.shape.dim) - 2 if w_shape is not None else len(attrs.get("kernel_shape", [0, 0]))
-    pads = list(attrs.get("pads", [0] * 2 * rank))
-    return result(ConvInteger(pads, list(attrs.get("strides", [1] * rank)), list(attrs.get("dilations", [1] * rank)),
-                              int(attrs.get("group", 1))), node)
-
-
-__all__ = ["QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "QLinearMatMul", "ConvInteger"]
+__all__ = ["QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear"]

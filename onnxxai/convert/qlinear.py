@@ -1,0 +1,632 @@
+"""Quantized integer arithmetic as onnxruntime runs it: QLinearConv, QLinearMatMul, MatMulInteger,
+ConvInteger and the com.microsoft QOperator ops (QGemm, QLinearAdd, QLinearMul, QLinearConcat,
+QLinearGlobalAveragePool, QLinearAveragePool, QLinearSigmoid, QLinearLeakyRelu, QLinearSoftmax).
+
+Forward: integer accumulation (exact, in float64 or int64), then onnxruntime's requantization: the
+multiplier computed in float32 as its kernels do (``a_scale * b_scale / y_scale``), the int32
+accumulator converted to float32 and multiplied in float32, rounded half to even, saturated.
+Lookup-table ops build onnxruntime's 256-entry table in float32 (the sigmoid with MLAS's
+polynomial). QLinearAdd follows MLAS's AVX2 kernel (fused multiply-adds; a broadcast operand takes
+another path than two full ones).
+
+Backward: ``forward = exact integer result, backward = gradient of the dequantized float surrogate``
+(see :mod:`onnxxai.convert._integer`): each module's :meth:`surrogate` computes the op in float on the
+quantized values (``(q - zero_point) * scale`` through the float op, then ``/ y_scale + y_zero_point``
+clamped to the output range, so the gradient is zero where the output saturates) and the result is
+``surrogate + (exact - surrogate).detach()``. A gradient check compares it with finite differences of
+:meth:`surrogate`, since the integer forward is piecewise constant.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from onnx import TensorProto
+from onnx2torch.onnx_graph import OnnxGraph
+from onnx2torch.onnx_node import OnnxNode
+from onnx2torch.utils.common import OperationConverterResult
+
+from onnxxai.convert._integer import (INT_RANGES, container, f32, float_container_ok, fma32, integers, quantize_mlas,
+                                      requantize, straight_through, wants_grad)
+from onnxxai.convert._util import elem_type, optional_result, result, torch_pads
+from onnxxai.convert.registry import register, since
+from onnxxai.proto.dtypes import TORCH_DTYPES
+
+MS = "com_microsoft"  #: com.microsoft, as normalization renames it (torch module names refuse dots)
+
+
+def _scalar(t: torch.Tensor | None, default: float = 0.0) -> torch.Tensor:
+    return torch.tensor(default, dtype=torch.float64) if t is None else t.detach().reshape(()).to(torch.float64)
+
+
+def _per_axis(t: torch.Tensor, rank: int, axis: int) -> torch.Tensor:
+    """A per-tensor (one value) or per-``axis`` (1-D) parameter shaped to broadcast at ``rank``."""
+    if t.numel() == 1:
+        return t.reshape(())
+    shape = [1] * rank
+    shape[axis] = t.numel()
+    return t.reshape(shape)
+
+
+class Quantized(torch.nn.Module):
+    """Base of the quantized ops: the output's integer range, dtype and whether it travels in a float
+    container (``fake``, with the surrogate's gradient) or as the exact integer dtype."""
+
+    def __init__(self, target: int, fake: bool) -> None:
+        super().__init__()
+        self.target, self.fake = target, fake
+        self.qmin, self.qmax = INT_RANGES.get(target, (-(2**31), 2**31 - 1))
+
+    def emit(self, exact: torch.Tensor, surrogate: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        """The exact result as the output dtype, or in a float container with ``surrogate``'s gradient."""
+        if not self.fake:
+            return exact.to(TORCH_DTYPES[self.target])
+        dtype = torch.float64 if self.target == TensorProto.INT32 else container(like)
+        return straight_through(exact.to(dtype), None if surrogate is None else surrogate.to(dtype))
+
+    def saturate(self, y: torch.Tensor) -> torch.Tensor:
+        """The surrogate clamped to the output range (zero gradient where it saturates)."""
+        return y.clamp(self.qmin, self.qmax)
+
+    def extra_repr(self) -> str:
+        return f"to={TensorProto.DataType.Name(self.target)}, fake={self.fake}"
+
+
+def _centered_weight(w: torch.Tensor, w_zp: torch.Tensor | None) -> torch.Tensor:
+    zp = torch.zeros(()) if w_zp is None else w_zp.detach()
+    return w.to(torch.float64) - _per_axis(zp.to(torch.float64), w.dim(), 0)
+
+
+class _ConvBase(Quantized):
+    def __init__(self, pads: list[int], strides: list[int], dilations: list[int], group: int, target: int, fake: bool) -> None:
+        super().__init__(target, fake)
+        self.pads, self.strides, self.dilations, self.group = pads, strides, dilations, group
+
+    def conv(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """conv of centered input and weight (zero padding: the padded value is the zero point)."""
+        x = F.pad(x, torch_pads(self.pads)) if any(self.pads) else x
+        fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[w.dim() - 2]
+        return fn(x, w, stride=self.strides, dilation=self.dilations, groups=self.group)
+
+
+class QLinearConv(_ConvBase):
+    """QLinearConv as onnxruntime computes it: int32 conv of the centered values plus the int32 bias,
+    requantized with the float32 multiplier ``x_scale * w_scale / y_scale`` (per output channel)."""
+
+    def ratio(self, x_scale: torch.Tensor, w_scale: torch.Tensor, y_scale: torch.Tensor, rank: int) -> torch.Tensor:
+        return _per_axis(f32(x_scale).reshape(()) * f32(w_scale).reshape(-1) / f32(y_scale).reshape(()), rank, 1)
+
+    def forward(self, x, x_scale, x_zp, w, w_scale, w_zp, y_scale, y_zp=None, bias=None) -> torch.Tensor:  # noqa: ANN001
+        ratio = self.ratio(x_scale, w_scale, y_scale, w.dim())
+        wc = _centered_weight(w, w_zp)
+        acc = torch.round(self.conv((integers(x) - integers(x_zp).reshape(())).to(torch.float64), wc))
+        if bias is not None:
+            acc = acc + _per_axis(bias.detach().to(torch.float64), w.dim(), 1)
+        exact = requantize(acc, ratio, _scalar(y_zp), self.qmin, self.qmax)
+        sur = self.surrogate(x, x_zp, wc, ratio, y_zp, bias) if wants_grad(x) else None
+        return self.emit(exact, sur, x)
+
+    def surrogate(self, x, x_zp, wc, ratio, y_zp=None, bias=None) -> torch.Tensor:  # noqa: ANN001
+        """The float conv on centered values, rescaled and clamped to the output range."""
+        dtype = container(x)
+        acc = self.conv(x.to(dtype) - _scalar(x_zp).to(dtype), wc.to(dtype))
+        if bias is not None:
+            acc = acc + _per_axis(bias.detach().to(dtype), wc.dim(), 1)
+        return self.saturate(acc * ratio.to(dtype) + _scalar(y_zp).to(dtype))
+
+
+class ConvInteger(_ConvBase):
+    """``conv(x - x_zero_point, w - w_zero_point)`` in int32 (computed exactly in float64)."""
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, x_zero_point: torch.Tensor | None = None,
+                w_zero_point: torch.Tensor | None = None) -> torch.Tensor:
+        wc = _centered_weight(w, w_zero_point)
+        exact = torch.round(self.conv((integers(x) - (0 if x_zero_point is None else integers(x_zero_point).reshape(()))).to(torch.float64), wc))
+        sur = self.surrogate(x, wc, x_zero_point) if wants_grad(x) else None
+        return self.emit(exact, sur, x)
+
+    def surrogate(self, x: torch.Tensor, wc: torch.Tensor, x_zero_point: torch.Tensor | None = None) -> torch.Tensor:
+        """The same conv in float64 on the (float) input."""
+        return self.conv(x.to(torch.float64) - _scalar(x_zero_point), wc)
+
+
+def _centered_rows(a: torch.Tensor, zp: torch.Tensor | None) -> torch.Tensor:
+    """``a - zp`` in float64; a 1-D zero point of A with several entries is per row."""
+    v = a.to(torch.float64) if a.is_floating_point() else integers(a).to(torch.float64)
+    if zp is None:
+        return v
+    z = zp.detach().to(torch.float64)
+    if z.dim() == 1 and z.numel() > 1:
+        z = z.unsqueeze(-1)
+    return v - z
+
+
+class MatMulInteger(Quantized):
+    """``(A - a_zero_point) @ (B - b_zero_point)`` in int32 (exact in float64)."""
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor, a_zero_point: torch.Tensor | None = None,
+                b_zero_point: torch.Tensor | None = None) -> torch.Tensor:
+        exact = torch.matmul(_centered_rows(a.detach(), a_zero_point), _centered_rows(b.detach(), b_zero_point))
+        sur = self.surrogate(a, b, a_zero_point, b_zero_point) if wants_grad(a, b) else None
+        return self.emit(exact, sur, a)
+
+    def surrogate(self, a: torch.Tensor, b: torch.Tensor, a_zero_point: torch.Tensor | None = None,
+                  b_zero_point: torch.Tensor | None = None) -> torch.Tensor:
+        """The same product in float64 on the (float) operands."""
+        return torch.matmul(_centered_rows(a, a_zero_point), _centered_rows(b, b_zero_point))
+
+
+class QLinearMatMul(Quantized):
+    """QLinearMatMul: the int32 product requantized with onnxruntime's float32 multiplier
+    ``a_scale * b_scale / y_scale`` (per column of B); with float16 scales, ONNX's reference (the
+    multiplier in the scales' precision, the product in float64)."""
+
+    def forward(self, a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point=None) -> torch.Tensor:  # noqa: ANN001
+        c = torch.matmul(_centered_rows(a.detach(), a_zero_point), _centered_rows(b.detach(), b_zero_point))
+        if a_scale.dim() == 1 and a_scale.numel() > 1:
+            a_scale = a_scale.unsqueeze(-1)
+        zp = _scalar(y_zero_point)
+        if a_scale.dtype == torch.float32:
+            ratio = f32(a_scale) * f32(b_scale) / f32(y_scale)
+            exact = requantize(c, ratio, zp, self.qmin, self.qmax)
+        else:
+            ratio = (a_scale * b_scale / y_scale).to(torch.float64)
+            exact = torch.round(c * ratio + zp).clamp(self.qmin, self.qmax)
+        sur = self.surrogate(a, a_zero_point, b, b_zero_point, ratio, zp) if wants_grad(a, b) else None
+        return self.emit(exact, sur, a)
+
+    def surrogate(self, a, a_zero_point, b, b_zero_point, ratio, zp) -> torch.Tensor:  # noqa: ANN001
+        """The float product on centered values, rescaled and clamped to the output range."""
+        dtype = container(a)
+        c = torch.matmul(_centered_rows(a, a_zero_point).to(dtype), _centered_rows(b, b_zero_point).to(dtype))
+        return self.saturate(c * ratio.to(dtype) + zp.to(dtype))
+
+
+class QGemm(Quantized):
+    """com.microsoft QGemm: ``alpha * A' @ B' + C`` in int32, requantized with the float32 multiplier
+    ``alpha * a_scale * b_scale / y_scale`` (per column of B), or, without ``y_scale``, scaled to float32."""
+
+    def __init__(self, alpha: float, trans_a: bool, trans_b: bool, target: int, fake: bool) -> None:
+        super().__init__(target, fake)
+        self.alpha, self.trans_a, self.trans_b = alpha, trans_a, trans_b
+
+    def operands(self, a: torch.Tensor, b: torch.Tensor, a_zp, b_zp) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
+        a = a.t() if self.trans_a else a
+        b = b.t() if self.trans_b else b
+        bzp = b_zp.detach().to(torch.float64).reshape(-1)
+        return a - _scalar(a_zp).to(a.dtype), b - (bzp if bzp.numel() > 1 else bzp.reshape(())).to(b.dtype)
+
+    def forward(self, a, a_scale, a_zp, b, b_scale, b_zp, c=None, y_scale=None, y_zp=None) -> torch.Tensor:  # noqa: ANN001
+        ac, bc = self.operands(integers(a).to(torch.float64), integers(b).to(torch.float64), a_zp, b_zp)
+        acc = torch.matmul(ac, bc)
+        if c is not None:
+            acc = acc + c.detach().to(torch.float64)
+        ratio = f32(self.alpha) * f32(a_scale).reshape(()) * f32(b_scale).reshape(-1)
+        if y_scale is not None:
+            ratio = ratio / f32(y_scale).reshape(())
+        ratio = ratio if ratio.numel() > 1 else ratio.reshape(())
+        if y_scale is None:  # float output: float32(acc) * multiplier
+            exact = acc.to(torch.float32) * ratio
+            sur = self.surrogate(a, a_zp, b, b_zp, c, ratio, None) if wants_grad(a) else None
+            return exact if sur is None else straight_through(exact, sur.to(torch.float32) if a.dtype != torch.float64 else sur)
+        exact = requantize(acc, ratio, _scalar(y_zp), self.qmin, self.qmax)
+        sur = self.surrogate(a, a_zp, b, b_zp, c, ratio, y_zp) if wants_grad(a) else None
+        return self.emit(exact, sur, a)
+
+    def surrogate(self, a, a_zp, b, b_zp, c, ratio, y_zp) -> torch.Tensor:  # noqa: ANN001
+        """The float Gemm on centered values, rescaled (and, with an output scale, clamped)."""
+        dtype = container(a)
+        ac, bc = self.operands(a.to(dtype), b.detach().to(dtype), a_zp, b_zp)
+        acc = torch.matmul(ac, bc)
+        if c is not None:
+            acc = acc + c.detach().to(dtype)
+        if y_zp is None and self.target == TensorProto.FLOAT:
+            return acc * ratio.to(dtype)
+        return self.saturate(acc * ratio.to(dtype) + _scalar(y_zp).to(dtype))
+
+
+def _broadcast_mode(a: torch.Size, b: torch.Size) -> str:
+    """Which operand onnxruntime's broadcast loop treats as a scalar per span: the one of size 1 on
+    the innermost axis where the output has more than one entry ("a", "b") or neither ("none")."""
+    rank = max(len(a), len(b))
+    pa, pb = [1] * (rank - len(a)) + list(a), [1] * (rank - len(b)) + list(b)
+    if math.prod(pa) == 1:
+        return "a"
+    if math.prod(pb) == 1:
+        return "b"
+    for da, db in zip(reversed(pa), reversed(pb)):
+        if max(da, db) != 1:
+            return "a" if da == 1 else "b" if db == 1 else "none"
+    return "none"
+
+
+class QLinearBinary(Quantized):
+    """com.microsoft QLinearAdd / QLinearMul with numpy broadcasting, as MLAS computes them:
+    Add with the AVX2 kernel's float32 fused multiply-adds (``ratio_a = a_scale / c_scale``, ...),
+    Mul as ``round(float32((a - za) * (b - zb)) * (a_scale * b_scale / c_scale) + zc)``."""
+
+    def __init__(self, op: str, target: int, fake: bool) -> None:
+        super().__init__(target, fake)
+        self.op = op
+
+    def forward(self, a, a_scale, a_zp, b, b_scale, b_zp, c_scale, c_zp=None) -> torch.Tensor:  # noqa: ANN001
+        ia, ib = integers(a).to(torch.float64), integers(b).to(torch.float64)
+        za, zb, zc = _scalar(a_zp), _scalar(b_zp), _scalar(c_zp)
+        sa, sb, sc = f32(a_scale).reshape(()), f32(b_scale).reshape(()), f32(c_scale).reshape(())
+        if self.op == "QLinearAdd":
+            exact = self._add(ia, sa, za, ib, sb, zb, sc, zc)
+        else:
+            prod = ((ia - za) * (ib - zb)).to(torch.float32)
+            exact = torch.round(prod * (sa * sb / sc) + zc.to(torch.float32)).to(torch.float64)
+        exact = exact.clamp(self.qmin, self.qmax)
+        sur = self.surrogate(a, za, sa, b, zb, sb, sc, zc) if wants_grad(a, b) else None
+        return self.emit(exact, sur, a if a.is_floating_point() else b)
+
+    @staticmethod
+    def _add(ia, sa, za, ib, sb, zb, sc, zc) -> torch.Tensor:  # noqa: ANN001
+        mode = _broadcast_mode(ia.shape, ib.shape)
+        if mode == "a":  # the kernel takes the broadcast operand as its scalar B
+            ia, sa, za, ib, sb, zb = ib, sb, zb, ia, sa, za
+        ra, rb = sa / sc, sb / sc
+        fixed = zc.to(torch.float32) - (ra * za.to(torch.float32) + rb * zb.to(torch.float32))
+        if mode == "none":
+            value = fma32(ia.to(torch.float32), ra, fma32(ib.to(torch.float32), rb, fixed))
+        else:
+            value = fma32(ia.to(torch.float32), ra, fixed + ib.to(torch.float32) * rb)
+        return torch.round(value).to(torch.float64)
+
+    def surrogate(self, a, za, sa, b, zb, sb, sc, zc) -> torch.Tensor:  # noqa: ANN001
+        """The float op on dequantized values, requantized without rounding and clamped."""
+        dtype = container(a if a.is_floating_point() else b)
+        da = (a.to(dtype) - za.to(dtype)) * sa.to(dtype)
+        db = (b.to(dtype) - zb.to(dtype)) * sb.to(dtype)
+        value = da + db if self.op == "QLinearAdd" else da * db
+        return self.saturate(value / sc.to(dtype) + zc.to(dtype))
+
+
+def _mlas_logistic(x: torch.Tensor) -> torch.Tensor:
+    """MLAS's float32 logistic (Eigen's rational polynomial, fused multiply-adds as in its FMA3 kernel)."""
+    alpha = [4.37031012579801e-11, 1.15627324459942e-07, 6.08574864600143e-05, 8.51377133304701e-03, 2.48287947061529e-01]
+    beta = [6.10247389755681e-13, 5.76102136993427e-09, 6.29106785017040e-06, 1.70198817374094e-03, 1.16817656904453e-01,
+            9.93151921023180e-01]
+    v = f32(x).clamp(-18.0, 18.0)
+    v2 = v * v
+    p = fma32(v2, f32(alpha[0]), f32(alpha[1]))
+    for k in alpha[2:]:
+        p = fma32(p, v2, f32(k))
+    p = p * v
+    q = fma32(v2, f32(beta[0]), f32(beta[1]))
+    for k in beta[2:]:
+        q = fma32(q, v2, f32(k))
+    return (p / q + f32(0.5)).clamp(0.0, 1.0)
+
+
+class QLinearLookup(Quantized):
+    """com.microsoft QLinearSigmoid / QLinearLeakyRelu: onnxruntime's 256-entry table (inputs
+    dequantized in float32, the float32 function, MlasQuantizeLinear), indexed by the input."""
+
+    def __init__(self, op: str, alpha: float, target: int, fake: bool) -> None:
+        super().__init__(target, fake)
+        self.op, self.alpha = op, alpha
+
+    def function(self, x: torch.Tensor, exact: bool) -> torch.Tensor:
+        if self.op == "QLinearSigmoid":
+            return _mlas_logistic(x) if exact else torch.sigmoid(x)
+        alpha = f32(self.alpha) if exact else self.alpha
+        return torch.where(x >= 0, x, x * alpha)
+
+    def forward(self, x, x_scale, x_zp=None, y_scale=None, y_zp=None) -> torch.Tensor:  # noqa: ANN001
+        values = torch.arange(self.qmin, self.qmax + 1, dtype=torch.float64)
+        dequantized = f32(x_scale).reshape(()) * (values - _scalar(x_zp)).to(torch.float32)
+        table = quantize_mlas(self.function(dequantized, True), f32(y_scale).reshape(()), _scalar(y_zp), self.qmin, self.qmax)
+        exact = table[integers(x) - self.qmin]
+        sur = self.surrogate(x, x_scale, x_zp, y_scale, y_zp) if wants_grad(x) else None
+        return self.emit(exact, sur, x)
+
+    def surrogate(self, x, x_scale, x_zp, y_scale, y_zp) -> torch.Tensor:  # noqa: ANN001
+        """The float function on dequantized values, requantized without rounding and clamped."""
+        dtype = container(x)
+        real = (x.to(dtype) - _scalar(x_zp).to(dtype)) * x_scale.detach().reshape(()).to(dtype)
+        return self.saturate(self.function(real, False) / y_scale.detach().reshape(()).to(dtype) + _scalar(y_zp).to(dtype))
+
+
+class QLinearConcat(Quantized):
+    """com.microsoft QLinearConcat: inputs whose scale and zero point equal the output's are copied,
+    the others requantized through onnxruntime's table (float32 dequantize, MlasQuantizeLinear)."""
+
+    def __init__(self, axis: int, target: int, fake: bool) -> None:
+        super().__init__(target, fake)
+        self.axis = axis
+
+    def forward(self, y_scale, y_zp, *triples) -> torch.Tensor:  # noqa: ANN001, ANN002
+        ys, yz = f32(y_scale).reshape(()), _scalar(y_zp)
+        exact, surs, grad = [], [], wants_grad(*triples[0::3])
+        for x, s, z in zip(triples[0::3], triples[1::3], triples[2::3]):
+            xs, xz = f32(s).reshape(()), _scalar(z)
+            ix = integers(x).to(torch.float64)
+            if bool(xs == ys) and bool(xz == yz):
+                exact.append(ix)
+            else:
+                exact.append(quantize_mlas(xs * (ix - xz).to(torch.float32), ys, yz, self.qmin, self.qmax))
+            if grad:
+                dtype = torch.float64 if any(t.dtype == torch.float64 for t in triples[0::3]) else torch.float32
+                surs.append((x.to(dtype) - xz.to(dtype)) * xs.to(dtype) / ys.to(dtype) + yz.to(dtype))
+        out = torch.cat(exact, self.axis)
+        sur = self.saturate(torch.cat(surs, self.axis)) if grad else None
+        return self.emit(out, sur, sur if sur is not None else triples[0])
+
+
+class QLinearGlobalAveragePool(Quantized):
+    """com.microsoft QLinearGlobalAveragePool (NCHW or channels_last): the int32 sum of centered values
+    requantized with ``x_scale / (y_scale * size)`` in float32."""
+
+    def __init__(self, channels_last: bool, target: int, fake: bool) -> None:
+        super().__init__(target, fake)
+        self.channels_last = channels_last
+
+    def dims(self, x: torch.Tensor) -> tuple[int, ...]:
+        return tuple(range(1, x.dim() - 1)) if self.channels_last else tuple(range(2, x.dim()))
+
+    def forward(self, x, x_scale, x_zp, y_scale, y_zp=None) -> torch.Tensor:  # noqa: ANN001
+        dims = self.dims(x)
+        size = math.prod(x.shape[d] for d in dims)
+        acc = (integers(x).to(torch.float64) - _scalar(x_zp)).sum(dims, keepdim=True)
+        scale = f32(x_scale).reshape(()) / (f32(y_scale).reshape(()) * f32(float(size)))
+        exact = requantize(acc, scale, _scalar(y_zp), self.qmin, self.qmax)
+        sur = self.surrogate(x, x_scale, x_zp, y_scale, y_zp) if wants_grad(x) else None
+        return self.emit(exact, sur, x)
+
+    def surrogate(self, x, x_scale, x_zp, y_scale, y_zp) -> torch.Tensor:  # noqa: ANN001
+        """The mean of dequantized values, requantized without rounding and clamped."""
+        dtype = container(x)
+        mean = (x.to(dtype) - _scalar(x_zp).to(dtype)).mean(self.dims(x), keepdim=True)
+        return self.saturate(mean * (x_scale.detach().reshape(()).to(dtype) / y_scale.detach().reshape(()).to(dtype))
+                             + _scalar(y_zp).to(dtype))
+
+
+class QLinearAveragePool(Quantized):
+    """com.microsoft QLinearAveragePool as onnxruntime computes it: inputs dequantized in float32, each
+    window summed in float32 in row-major order, divided by its count, then ``round(y / y_scale + y_zp)``
+    saturated (2-D pools; other ranks average with torch's pooling, which may differ by one step)."""
+
+    def __init__(self, kernel: list[int], strides: list[int], pads: list[int], count_include_pad: bool, ceil_mode: bool,
+                 channels_last: bool, target: int, fake: bool) -> None:
+        super().__init__(target, fake)
+        self.kernel, self.strides, self.pads = kernel, strides, pads
+        self.count_include_pad, self.ceil_mode, self.channels_last = count_include_pad, ceil_mode, channels_last
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Average pool of NCHW... ``x`` (padding excluded from the count unless ``count_include_pad``)."""
+        rank = len(self.kernel)
+        xp = F.pad(x, torch_pads(self.pads))
+        fn = {1: F.avg_pool1d, 2: F.avg_pool2d, 3: F.avg_pool3d}[rank]
+        y = fn(xp, self.kernel, self.strides, 0, ceil_mode=self.ceil_mode)
+        if not self.count_include_pad:
+            ones = F.pad(torch.ones_like(x[:1, :1]), torch_pads(self.pads))
+            y = y * (math.prod(self.kernel) / fn(ones, self.kernel, self.strides, 0, ceil_mode=self.ceil_mode))
+        return y
+
+    def exact_pool(self, x: torch.Tensor) -> torch.Tensor:
+        """onnxruntime's float32 window sums (sequential, row-major) divided by the window counts."""
+        if len(self.kernel) != 2 or self.ceil_mode:
+            return self.pool(x)
+        n, c = x.shape[:2]
+        xp = F.pad(x, torch_pads(self.pads))  # padded zeros leave a float sum unchanged
+        windows = F.unfold(xp.reshape(n * c, 1, *xp.shape[2:]), self.kernel, stride=self.strides)
+        total = windows[:, 0]
+        for k in range(1, windows.shape[1]):
+            total = total + windows[:, k]
+        if self.count_include_pad:
+            count = torch.full_like(total[:1], float(math.prod(self.kernel)))
+        else:
+            ones = F.pad(torch.ones_like(x[:1, :1]), torch_pads(self.pads))
+            count = F.unfold(ones, self.kernel, stride=self.strides).sum(1)
+        out = [(s + b + e - k) // st + 1 for s, b, e, k, st in zip(x.shape[2:], self.pads[:2], self.pads[2:], self.kernel, self.strides)]
+        return (total / count).reshape(n, c, *out)
+
+    def forward(self, x, x_scale, x_zp, y_scale, y_zp=None) -> torch.Tensor:  # noqa: ANN001
+        xi = integers(x).movedim(-1, 1) if self.channels_last else integers(x)
+        dequantized = f32(x_scale).reshape(()) * (xi.to(torch.float64) - _scalar(x_zp)).to(torch.float32)
+        value = self.exact_pool(dequantized) / f32(y_scale).reshape(()) + _scalar(y_zp).to(torch.float32)
+        exact = torch.round(value).to(torch.float64).clamp(self.qmin, self.qmax)
+        exact = exact.movedim(1, -1) if self.channels_last else exact
+        sur = self.surrogate(x, x_scale, x_zp, y_scale, y_zp) if wants_grad(x) else None
+        return self.emit(exact, sur, x)
+
+    def surrogate(self, x, x_scale, x_zp, y_scale, y_zp) -> torch.Tensor:  # noqa: ANN001
+        """The average pool of dequantized values, requantized without rounding and clamped."""
+        dtype = container(x)
+        real = (x.to(dtype) - _scalar(x_zp).to(dtype)) * x_scale.detach().reshape(()).to(dtype)
+        real = real.movedim(-1, 1) if self.channels_last else real
+        y = self.saturate(self.pool(real) / y_scale.detach().reshape(()).to(dtype) + _scalar(y_zp).to(dtype))
+        return y.movedim(1, -1) if self.channels_last else y
+
+
+class QLinearSoftmax(Quantized):
+    """com.microsoft QLinearSoftmax as onnxruntime computes it: a float32 table of
+    ``exp((i - 255 + shift) * x_scale)``, the row maximum aligned to entry 255, a float32 running sum,
+    ``round(e * floor(1 / y_scale) / sum) + y_zp``."""
+
+    def __init__(self, axis: int, opset: int, target: int, fake: bool) -> None:
+        super().__init__(target, fake)
+        self.axis, self.opset = axis, opset
+
+    def rows(self, x: torch.Tensor) -> tuple[torch.Tensor, callable]:
+        """``x`` as (rows, D) with the reduced axes last, and the inverse reshaping."""
+        axis = self.axis % x.dim()
+        if self.opset < 13:
+            return x.reshape(math.prod(x.shape[:axis]), -1), lambda y: y.reshape(x.shape)
+        moved = x.movedim(axis, -1)
+        return moved.reshape(-1, x.shape[axis]), lambda y: y.reshape(moved.shape).movedim(-1, axis)
+
+    def forward(self, x, x_scale, x_zp, y_scale, y_zp=None) -> torch.Tensor:  # noqa: ANN001
+        rows, back = self.rows(integers(x))
+        d = rows.shape[1]
+        xs = float(f32(x_scale).reshape(()))
+        limit = f32(torch.finfo(torch.float32).max) / f32(float(d))  # float32 division, float32 log, as onnxruntime
+        shift = max(0.0, float(torch.log(limit)) - 5.0) / xs
+        index = torch.arange(256, dtype=torch.float64)
+        table = torch.exp((index - 255 + shift) * xs).to(torch.float32)
+        e = table[255 - (rows.max(1, keepdim=True).values - rows)]
+        total = torch.zeros(rows.shape[0], 1, dtype=torch.float32)
+        for j in range(d):  # onnxruntime's sequential float32 sum
+            total = total + e[:, j:j + 1]
+        inv = torch.floor(1.0 / f32(y_scale).reshape(()))
+        q = torch.round(e * inv / total).to(torch.int64) + integers(_scalar(y_zp))
+        exact = back(q.to(torch.float64).clamp(self.qmin, self.qmax))  # onnxruntime 1.32 saturates int8 too
+        sur = self.surrogate(x, x_scale, x_zp, y_scale, y_zp) if wants_grad(x) else None
+        return self.emit(exact, sur, x)
+
+    def surrogate(self, x, x_scale, x_zp, y_scale, y_zp) -> torch.Tensor:  # noqa: ANN001
+        """The float softmax of dequantized values, requantized without rounding and clamped."""
+        dtype = container(x)
+        rows, back = self.rows((x.to(dtype) - _scalar(x_zp).to(dtype)) * x_scale.detach().reshape(()).to(dtype))
+        y = torch.softmax(rows, dim=1) / y_scale.detach().reshape(()).to(dtype) + _scalar(y_zp).to(dtype)
+        return self.saturate(back(y))
+
+
+# ----------------------------------------------------------------------------------------- converters
+
+
+def _target(graph: OnnxGraph, node: OnnxNode, zp_index: int, default: int = TensorProto.UINT8) -> int:
+    """The output element type: the output zero point's type, else the output's inferred type, else ``default``."""
+    names = node.input_values
+    if zp_index < len(names) and names[zp_index]:
+        found = elem_type(graph, names[zp_index])
+        if found:
+            return found
+    return elem_type(graph, node.output_values[0]) or default
+
+
+def _fake(graph: OnnxGraph, node: OnnxNode) -> bool:
+    return float_container_ok(graph, node.output_values[0])
+
+
+def _conv_attrs(node: OnnxNode, graph: OnnxGraph, w_index: int) -> tuple[list[int], list[int], list[int], int]:
+    attrs = node.attributes
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad != "NOTSET":
+        raise NotImplementedError(f"{node.operation_type} with auto_pad={auto_pad} is not supported")
+    w_info = graph.value_info.get(node.input_values[w_index])
+    if w_info is not None and w_info.type.tensor_type.shape.dim:
+        rank = len(w_info.type.tensor_type.shape.dim) - 2
+    elif node.input_values[w_index] in graph.initializers:
+        rank = graph.initializers[node.input_values[w_index]].to_torch().dim() - 2
+    else:
+        rank = len(attrs.get("kernel_shape", [0, 0]))
+    return (list(attrs.get("pads", [0] * 2 * rank)), list(attrs.get("strides", [1] * rank)),
+            list(attrs.get("dilations", [1] * rank)), int(attrs.get("group", 1)))
+
+
+@register("QLinearConv", since(1))
+def convert_qlinear_conv(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """QLinearConv-10: per-tensor or per-channel weights, optional int32 bias, explicit pads."""
+    return optional_result(QLinearConv(*_conv_attrs(node, graph, 3), _target(graph, node, 7), _fake(graph, node)), node, 9)
+
+
+@register("ConvInteger", since(1))
+def convert_conv_integer(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """ConvInteger-10 with explicit pads (auto_pad=NOTSET), strides, dilations, group."""
+    return optional_result(ConvInteger(*_conv_attrs(node, graph, 1), TensorProto.INT32, _fake(graph, node)), node, 4)
+
+
+@register("MatMulInteger", since(1))
+def convert_matmul_integer(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """MatMulInteger-10: per-tensor or per-row (A) / per-column (B) zero points."""
+    return optional_result(MatMulInteger(TensorProto.INT32, _fake(graph, node)), node, 4)
+
+
+@register("QLinearMatMul", since(1))
+def convert_qlinear_matmul(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """QLinearMatMul (10, 21): uint8/int8 operands, per-tensor or per-row/column parameters."""
+    target = _target(graph, node, 7, elem_type(graph, node.input_values[0]) or TensorProto.UINT8)
+    if target not in (TensorProto.UINT8, TensorProto.INT8):
+        raise NotImplementedError(f"QLinearMatMul with output type {TensorProto.DataType.Name(target)} is not supported")
+    return optional_result(QLinearMatMul(target, _fake(graph, node)), node, 8)
+
+
+@register("QGemm", [1], domain=MS)
+def convert_qgemm(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """com.microsoft QGemm-1: int8/uint8 operands, optional int32 C; quantized output, or float32
+    without y_scale."""
+    names = list(node.input_values) + [""] * 9
+    target = _target(graph, node, 8) if names[8] else TensorProto.FLOAT
+    attrs = node.attributes
+    module = QGemm(float(attrs.get("alpha", 1.0)), bool(attrs.get("transA", 0)), bool(attrs.get("transB", 0)), target,
+                   target != TensorProto.FLOAT and _fake(graph, node))
+    return optional_result(module, node, 9)
+
+
+@register("QLinearAdd", [1], domain=MS)
+def convert_qlinear_add(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """com.microsoft QLinearAdd-1 (uint8/int8, broadcasting)."""
+    return optional_result(QLinearBinary("QLinearAdd", _target(graph, node, 7, elem_type(graph, node.input_values[0]) or TensorProto.UINT8),
+                                         _fake(graph, node)), node, 8)
+
+
+@register("QLinearMul", [1], domain=MS)
+def convert_qlinear_mul(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """com.microsoft QLinearMul-1 (uint8/int8, broadcasting)."""
+    return optional_result(QLinearBinary("QLinearMul", _target(graph, node, 7, elem_type(graph, node.input_values[0]) or TensorProto.UINT8),
+                                         _fake(graph, node)), node, 8)
+
+
+def _lookup(op: str, node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    target = _target(graph, node, 4, elem_type(graph, node.input_values[0]) or TensorProto.UINT8)
+    return optional_result(QLinearLookup(op, float(node.attributes.get("alpha", 0.01)), target, _fake(graph, node)), node, 5)
+
+
+@register("QLinearSigmoid", [1], domain=MS)
+def convert_qlinear_sigmoid(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """com.microsoft QLinearSigmoid-1 (table of MLAS's float32 logistic)."""
+    return _lookup("QLinearSigmoid", node, graph)
+
+
+@register("QLinearLeakyRelu", [1], domain=MS)
+def convert_qlinear_leaky_relu(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """com.microsoft QLinearLeakyRelu-1 (``alpha``, default 0.01)."""
+    return _lookup("QLinearLeakyRelu", node, graph)
+
+
+@register("QLinearConcat", [1], domain=MS)
+def convert_qlinear_concat(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """com.microsoft QLinearConcat-1: (Y_scale, Y_zero_point, then X, X_scale, X_zero_point per input)."""
+    return result(QLinearConcat(int(node.attributes["axis"]), _target(graph, node, 1), _fake(graph, node)), node)
+
+
+@register("QLinearGlobalAveragePool", [1], domain=MS)
+def convert_qlinear_global_average_pool(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """com.microsoft QLinearGlobalAveragePool-1 (``channels_last``)."""
+    module = QLinearGlobalAveragePool(bool(node.attributes.get("channels_last", 0)), _target(graph, node, 4), _fake(graph, node))
+    return optional_result(module, node, 5)
+
+
+@register("QLinearAveragePool", [1], domain=MS)
+def convert_qlinear_average_pool(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """com.microsoft QLinearAveragePool-1 with explicit pads (auto_pad=NOTSET)."""
+    attrs = node.attributes
+    auto_pad = attrs.get("auto_pad", "NOTSET")
+    if (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) != "NOTSET":
+        raise NotImplementedError(f"QLinearAveragePool with auto_pad={auto_pad} is not supported")
+    kernel = list(attrs["kernel_shape"])
+    module = QLinearAveragePool(kernel, list(attrs.get("strides", [1] * len(kernel))), list(attrs.get("pads", [0] * 2 * len(kernel))),
+                                bool(attrs.get("count_include_pad", 0)), bool(attrs.get("ceil_mode", 0)),
+                                bool(attrs.get("channels_last", 0)), _target(graph, node, 4), _fake(graph, node))
+    return optional_result(module, node, 5)
+
+
+@register("QLinearSoftmax", [1], domain=MS)
+def convert_qlinear_softmax(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """com.microsoft QLinearSoftmax-1 (``axis``, ``opset`` attributes)."""
+    attrs = node.attributes
+    opset = int(attrs["opset"])
+    module = QLinearSoftmax(int(attrs.get("axis", 1 if opset < 13 else -1)), opset,
+                            _target(graph, node, 4, elem_type(graph, node.input_values[0]) or TensorProto.UINT8), _fake(graph, node))
+    return optional_result(module, node, 5)
+
+
+__all__ = ["Quantized", "QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearBinary",
+           "QLinearLookup", "QLinearConcat", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSoftmax"]

@@ -1,0 +1,210 @@
+"""Quantized integer ops (QOperator format, com.microsoft contrib ops, dynamic quantization) against
+onnxruntime bit for bit, float64 gradchecks of their float surrogates, and quantized LeNets explained
+like the float32 one.
+
+The integer kernels onnxruntime picks depend on the CPU (u8s8 products without VNNI may saturate int16
+pair sums); the single-op cases keep u8s8 products small enough that no kernel saturates.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto
+
+from onnxxai.convert import qlinear
+from onnx_cases import gradcheck, one_node, reference_outputs, run_converted
+
+ROOT = Path(__file__).resolve().parents[1]
+MS = "com.microsoft"
+U8, I8 = TensorProto.UINT8, TensorProto.INT8
+NP = {U8: np.uint8, I8: np.int8}
+RANGE = {U8: (0, 256), I8: (-128, 128)}
+
+
+def _ints(rng, elem, *shape, lo=None, hi=None):
+    a, b = RANGE[elem]
+    return rng.integers(a if lo is None else lo, b if hi is None else hi, shape).astype(NP[elem])
+
+
+def _exact(model, feeds):
+    """Converted outputs equal onnxruntime's bit for bit (and have its dtype)."""
+    want = reference_outputs(model, feeds)
+    got = run_converted(model, feeds)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype, (g.dtype, w.dtype)
+        mismatch = np.flatnonzero(g.astype(np.float64) != w.astype(np.float64))
+        assert mismatch.size == 0, (mismatch.size, g.size, np.abs(g.astype(np.float64) - w).max())
+    return got
+
+
+@pytest.mark.parametrize("xt,wt,per_channel", [(U8, I8, False), (U8, I8, True), (I8, I8, True), (U8, U8, False)])
+def test_qlinear_conv_matches_onnxruntime(xt, wt, per_channel):
+    rng = np.random.default_rng(0)
+    x = _ints(rng, xt, 2, 4, 9, 9)
+    w = _ints(rng, wt, 6, 2, 3, 3)
+    ws = (rng.uniform(0.002, 0.02, 6) if per_channel else np.array(0.01)).astype(np.float32)
+    wzp = np.zeros(6 if per_channel else (), NP[wt]) if wt == I8 else np.array(127, np.uint8)
+    inits = {"xs": np.float32(0.023), "xzp": np.array(3 if xt == U8 else -5, NP[xt]), "w": w, "ws": ws, "wzp": wzp,
+             "ys": np.float32(0.037), "yzp": np.array(120 if xt == U8 else -3, NP[xt]),
+             "b": rng.integers(-2000, 2000, 6).astype(np.int32)}
+    model = one_node("QLinearConv", {"x": x}, opset=13, initializers=inits, output_type=xt,
+                     attrs={"pads": [1, 0, 2, 1], "strides": [1, 2], "group": 2})
+    _exact(model, {"x": x})
+
+
+@pytest.mark.parametrize("at,bt", [(U8, U8), (U8, I8), (I8, I8)])
+def test_qlinear_matmul_matches_onnxruntime(at, bt):
+    rng = np.random.default_rng(1)
+    a, b = _ints(rng, at, 3, 40, 64), _ints(rng, bt, 64, 17)
+    inits = {"as": np.float32(0.0123), "azp": np.array(7, NP[at]), "b": b, "bs": np.float32(0.0071),
+             "bzp": np.array(0, NP[bt]), "ys": np.float32(0.53), "yzp": np.array(100 if at == U8 else 4, NP[at])}
+    model = one_node("QLinearMatMul", {"a": a}, opset=13, initializers=inits, output_type=at)
+    _exact(model, {"a": a})
+
+
+@pytest.mark.parametrize("bt,per_column,output", [(I8, False, "q"), (I8, True, "q"), (U8, False, "q"), (I8, True, "float")])
+def test_qgemm_matches_onnxruntime(bt, per_column, output):
+    rng = np.random.default_rng(2)
+    a, b = _ints(rng, U8, 33, 50), _ints(rng, bt, 21, 50)
+    bs = (rng.uniform(0.001, 0.01, 21) if per_column else np.array(0.004)).astype(np.float32)
+    bzp = np.zeros(bs.shape, NP[bt]) if bt == I8 else np.full(bs.shape, 128, np.uint8)
+    inits = {"as": np.float32(0.021), "azp": np.uint8(90), "b": b, "bs": bs, "bzp": bzp,
+             "c": rng.integers(-5000, 5000, 21).astype(np.int32)}
+    if output == "q":
+        inits |= {"ys": np.float32(0.3), "yzp": np.uint8(131)}
+    model = one_node("QGemm", {"a": a}, opset=13, initializers=inits, domain=MS, attrs={"transB": 1, "alpha": 0.75},
+                     output_type=U8 if output == "q" else TensorProto.FLOAT)
+    _exact(model, {"a": a})
+
+
+@pytest.mark.parametrize("op", ["QLinearAdd", "QLinearMul"])
+@pytest.mark.parametrize("elem", [U8, I8])
+@pytest.mark.parametrize("shapes", [((2, 3, 37), (2, 3, 37)), ((2, 3, 37), (3, 1)), ((1,), (4, 37)), ((5, 1, 7), (1, 6, 1))])
+def test_qlinear_binary_matches_onnxruntime(op, elem, shapes):
+    rng = np.random.default_rng(3)
+    a, b = _ints(rng, elem, *shapes[0]), _ints(rng, elem, *shapes[1])
+    zero = {U8: (131, 97, 120), I8: (3, -7, -2)}[elem]
+    inits = {"as": np.float32(0.0371), "azp": np.array(zero[0], NP[elem]), "bs": np.float32(0.0193 if op == "QLinearAdd" else 0.0093),
+             "bzp": np.array(zero[1], NP[elem]), "cs": np.float32(0.0412), "czp": np.array(zero[2], NP[elem])}
+    model = one_node(op, {"a": a, "b": b}, opset=13, domain=MS, initializers=inits, output_type=elem,
+                     node_inputs=["a", "as", "azp", "b", "bs", "bzp", "cs", "czp"])
+    _exact(model, {"a": a, "b": b})
+
+
+@pytest.mark.parametrize("op,attrs", [("QLinearSigmoid", {}), ("QLinearLeakyRelu", {"alpha": 0.13})])
+@pytest.mark.parametrize("elem", [U8, I8])
+def test_lookup_ops_match_onnxruntime_on_every_input(op, attrs, elem):
+    x = np.arange(*RANGE[elem]).astype(NP[elem])
+    zp = (128, 0) if elem == U8 else (0, -128)
+    inits = {"xs": np.float32(0.0627), "xzp": np.array(zp[0], NP[elem]), "ys": np.float32(1 / 256 if op == "QLinearSigmoid" else 0.05),
+             "yzp": np.array(zp[1] if op == "QLinearSigmoid" else zp[0], NP[elem])}
+    model = one_node(op, {"x": x}, opset=13, domain=MS, initializers=inits, output_type=elem, attrs=attrs)
+    _exact(model, {"x": x})
+
+
+def test_qlinear_concat_matches_onnxruntime():
+    rng = np.random.default_rng(4)
+    a, b = _ints(rng, U8, 2, 3, 5), _ints(rng, U8, 2, 4, 5)
+    inits = {"ys": np.float32(0.05), "yzp": np.uint8(128), "as": np.float32(0.05), "azp": np.uint8(128),
+             "bs": np.float32(0.0731), "bzp": np.uint8(77)}
+    model = one_node("QLinearConcat", {"a": a, "b": b}, opset=13, domain=MS, initializers=inits, output_type=U8,
+                     attrs={"axis": 1}, node_inputs=["ys", "yzp", "a", "as", "azp", "b", "bs", "bzp"])
+    _exact(model, {"a": a, "b": b})
+
+
+@pytest.mark.parametrize("elem", [U8, I8])
+def test_qlinear_pools_match_onnxruntime(elem):
+    rng = np.random.default_rng(5)
+    x = _ints(rng, elem, 2, 3, 11, 13)
+    inits = {"xs": np.float32(0.031), "xzp": np.array(5, NP[elem]), "ys": np.float32(0.017), "yzp": np.array(9, NP[elem])}
+    gap = one_node("QLinearGlobalAveragePool", {"x": x}, opset=13, domain=MS, initializers=inits, output_type=elem)
+    _exact(gap, {"x": x})
+    for attrs in ({"kernel_shape": [3, 3], "strides": [2, 2]}, {"kernel_shape": [2, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1},
+                  {"kernel_shape": [3, 2], "pads": [1, 0, 1, 1]}):
+        avg = one_node("QLinearAveragePool", {"x": x}, opset=13, domain=MS, initializers=inits, output_type=elem, attrs=attrs)
+        _exact(avg, {"x": x})
+
+
+@pytest.mark.parametrize("elem", [U8, I8])
+def test_qlinear_softmax_matches_onnxruntime(elem):
+    rng = np.random.default_rng(6)
+    x = _ints(rng, elem, 4, 3, 10)
+    yzp = 0 if elem == U8 else -128
+    inits = {"xs": np.float32(0.083), "xzp": np.array(0, NP[elem]), "ys": np.float32(1 / 256), "yzp": np.array(yzp, NP[elem])}
+    for axis in (-1, 1):
+        model = one_node("QLinearSoftmax", {"x": x}, opset=13, domain=MS, initializers=inits, output_type=elem,
+                         attrs={"axis": axis, "opset": 13})
+        _exact(model, {"x": x})
+
+
+def test_integer_ops_match_onnxruntime():
+    rng = np.random.default_rng(7)
+    x, w = _ints(rng, U8, 2, 3, 8, 8), _ints(rng, I8, 4, 3, 3, 3)
+    conv = one_node("ConvInteger", {"x": x}, opset=13, initializers={"w": w, "xzp": np.uint8(100)},
+                    node_inputs=["x", "w", "xzp"], output_type=TensorProto.INT32, attrs={"pads": [1, 1, 1, 1]})
+    _exact(conv, {"x": x})
+    a, b = _ints(rng, U8, 5, 30), _ints(rng, I8, 30, 7)
+    mm = one_node("MatMulInteger", {"a": a}, opset=13, initializers={"b": b, "azp": np.uint8(3)}, node_inputs=["a", "b", "azp"],
+                  output_type=TensorProto.INT32)
+    _exact(mm, {"a": a})
+
+
+# ------------------------------------------------------------------------------------------ gradients
+
+
+def test_surrogates_gradcheck():
+    """Each op's float surrogate (the gradient the straight-through forward carries) in float64."""
+    rng = np.random.default_rng(8)
+    w = torch.from_numpy(_ints(rng, I8, 4, 2, 3, 3)).double()
+    conv = qlinear.QLinearConv([1, 1, 1, 1], [1, 1], [1, 1], 1, U8, True)
+    ratio = conv.ratio(torch.tensor(0.02), torch.tensor([0.01, 0.02, 0.005, 0.01]), torch.tensor(0.05), 4)
+    zp, yzp = torch.tensor(128, dtype=torch.uint8), torch.tensor(120, dtype=torch.uint8)
+    gradcheck(lambda x: conv.surrogate(x * 20 + 128, zp, w, ratio, yzp), (1, 2, 5, 5), seed=0)
+    gemm = qlinear.QGemm(1.0, False, True, U8, True)
+    b = torch.from_numpy(_ints(rng, I8, 3, 6))
+    gradcheck(lambda a: gemm.surrogate(a * 20 + 128, zp, b, torch.tensor(0, dtype=torch.int8), None, torch.tensor(0.004), yzp),
+              (2, 6), seed=1)
+    scales = [torch.tensor(s) for s in (0.03, 0.02, 0.04)]
+    for op in ("QLinearAdd", "QLinearMul"):
+        binary = qlinear.QLinearBinary(op, U8, True)
+        gradcheck(lambda a, c: binary.surrogate(a * 10 + 128, zp.double(), scales[0], c * 10 + 128, zp.double(), scales[1],
+                                                scales[2], yzp.double()), (2, 5), (5,), seed=2)
+    for op in ("QLinearSigmoid", "QLinearLeakyRelu"):
+        lookup = qlinear.QLinearLookup(op, 0.1, U8, True)
+        gradcheck(lambda x: lookup.surrogate(x * 30 + 128, torch.tensor(0.05), zp, torch.tensor(1 / 256), torch.tensor(0)), (7,), seed=3)
+    softmax = qlinear.QLinearSoftmax(-1, 13, U8, True)
+    gradcheck(lambda x: softmax.surrogate(x * 10 + 128, torch.tensor(0.1), zp, torch.tensor(1 / 256), torch.tensor(0)), (2, 6), seed=4)
+    gap = qlinear.QLinearGlobalAveragePool(False, U8, True)
+    gradcheck(lambda x: gap.surrogate(x * 10 + 128, torch.tensor(0.1), zp, torch.tensor(0.05), yzp), (1, 2, 3, 3), seed=5)
+
+
+def test_straight_through_gradient_is_the_surrogates():
+    """Forward: onnxruntime's integers; backward: the surrogate's gradient (QuantizeLinear -> QLinearConv -> DequantizeLinear)."""
+    rng = np.random.default_rng(9)
+    w = _ints(rng, I8, 3, 1, 3, 3, lo=-30, hi=30)  # small enough that no output saturates
+    nodes = [onnx.helper.make_node("QuantizeLinear", ["x", "xs", "xzp"], ["xq"]),
+             onnx.helper.make_node("QLinearConv", ["xq", "xs", "xzp", "w", "ws", "wzp", "ys", "yzp"], ["yq"]),
+             onnx.helper.make_node("DequantizeLinear", ["yq", "ys", "yzp"], ["y"])]
+    inits = {"xs": np.float32(0.01), "xzp": np.uint8(128), "w": w, "ws": np.float32(0.02), "wzp": np.int8(0),
+             "ys": np.float32(0.05), "yzp": np.uint8(128)}
+    graph = onnx.helper.make_graph(nodes, "g", [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 6, 6])],
+                                   [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                                   [onnx.numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13)])
+    x = rng.uniform(-1, 1, (1, 1, 6, 6)).astype(np.float32)
+    np.testing.assert_array_equal(run_converted(model, {"x": x})[0], reference_outputs(model, {"x": x})[0])
+    from onnxxai.convert.pipeline import convert
+
+    module = convert(model, "t")[2]
+    xt = torch.from_numpy(x).requires_grad_()
+    module(xt).sum().backward()
+    # float reference: d/dx sum(conv(x, w_real)) = conv-transpose of ones with the dequantized weights
+    wr = torch.from_numpy(w.astype(np.float32) * 0.02)
+    xr = torch.from_numpy(x).requires_grad_()
+    torch.nn.functional.conv2d(xr, wr).sum().backward()
+    np.testing.assert_allclose(xt.grad.numpy(), xr.grad.numpy(), rtol=1e-5, atol=1e-6)
