@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ import torch
 import torchvision
 
 import onnxxai
+from onnxxai.testing import export
 from readme_tables import write_block
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
@@ -52,12 +52,8 @@ def resnet18_with_biases(seed: int = 0) -> torch.nn.Module:
 def export_both(net: torch.nn.Module, folder: Path) -> dict[str, Path]:
     x = torch.randn(1, 3, 224, 224)
     paths = {"default (dynamo, opset 20)": folder / "resnet18_dynamo.onnx", "dynamo=False, opset 17": folder / "resnet18_17.onnx"}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (x,), str(paths["default (dynamo, opset 20)"]), input_names=["x"], output_names=["y"],
-                          dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
-        torch.onnx.export(net, (x,), str(paths["dynamo=False, opset 17"]), dynamo=False, opset_version=17,
-                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+    export(net, x, paths["default (dynamo, opset 20)"], dynamo=True)
+    export(net, x, paths["dynamo=False, opset 17"])
     return paths
 
 

@@ -32,6 +32,7 @@ import torch
 
 import onnxxai
 from onnxxai.diagnostics import gradient_flow
+from onnxxai.testing import export
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "corpus"
@@ -69,8 +70,7 @@ def export_torchvision(name: str, size: int, variant: str) -> Path:
             except Exception:  # noqa: BLE001 - some graphs fix the batch; export them static
                 torch.onnx.export(net, (x,), str(path), input_names=["x"], output_names=["y"], verbose=False)
         else:
-            torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"], output_names=["y"],
-                              dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+            export(net, x, path)
     return path
 
 
@@ -109,13 +109,24 @@ def export_sklearn_mlp() -> Path:
     return path
 
 
+def save_keras(net, shape: tuple[int, ...], path: Path) -> Path:
+    """Export a Keras model with one float input ``x`` of ``shape`` (after a dynamic batch) by tf2onnx, opset 17."""
+    import tensorflow as tf
+    import tf2onnx
+
+    signature = [tf.TensorSpec((None, *shape), tf.float32, name="x")]
+    proto, _ = tf2onnx.convert.from_function(tf.function(net, input_signature=signature), input_signature=signature, opset=17)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(proto.SerializeToString())
+    return path
+
+
 def export_keras_cnn() -> Path:
     """A Keras CNN (NHWC, GlobalMaxPooling) exported by tf2onnx."""
     path = CACHE / "keras_cnn.onnx"
     if path.exists():
         return path
     import tensorflow as tf
-    import tf2onnx
 
     tf.keras.utils.set_random_seed(0)
     inp = tf.keras.Input((32, 32, 3))
@@ -126,11 +137,7 @@ def export_keras_cnn() -> Path:
     x = tf.keras.layers.GlobalMaxPooling2D()(x)
     out = tf.keras.layers.Dense(10)(x)
     net = tf.keras.Model(inp, out)
-    signature = [tf.TensorSpec((None, 32, 32, 3), tf.float32, name="x")]
-    proto, _ = tf2onnx.convert.from_function(tf.function(net, input_signature=signature), input_signature=signature, opset=17)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(proto.SerializeToString())
-    return path
+    return save_keras(net, (32, 32, 3), path)
 
 
 def export_keras_lstm() -> Path:
@@ -139,18 +146,13 @@ def export_keras_lstm() -> Path:
     if path.exists():
         return path
     import tensorflow as tf
-    import tf2onnx
 
     tf.keras.utils.set_random_seed(0)
     inp = tf.keras.Input((16, 12))
     x = tf.keras.layers.LSTM(24, return_sequences=True)(inp)
     x = tf.keras.layers.LSTM(24)(x)
     net = tf.keras.Model(inp, tf.keras.layers.Dense(5)(x))
-    signature = [tf.TensorSpec((None, 16, 12), tf.float32, name="x")]
-    proto, _ = tf2onnx.convert.from_function(tf.function(net, input_signature=signature), input_signature=signature, opset=17)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(proto.SerializeToString())
-    return path
+    return save_keras(net, (16, 12), path)
 
 
 def export_flax_cnn() -> Path:
@@ -221,8 +223,7 @@ def export_torch(name: str, variant: str) -> Path:
             torch.onnx.export(net, (x,), str(path), input_names=["x"], output_names=["y"],
                               dynamic_shapes=({0: batch},), verbose=False)
         else:
-            torch.onnx.export(net, (x,), str(path), dynamo=False, opset_version=17, input_names=["x"], output_names=["y"],
-                              dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
+            export(net, x, path)
     return path
 
 

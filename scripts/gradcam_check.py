@@ -27,11 +27,9 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import export  # noqa: E402
-
-import onnxxai  # noqa: E402
-from onnxxai.analyzers.gradcam import GradCAM  # noqa: E402
+import onnxxai
+from onnxxai.analyzers.gradcam import GradCAM
+from onnxxai.testing import export
 
 
 def _hooked(layer_of, prefix=None):

@@ -21,7 +21,6 @@ import argparse
 import platform
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -33,19 +32,12 @@ from zennit.torchvision import ResNetCanonizer, VGGCanonizer
 
 import onnxxai
 from onnxxai.analyzers.lrp import LRP, EpsilonGammaBox, EpsilonPlusFlat
+from onnxxai.testing import export
 
 # bounds of ImageNet-normalized pixels in [0, 1]
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
 LOW, HIGH = (0 - MEAN) / STD, (1 - MEAN) / STD
-
-
-def export(net: torch.nn.Module, size: int, path: Path) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.randn(1, 3, size, size),), str(path), dynamo=False, opset_version=17,
-                          input_names=["x"], output_names=["y"], dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}})
-    return path
 
 
 def timed_pair(ours, theirs, repeats: int) -> tuple[object, float, object, float]:
@@ -91,7 +83,7 @@ def main() -> None:
                 p.requires_grad_(False)
             canonizer = VGGCanonizer if name == "vgg16" else ResNetCanonizer
             t0 = time.perf_counter()
-            model = onnxxai.load(export(net, args.size, Path(tmp) / f"{name}.onnx"),
+            model = onnxxai.load(export(net, torch.randn(1, 3, args.size, args.size), Path(tmp) / f"{name}.onnx"),
                                  probe_inputs={"x": torch.randn(1, 3, args.size, args.size).numpy()})
             load_s = time.perf_counter() - t0
             x = torch.randn(args.batch, 3, args.size, args.size, generator=torch.Generator().manual_seed(1))

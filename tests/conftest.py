@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -11,26 +10,9 @@ import pytest
 import torch
 
 import onnxxai
+from onnxxai.testing import export
 
 LIGHT_ZOO = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-
-
-def export(module: torch.nn.Module, example: torch.Tensor | tuple, path: Path, *, dynamo: bool = False, **kwargs) -> Path:
-    """Export ``module`` to ``path`` with a dynamic batch dimension on every input."""
-    module = module.eval()
-    args = example if isinstance(example, tuple) else (example,)
-    names = kwargs.pop("input_names", [f"x{i}" if len(args) > 1 else "x" for i in range(len(args))])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        if dynamo:
-            batch = torch.export.Dim("batch")
-            torch.onnx.export(module, args, str(path), input_names=names, output_names=["y"],
-                              dynamic_shapes=tuple({0: batch} for _ in args), verbose=False, **kwargs)
-        else:
-            torch.onnx.export(module, args, str(path), dynamo=False, opset_version=kwargs.pop("opset_version", 17),
-                              input_names=names, output_names=["y"],
-                              dynamic_axes={**{n: {0: "batch"} for n in names}, "y": {0: "batch"}}, **kwargs)
-    return path
 
 
 class SmoothCNN(torch.nn.Module):

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import onnxxai
-from conftest import TwoInputNet, export
+from conftest import TwoInputNet
+from onnxxai.testing import export
 
 
 def _ort_selected(path, x, index):

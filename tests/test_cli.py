@@ -93,7 +93,9 @@ def test_run_bad_inputs_give_one_line_and_nonzero_exit(tmp_path):
 def test_run_refuses_models_without_image_input(tmp_path, smooth_cnn_path):
     import torch
 
-    from conftest import TwoInputNet, export
+    from conftest import TwoInputNet
+
+    from onnxxai.testing import export
 
     mlp = export(torch.nn.Sequential(torch.nn.Linear(6, 3)), torch.randn(1, 6), tmp_path / "mlp.onnx")
     _one_line_error(_run("run", mlp, DIGITS / "digit_1.png", "--out", tmp_path), "not image-like")

@@ -12,7 +12,7 @@ import torch
 import torchvision
 
 import onnxxai
-from conftest import export
+from onnxxai.testing import export
 from onnxxai import graph
 from onnxxai.analyzers.gradcam import GradCAM
 

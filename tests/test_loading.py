@@ -9,7 +9,8 @@ import pytest
 import torch
 
 import onnxxai
-from conftest import LIGHT_ZOO, TwoInputNet, export
+from conftest import LIGHT_ZOO, TwoInputNet
+from onnxxai.testing import export
 
 LIGHT_MODELS = sorted(p.name for p in LIGHT_ZOO.glob("*.onnx"))
 

@@ -8,7 +8,6 @@ import onnx
 import pytest
 import torch
 import torchvision
-from conftest import export
 
 import onnxxai
 from onnxxai.analyzers.lrp import (
@@ -33,6 +32,7 @@ from onnxxai.analyzers.lrp import (
     base_rules,
     fold_batchnorm,
 )
+from onnxxai.testing import export
 
 zennit = pytest.importorskip("zennit")
 from zennit.attribution import Gradient as ZennitGradient  # noqa: E402
