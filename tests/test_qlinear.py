@@ -208,3 +208,67 @@ def test_straight_through_gradient_is_the_surrogates():
     xr = torch.from_numpy(x).requires_grad_()
     torch.nn.functional.conv2d(xr, wr).sum().backward()
     np.testing.assert_allclose(xt.grad.numpy(), xr.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------- quantized LeNets
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from PIL import Image
+
+    return np.concatenate([np.asarray(Image.open(ROOT / "examples" / f"digit_{i}.png").convert("L"), np.float32)[None, None] / 255
+                           for i in range(10)])
+
+
+@pytest.fixture(scope="module")
+def float_lenet(digits):
+    import onnxxai
+
+    model = onnxxai.load(ROOT / "models" / "lenet5_mnist.onnx")
+    classes = model(digits).argmax(1)
+    ig = onnxxai.analyze(digits, onnxxai.IntegratedGradients(model, n=32), classes).val
+    return classes, ig.reshape(len(digits), -1)
+
+
+def _quantized_lenet(kind: str, path: Path, digits: np.ndarray) -> Path:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_dynamic, quantize_static
+
+    source = ROOT / "models" / "lenet5_mnist.onnx"
+    if kind == "dynamic":
+        quantize_dynamic(source, path)
+        return path
+    name = onnx.load(source).graph.input[0].name
+    rng = np.random.default_rng(0)
+    batches = [digits[i:i + 1] for i in range(10)] + [rng.uniform(0, 1, (1, 1, 28, 28)).astype(np.float32) for _ in range(2)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(batches)
+
+        def get_next(self):  # noqa: ANN202
+            batch = next(self.batches, None)
+            return None if batch is None else {name: batch}
+
+    quantize_static(source, path, Reader(), quant_format=QuantFormat.QOperator, per_channel=kind == "per-channel")
+    return path
+
+
+@pytest.mark.parametrize("kind", ["per-tensor", "per-channel", "dynamic"])
+def test_quantized_lenet_runs_bit_exact_and_explains_like_float32(kind, tmp_path, digits, float_lenet):
+    import onnxruntime
+
+    import onnxxai
+
+    path = _quantized_lenet(kind, tmp_path / f"lenet_{kind}.onnx", digits)
+    ops = {n.op_type for n in onnx.load(path).graph.node}
+    assert ops >= ({"ConvInteger", "MatMulInteger", "DynamicQuantizeLinear"} if kind == "dynamic" else {"QLinearConv", "QGemm"})
+    model = onnxxai.load(path)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    want = session.run(None, {session.get_inputs()[0].name: digits})[0]
+    np.testing.assert_array_equal(model(digits), want)  # bit-exact on this CPU (see the module docstring)
+    classes, float_ig = float_lenet
+    assert (want.argmax(1) == classes).all()
+    ig = onnxxai.analyze(digits, onnxxai.IntegratedGradients(model, n=32), classes).val.reshape(len(digits), -1)
+    cosine = (ig * float_ig).sum(1) / np.linalg.norm(ig, axis=1) / np.linalg.norm(float_ig, axis=1)
+    assert cosine.min() >= 0.95, cosine

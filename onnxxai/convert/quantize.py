@@ -12,7 +12,7 @@ uses a straight-through estimator: the round step passes the gradient unchanged 
 the target range passes it only inside the range, so the backward of quantize->dequantize is the
 identity where ``qmin <= round(x / scale) + zero_point <= qmax`` and zero outside. The forward
 values are unchanged. The same holds where the output feeds quantized integer ops (QLinearConv,
-QGemm, ... whose own gradients are straight-through, see :mod:`onnxxai.convert._integer`). A
+QGemm, ... whose own gradients are straight-through, see :mod:`onnxxai.convert.qlinear`). A
 QuantizeLinear whose output goes elsewhere (or is a graph output) returns the exact integer/float8
 dtype, which carries no gradient.
 """
@@ -25,9 +25,9 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.convert._integer import INT_RANGES, container, float_container_ok, straight_through, wants_grad
 from onnxxai.convert._util import elem_type, result
 from onnxxai.convert.cast import to_float4e2m1
+from onnxxai.convert.qlinear import INT_RANGES, container, float_container_ok, straight_through, wants_grad
 from onnxxai.convert.registry import register, since
 from onnxxai.proto.dtypes import TORCH_DTYPES, TORCH_FLOAT8
 
@@ -155,7 +155,7 @@ def convert_dequantize_linear(node: OnnxNode, graph: OnnxGraph) -> OperationConv
 class DynamicQuantizeLinear(torch.nn.Module):
     """uint8 quantization with scale and zero point from the input's range (including 0), as
     onnxruntime computes it. With ``fake`` (the quantized output only feeds integer ops, see
-    :mod:`onnxxai.convert._integer`) the values travel in a float tensor whose gradient is that of
+    :mod:`onnxxai.convert.qlinear`) the values travel in a float tensor whose gradient is that of
     ``x / scale + zero_point`` inside [0, 255] (scale and zero point held constant)."""
 
     def __init__(self, fake: bool = False) -> None:
