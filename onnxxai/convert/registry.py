@@ -45,7 +45,7 @@ __all__ = [
 #: Every converter family module of :mod:`onnxxai.convert`, imported by :func:`register_all`.
 FAMILIES: tuple[str, ...] = (
     "activation", "arithmetic", "attention", "bitwise", "cast", "control_flow", "conv", "detection",
-    "indexing", "losses", "ml", "normalization", "pad", "pool", "quantize", "recurrent", "reduce",
+    "indexing", "losses", "ml", "normalization", "pad", "pool", "qlinear", "quantize", "recurrent", "reduce",
     "sampling", "sequence", "shape", "signal", "split", "tensor_ops", "unary",
 )
 
