@@ -65,7 +65,9 @@ def choose_tensor(model: Model, input_name: str, tensor: str | None) -> str:
             f"{model.source}: no float tensor is computed from integer input {input_name!r}, so nothing "
             "differentiable depends on it"
         )
-    gathers = [name for name, op in frontier if op == "Gather"]
+    # embedding lookups: Gather, or the embedded sum onnxruntime's EmbedLayerNormalization fuses (its first output)
+    fused = {n.output[0] for n in model.onnx_model.graph.node if n.op_type == "EmbedLayerNormalization"}
+    gathers = [name for name, op in frontier if op == "Gather" or name in fused]
     if len(frontier) == 1 or len(gathers) == 1:
         return gathers[0] if gathers else names[0]
     raise AnalyzerError(

@@ -44,7 +44,8 @@ __all__ = [
 
 #: Every converter family module of :mod:`onnxxai.convert`, imported by :func:`register_all`.
 FAMILIES: tuple[str, ...] = (
-    "activation", "arithmetic", "attention", "bitwise", "cast", "control_flow", "conv", "detection",
+    "activation", "arithmetic", "attention", "bitwise", "cast", "contrib_fused", "contrib_transformer",
+    "control_flow", "conv", "detection",
     "indexing", "losses", "ml", "normalization", "pad", "pool", "qlinear", "quantize", "recurrent", "reduce",
     "sampling", "sequence", "shape", "signal", "split", "tensor_ops", "unary",
 )

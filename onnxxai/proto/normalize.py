@@ -22,6 +22,7 @@ from onnx.reference import ReferenceEvaluator
 
 from onnxxai.errors import NormalizationError
 from onnxxai.proto.dtypes import NARROW_NUMPY_NAMES, NARROW_WIDENED
+from onnxxai.proto import contrib_shapes
 from onnxxai.proto.names import fresh_name
 from onnxxai.proto.walk import node_reads, subgraphs, walk_nodes
 
@@ -339,7 +340,8 @@ def alias_dotted_domains(model: onnx.ModelProto) -> int:
 
 
 #: dotted domains onnxxai has converters for (other domains keep their names, so errors name them as written)
-_ALIASED_DOMAINS = {"ai.onnx.ml": "ai_onnx_ml", "ai.onnx.preview": "ai_onnx_preview", "com.microsoft": "com_microsoft"}
+_ALIASED_DOMAINS = {"ai.onnx.ml": "ai_onnx_ml", "ai.onnx.preview": "ai_onnx_preview", "com.microsoft": "com_microsoft",
+                    "com.microsoft.nchwc": "com_microsoft_nchwc"}
 
 
 def reshape_allowzero(model: onnx.ModelProto) -> int:
@@ -415,7 +417,7 @@ def _known_shapes(model: onnx.ModelProto) -> dict[str, list]:
 def _inferred(model: onnx.ModelProto, *, data_prop: bool) -> onnx.ModelProto:
     """``model`` with inferred shapes, or :class:`PassNotRun` saying why onnx could not infer them."""
     try:
-        return onnx.shape_inference.infer_shapes(model, data_prop=data_prop)
+        return contrib_shapes.infer_shapes(model, data_prop=data_prop)  # onnx's, seeing through contrib ops
     except Exception as exc:  # noqa: BLE001 - onnx raises several unrelated types; the cause is recorded
         raise PassNotRun(f"onnx shape inference failed: {exc.__class__.__name__}: {exc}".strip()) from exc
 
