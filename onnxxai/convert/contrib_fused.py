@@ -34,7 +34,7 @@ from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
 from onnxxai.convert._util import constant_input, optional_result, result
-from onnxxai.convert.conv import ConvDynamicWeight, _checked_auto_pad
+from onnxxai.convert.conv import ConvDynamicWeight, conv_geometry
 from onnxxai.convert.pool import OnnxPool
 from onnxxai.convert.registry import register
 from onnxxai.convert.sampling import Resize
@@ -95,8 +95,7 @@ class _Activation(torch.nn.Module):
 
 def _conv_parts(node: OnnxNode) -> tuple[ConvDynamicWeight, _Activation]:
     attrs = node.attributes
-    conv = ConvDynamicWeight(attrs.get("strides"), attrs.get("pads"), attrs.get("dilations"), int(attrs.get("group", 1)),
-                             _checked_auto_pad(attrs, node.operation_type))
+    conv = ConvDynamicWeight(*conv_geometry(attrs, node.operation_type))
     return conv, _Activation(_text(attrs.get("activation")), list(attrs.get("activation_params", [])))
 
 

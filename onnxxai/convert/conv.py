@@ -73,11 +73,17 @@ def _run_time_parameters(node: OnnxNode, graph: OnnxGraph) -> bool:
     return not all(name in graph.initializers for name in node.input_values[1:3] if name)
 
 
-def _checked_auto_pad(attrs: dict, op: str) -> str:
+def _ints(attrs: dict, name: str) -> list[int] | None:
+    return [int(v) for v in attrs[name]] if name in attrs else None
+
+
+def conv_geometry(attrs: dict, op: str) -> tuple[list[int] | None, list[int] | None, list[int] | None, int, str]:
+    """A convolution node's strides, explicit pads (None unless auto_pad is NOTSET), dilations, group and auto_pad."""
     auto_pad = _auto_pad(attrs)
     if auto_pad not in ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER"):
         raise NotImplementedError(f"{op} with auto_pad={auto_pad} is not supported")
-    return auto_pad
+    pads = _ints(attrs, "pads") if auto_pad == "NOTSET" else None
+    return _ints(attrs, "strides"), pads, _ints(attrs, "dilations"), int(attrs.get("group", 1)), auto_pad
 
 
 @register("Conv", (1, 11), extends=True)
@@ -85,17 +91,8 @@ def convert_conv(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConvert
     """Conv: onnx2torch's nn.ConvNd when weight and bias are initializers, ours otherwise."""
     if not _run_time_parameters(node, graph):
         return fallback(node, graph)
-    attrs = node.attributes
-    auto_pad = _checked_auto_pad(attrs, "Conv")
-    pads = attrs.get("pads")
-    module = ConvDynamicWeight(
-        [int(s) for s in attrs["strides"]] if "strides" in attrs else None,
-        [int(p) for p in pads] if pads is not None and auto_pad == "NOTSET" else None,
-        [int(d) for d in attrs["dilations"]] if "dilations" in attrs else None,
-        int(attrs.get("group", 1)),
-        auto_pad,
-    )
-    return result(module, node)
+    strides, pads, dilations, group, auto_pad = conv_geometry(node.attributes, "Conv")
+    return result(ConvDynamicWeight(strides, pads, dilations, group, auto_pad), node)
 
 
 class ConvTransposeDynamicWeight(torch.nn.Module):
@@ -156,15 +153,9 @@ def convert_conv_transpose(node: OnnxNode, graph: OnnxGraph, fallback) -> Operat
     if not _run_time_parameters(node, graph):
         return fallback(node, graph)
     attrs = node.attributes
-    auto_pad = _checked_auto_pad(attrs, "ConvTranspose")
-
-    def ints(name: str) -> list[int] | None:
-        return [int(v) for v in attrs[name]] if name in attrs else None
-
-    module = ConvTransposeDynamicWeight(
-        ints("strides"), ints("pads") if auto_pad == "NOTSET" else None, ints("dilations"), int(attrs.get("group", 1)),
-        ints("output_padding"), ints("output_shape"), auto_pad,
-    )
+    strides, pads, dilations, group, auto_pad = conv_geometry(attrs, "ConvTranspose")
+    module = ConvTransposeDynamicWeight(strides, pads, dilations, group, _ints(attrs, "output_padding"),
+                                        _ints(attrs, "output_shape"), auto_pad)
     return result(module, node)
 
 

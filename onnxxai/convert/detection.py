@@ -34,12 +34,8 @@ class RoiAlign(torch.nn.Module):
     def __init__(self, mode: str, output_height: int, output_width: int, sampling_ratio: int,
                  spatial_scale: float, half_pixel: bool) -> None:
         super().__init__()
-        self.mode = mode
-        self.output_height = output_height
-        self.output_width = output_width
-        self.sampling_ratio = sampling_ratio
-        self.spatial_scale = spatial_scale
-        self.half_pixel = half_pixel
+        self.mode, self.output_height, self.output_width = mode, output_height, output_width
+        self.sampling_ratio, self.spatial_scale, self.half_pixel = sampling_ratio, spatial_scale, half_pixel
 
     def _axis(self, start: torch.Tensor, size: torch.Tensor, pooled: int, extent: int):
         """Sampling positions along one axis: low/high indices, low/high weights and a validity mask,

@@ -22,13 +22,18 @@ def _mode(node: OnnxNode, op: str) -> str:
     return mode
 
 
-class SpaceToDepth(torch.nn.Module):
-    """Move ``blocksize`` x ``blocksize`` spatial blocks of an NCHW tensor into channels, ordered
-    depth-column-row (DCR, the ONNX default) or column-row-depth (CRD, opset 28)."""
+class _BlockRearrangement(torch.nn.Module):
+    """Moves ``blocksize`` x ``blocksize`` blocks between the spatial axes and channels of an NCHW
+    tensor, in DCR (depth-column-row, the ONNX default) or CRD (column-row-depth) order."""
 
     def __init__(self, blocksize: int, mode: str = "DCR") -> None:
         super().__init__()
         self.blocksize, self.mode = blocksize, mode
+
+
+class SpaceToDepth(_BlockRearrangement):
+    """Move ``blocksize`` x ``blocksize`` spatial blocks of an NCHW tensor into channels, ordered
+    depth-column-row (DCR, the ONNX default) or column-row-depth (CRD, opset 28)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape
@@ -38,13 +43,9 @@ class SpaceToDepth(torch.nn.Module):
         return blocks.permute(order).reshape(n, c * b * b, h // b, w // b)
 
 
-class DepthToSpace(torch.nn.Module):
+class DepthToSpace(_BlockRearrangement):
     """Inverse of :class:`SpaceToDepth`: channels of an NCHW tensor into ``blocksize`` x ``blocksize``
     spatial blocks, DCR (the ONNX default, which onnx2torch refuses) or CRD (torch's pixel_shuffle)."""
-
-    def __init__(self, blocksize: int, mode: str = "DCR") -> None:
-        super().__init__()
-        self.blocksize, self.mode = blocksize, mode
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n, c, h, w = x.shape

@@ -96,12 +96,18 @@ class DataFlow:
         t = self.types.get(name, 0)
         return t == 0 or t in FLOAT_TYPES  # unknown type: count it as a path (conservative)
 
+    def _named(self, name: str, names: list[str], kind: str) -> str:
+        if name not in names:
+            raise BoundaryError(f"{self.label}: no {kind} named {name!r}; {kind}s are {names}")
+        return name
+
+    def _floats(self, names: list[str]) -> list[str]:
+        return [n for n in names if self.types.get(n, 0) in FLOAT_TYPES]
+
     def _pick_input(self, name: str | None) -> str:
         if name is not None:
-            if name not in self.graph_inputs:
-                raise BoundaryError(f"{self.label}: no input named {name!r}; inputs are {self.graph_inputs}")
-            return name
-        floats = [n for n in self.graph_inputs if self.types.get(n, 0) in FLOAT_TYPES]
+            return self._named(name, self.graph_inputs, "input")
+        floats = self._floats(self.graph_inputs)
         if len(floats) != 1:
             raise BoundaryError(
                 f"{self.label}: {'no' if not floats else 'several'} float inputs ({', '.join(floats) or '-'}); "
@@ -111,10 +117,8 @@ class DataFlow:
 
     def _pick_output(self, name: str | None) -> str:
         if name is not None:
-            if name not in self.graph_outputs:
-                raise BoundaryError(f"{self.label}: no output named {name!r}; outputs are {self.graph_outputs}")
-            return name
-        floats = [n for n in self.graph_outputs if self.types.get(n, 0) in FLOAT_TYPES]
+            return self._named(name, self.graph_outputs, "output")
+        floats = self._floats(self.graph_outputs)
         if not floats:
             raise BoundaryError(f"{self.label}: no float output to explain; outputs are {self.graph_outputs}")
         return floats[0]
