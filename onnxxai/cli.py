@@ -60,7 +60,8 @@ def _check(args: argparse.Namespace) -> int:
         report["converted"] = True
         report["inputs"] = [str(s) for s in model.inputs]
         report["outputs"] = [str(s) for s in model.outputs]
-        report["passes"] = [{"name": p.name, "changed": p.changed} for p in model.passes if p.changed]
+        report["passes"] = [{"name": p.name, "changed": p.changed, "error": p.error, "skipped": list(p.skipped)}
+                            for p in model.passes if p.changed or p.error or p.skipped]
         report["parity"] = model.parity.to_dict()
         try:
             gradient = gradient_flow(model, proto)

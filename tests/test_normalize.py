@@ -207,3 +207,30 @@ def test_a_pass_that_fails_part_way_fails_the_load_naming_the_pass(monkeypatch):
         onnxxai.load(_small_mlp())
     assert info.value.pass_name == "reshape_allowzero"
     assert isinstance(info.value, onnxxai.ConversionError)
+
+
+def test_a_node_the_reference_cannot_fold_is_named_in_the_pass_result(monkeypatch):
+    """fold_constants leaves a node the ONNX reference evaluator cannot run to the converter and says so."""
+    from onnxxai.proto import normalize as passes
+
+    evaluate = passes._evaluate
+
+    def no_transpose(node, feeds, opsets):
+        if node.op_type == "Transpose":
+            raise NotImplementedError("no Transpose in this evaluator")
+        return evaluate(node, feeds, opsets)
+
+    monkeypatch.setattr(passes, "_evaluate", no_transpose)
+    w = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(3, 4) / 10, "w_t")
+    graph = helper.make_graph(
+        [helper.make_node("Transpose", ["w_t"], ["w"], name="weight_transpose"),
+         helper.make_node("Neg", ["w"], ["w_neg"], name="negate"),
+         helper.make_node("MatMul", ["x", "w_neg"], ["y"], name="mm")],
+        "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])], [w])
+    model = onnxxai.load(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    fold = next(p for p in model.passes if p.name == "fold_constants")
+    assert fold.skipped == ("weight_transpose (Transpose): NotImplementedError: no Transpose in this evaluator",)
+    assert fold.error is None
+    x = np.random.default_rng(1).standard_normal((2, 4)).astype(np.float32)
+    np.testing.assert_allclose(model(x), x @ -(np.arange(12, dtype=np.float32).reshape(3, 4).T / 10), rtol=1e-6)

@@ -36,12 +36,15 @@ _SHAPE_DEPENDENT = {"Shape", "Size"}
 
 @dataclass(frozen=True)
 class PassResult:
-    """What one normalization pass changed; ``error`` says why it could not run (None when it ran)."""
+    """What one normalization pass changed; ``error`` says why it could not run (None when it ran);
+    ``skipped`` names what it left alone on purpose and why (e.g. a node the reference evaluator
+    cannot fold, which the converter then computes)."""
 
     name: str
     changed: int
     description: str
     error: str | None = None
+    skipped: tuple[str, ...] = ()
 
     def __str__(self) -> str:
         return f"{self.name} (not run: {self.error})" if self.error else f"{self.name} ({self.changed})"
@@ -144,8 +147,11 @@ def fold_static_shapes(model: onnx.ModelProto) -> int:
     return len(folded)
 
 
-def fold_constants(model: onnx.ModelProto) -> int:
+def fold_constants(model: onnx.ModelProto, skipped: list[str] | None = None) -> int:
     """Evaluate every node whose inputs are all constants and store its outputs as initializers.
+
+    A node the ONNX reference evaluator cannot run is left to the converter; its name, op and the
+    evaluator's error are appended to ``skipped`` when given.
 
     This turns weights produced by ``Constant``/``ConstantOfShape``/``Identity``/``Cast``/... chains
     into plain initializers, which onnx2torch needs to build parameterised modules (Conv, Gemm, ...).
@@ -182,7 +188,9 @@ def fold_constants(model: onnx.ModelProto) -> int:
             continue
         try:
             outputs = _evaluate(node, {i: value(i) for i in inputs}, opsets)
-        except Exception:  # an op the reference evaluator cannot run: leave it to the converter
+        except Exception as exc:  # noqa: BLE001 - an op the reference evaluator cannot run: the converter computes it
+            if skipped is not None:
+                skipped.append(f"{node.name or node.op_type} ({node.op_type}): {exc.__class__.__name__}: {str(exc)[:200]}")
             kept.append(node)
             continue
         if any(np.asarray(a).dtype.name in NARROW_NUMPY_NAMES for a in outputs):  # torch could not load it
@@ -431,11 +439,18 @@ def infer_shapes(model: onnx.ModelProto) -> int:
     return max(added, 0)
 
 
-PASSES: list[tuple[str, Callable[[onnx.ModelProto], int], str]] = [
+def _fold_constants_pass(model: onnx.ModelProto) -> tuple[int, list[str]]:
+    skipped: list[str] = []
+    return fold_constants(model, skipped), skipped
+
+
+#: (name, pass, description); a pass returns how many things it changed, or that count and the
+#: things it left alone with the reason (see :attr:`PassResult.skipped`).
+PASSES: list[tuple[str, Callable[[onnx.ModelProto], int | tuple[int, list[str]]], str]] = [
     ("name_nodes", name_nodes, "gave unnamed nodes unique names"),
     ("name_omitted_outputs", name_omitted_outputs, "dropped or named omitted (empty) node outputs"),
     ("remove_initializer_inputs", remove_initializer_inputs, "dropped initializers listed as graph inputs"),
-    ("fold_constants", fold_constants, "folded nodes with constant inputs into initializers"),
+    ("fold_constants", _fold_constants_pass, "folded nodes with constant inputs into initializers"),
     ("fold_static_shapes", fold_static_shapes, "replaced Shape reads of static dimensions by constants"),
     ("inline_constant_if", inline_constant_if, "replaced If nodes with a constant condition by the chosen branch"),
     ("alias_dotted_domains", alias_dotted_domains, "renamed dotted node domains (ai.onnx.ml, ai.onnx.preview -> ai_onnx_*)"),
@@ -455,7 +470,9 @@ def normalize(model: onnx.ModelProto) -> list[PassResult]:
     results = []
     for name, fn, desc in PASSES:
         try:
-            results.append(PassResult(name, fn(model), desc))
+            outcome = fn(model)
+            changed, skipped = outcome if isinstance(outcome, tuple) else (outcome, [])
+            results.append(PassResult(name, changed, desc, skipped=tuple(skipped)))
         except PassNotRun as exc:
             results.append(PassResult(name, 0, desc, str(exc)))
         except Exception as exc:  # noqa: BLE001 - re-raised as a named error
