@@ -15,7 +15,7 @@ import onnx
 from onnxxai.diagnostics import gradient_flow
 from onnxxai.errors import InputError, OnnxxaiError, ParityError, UnsupportedOpError
 from onnxxai.methods import METHODS, MethodOptions, method
-from onnxxai.convert.pipeline import unsupported_nodes
+from onnxxai.convert.pipeline import overriding_converters, unsupported_nodes
 from onnxxai.model import load
 from onnxxai.proto.normalize import normalize
 from onnxxai.proto.reading import read_model
@@ -62,6 +62,9 @@ def _check(args: argparse.Namespace) -> int:
         report["outputs"] = [str(s) for s in model.outputs]
         report["passes"] = [{"name": p.name, "changed": p.changed, "error": p.error, "skipped": list(p.skipped)}
                             for p in model.passes if p.changed or p.error or p.skipped]
+        report["overriding_converters"] = [{"op": f"{r.domain + '::' if r.domain else ''}{r.op}-{r.version}", "mode": r.mode,
+                                            "converter": r.converter, "upstream": r.upstream}
+                                           for r in overriding_converters(model.onnx_model)]
         report["parity"] = model.parity.to_dict()
         try:
             gradient = gradient_flow(model, proto)
@@ -83,6 +86,8 @@ def _check(args: argparse.Namespace) -> int:
         print("inputs    " + "; ".join(report["inputs"]))
         print("outputs   " + "; ".join(report["outputs"]))
         print("passes    " + (", ".join(str(p) for p in model.passes if p.changed or p.error) or "none"))
+        if report["overriding_converters"]:
+            print("ours      " + ", ".join(f"{c['op']} ({c['mode']} onnx2torch's)" for c in report["overriding_converters"]))
         print(model.parity.summary())
         print(report.get("gradient_summary") or f"gradient FAILED: {report['gradient'].get('error')}")
     for item in report.get("unsupported", []):

@@ -18,6 +18,9 @@ def test_check_reports_parity_and_ops(smooth_cnn_path):
     assert report["converted"] and report["parity"]["ok"]
     assert report["ops"]["Conv"] == 2 and report["opsets"]["ai.onnx"] == 17
     assert report["inputs"] == ["x: float32[batch, 1, 7, 7]"]
+    # the smooth CNN's Conv-11 goes through our converter, which extends onnx2torch's (run-time weights)
+    conv = [c for c in report["overriding_converters"] if c["op"] == "Conv-11"]
+    assert conv and conv[0]["mode"] == "extends" and conv[0]["upstream"].startswith("onnx2torch.")
 
 
 def test_check_missing_file_is_one_line_and_nonzero(tmp_path):

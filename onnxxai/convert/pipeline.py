@@ -15,14 +15,15 @@ from contextvars import ContextVar
 import onnx
 import onnx2torch
 import torch
+from onnx import defs
 from onnx2torch.node_converters.registry import get_converter
 from onnx2torch.onnx_graph import OnnxGraph
 
-from onnxxai.convert.registry import register_all
+from onnxxai.convert.registry import Registered, overridden_upstream, register_all
 from onnxxai.errors import ConversionError, OnnxxaiError, UnsupportedOpError
 from onnxxai.proto.normalize import PassResult, normalize
 
-__all__ = ["convert", "unsupported_nodes", "converting_model", "CONVERTING"]
+__all__ = ["convert", "unsupported_nodes", "overriding_converters", "converting_model", "CONVERTING"]
 
 #: The ModelProto being converted (set by :func:`convert` while onnx2torch runs).
 CONVERTING: ContextVar[onnx.ModelProto | None] = ContextVar("onnxxai_converting", default=None)
@@ -65,6 +66,22 @@ def unsupported_nodes(model: onnx.ModelProto) -> list[UnsupportedOpError]:
         except NotImplementedError:
             missing.append(UnsupportedOpError(node.op_type, domain, version, node.name))
     return missing
+
+
+def overriding_converters(model: onnx.ModelProto) -> list[Registered]:
+    """The registry entries, among those where onnxxai replaces or extends one of onnx2torch's own
+    converters, that the top-level nodes of a (normalized) graph are converted by, in key order."""
+    overriding = {(r.domain, r.op, r.version): r for r in overridden_upstream()}
+    used = set()
+    for node in model.graph.node:
+        domain, version = _opset_of(node.domain, model)
+        try:
+            version = defs.get_schema(node.op_type, domain=domain, max_inclusive_version=version).since_version
+        except (RuntimeError, defs.SchemaError):  # a domain onnx has no schemas for: keyed by the opset itself
+            pass
+        if (domain, node.op_type, version) in overriding:
+            used.add((domain, node.op_type, version))
+    return [overriding[key] for key in sorted(used)]
 
 
 def _check_supported(model: onnx.ModelProto, label: str) -> None:
