@@ -17,6 +17,8 @@ from onnxxai.errors import InputError, OnnxxaiError, ParityError, UnsupportedOpE
 from onnxxai.methods import METHODS, MethodOptions, method
 from onnxxai.convert.pipeline import overriding_converters, unsupported_nodes
 from onnxxai.model import load
+from onnxxai.parity import parity_tolerance
+from onnxxai.proto.artifact import artifact_kind
 from onnxxai.proto.normalize import normalize
 from onnxxai.proto.reading import read_model
 
@@ -32,6 +34,8 @@ def _check(args: argparse.Namespace) -> int:
         "ir_version": proto.ir_version,
         "opsets": {(o.domain or "ai.onnx"): o.version for o in proto.opset_import},
         "ops": dict(sorted(ops.items())),
+        "artifact": artifact_kind(proto).to_dict(),
+        "tolerance": parity_tolerance(proto).rule,
     }
     status = 0
     model = None
@@ -82,6 +86,8 @@ def _check(args: argparse.Namespace) -> int:
     print(f"producer  {report['producer'] or '(unknown)'}; IR {report['ir_version']}; opsets "
           + ", ".join(f"{d} {v}" for d, v in report["opsets"].items()))
     print("ops       " + ", ".join(f"{op}×{n}" for op, n in report["ops"].items()))
+    print(f"artifact  {report['artifact']['name']}")
+    print(f"tolerance {report['tolerance']}")
     if "inputs" in report:
         print("inputs    " + "; ".join(report["inputs"]))
         print("outputs   " + "; ".join(report["outputs"]))

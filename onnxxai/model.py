@@ -13,8 +13,10 @@ import torch
 
 from onnxxai.convert.pipeline import convert
 from onnxxai.errors import ConversionError, InputError, ModelFileError, ParityError
+from onnxxai.graph.widen import HALF_DTYPES, holds_half, widen
+from onnxxai.proto.artifact import ArtifactKind, artifact_kind
 from onnxxai.proto.normalize import PassResult
-from onnxxai.parity import DEFAULT_ATOL, DEFAULT_RTOL, ParityReport, compare_outputs, execution_provider, run_onnxruntime
+from onnxxai.parity import ParityReport, compare_outputs, execution_provider, parity_tolerance, run_onnxruntime
 from onnxxai.proto.reading import read_model
 from onnxxai.proto.specs import DEFAULT_BATCH, DEFAULT_DIM, TensorSpec, probe_feeds, spec_of
 
@@ -25,7 +27,13 @@ class Model:
 
     Call it on numpy arrays or torch tensors (positionally in input order, or by input name);
     outputs follow the array type of the first input. ``torch_module`` is the torch.fx
-    GraphModule (eval mode, frozen parameters), usable by any torch tool.
+    GraphModule (eval mode, frozen parameters), usable by any torch tool. ``artifact`` names what
+    kind of file it is (float32, float16, int8 QDQ, ...; :func:`onnxxai.proto.artifact.artifact_kind`).
+
+    A float16/bfloat16 file is explained in float32 (``widened``): ``torch_module`` computes in
+    float32 with the file's weights (exact in float32), float16/bfloat16 inputs are rounded to their
+    type and then widened, and the parity check verifies this float32 graph against onnxruntime
+    running the file as it ships, with a tolerance derived from float16's epsilon.
     """
 
     def __init__(
@@ -38,6 +46,8 @@ class Model:
         passes: tuple[PassResult, ...],
         source: str,
         device: torch.device,
+        artifact: ArtifactKind | None = None,
+        widened: bool = False,
     ) -> None:
         self.torch_module = torch_module
         self.onnx_model = onnx_model
@@ -47,6 +57,8 @@ class Model:
         self.passes = passes
         self.source = source
         self.device = device
+        self.artifact = artifact
+        self.widened = widened
 
     def __repr__(self) -> str:
         ins = ", ".join(str(s) for s in self.inputs)
@@ -102,6 +114,8 @@ class Model:
         if check_finite and tensor.dtype.is_floating_point and not bool(torch.isfinite(tensor).all()):
             bad = int((~torch.isfinite(tensor)).sum())
             raise InputError(f"input {name!r} contains {bad} NaN or infinite value(s); explanations need finite inputs")
+        if self.widened and want_dtype in HALF_DTYPES:  # the file's rounding, then float32 arithmetic
+            return tensor.to(device=self.device, dtype=want_dtype).to(torch.float32)
         return tensor.to(device=self.device, dtype=want_dtype)
 
     # -- running --------------------------------------------------------------------------------
@@ -123,11 +137,17 @@ class Model:
         feeds = {s.name: self.as_tensor(s.name, values[s.name], check_finite=False) for s in self.inputs}
         with torch.no_grad():
             outs = self.forward(feeds)
+        if self.widened:  # outputs in the file's own element types
+            outs = [o.to(_torch_dtype(s.dtype)) if o.is_floating_point() else o for o, s in zip(outs, self.outputs)]
         if not isinstance(first, torch.Tensor):
             outs = [o.cpu().numpy() for o in outs]
         elif first.device != self.device:
             outs = [o.to(first.device) for o in outs]
         return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def _torch_dtype(dtype: Any) -> torch.dtype:
+    return torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
 
 
 # -- loading ------------------------------------------------------------------------------------
@@ -137,8 +157,8 @@ def load(
     device: str | torch.device = "cpu",
     strict: bool = True,
     probe_inputs: Mapping[str, np.ndarray] | None = None,
-    rtol: float = DEFAULT_RTOL,
-    atol: float = DEFAULT_ATOL,
+    rtol: float | None = None,
+    atol: float | None = None,
     seed: int = 0,
 ) -> Model:
     """Read, normalize, convert and verify an ONNX model.
@@ -147,15 +167,25 @@ def load(
     dimensions are :data:`DEFAULT_BATCH` (first axis) and :data:`DEFAULT_DIM` (others). A graph that
     disagrees with onnxruntime raises :class:`ParityError`; with ``strict=False`` it loads with a
     warning and every explanation carries the failing report.
+
+    ``rtol``/``atol`` None derive the tolerance from the float types the graph computes in
+    (:func:`onnxxai.parity.parity_tolerance`: float32 graphs rtol 1e-4, atol 1e-6; float16/bfloat16
+    graphs from their epsilon and depth); a value given wins, and the report's rule says so.
+    A float16/bfloat16 graph is widened to float32 arithmetic for explanation (see :class:`Model`).
     """
     original, label = read_model(source)
     graph, passes, module = convert(original, label)
     device = torch.device(device)
+    kind = artifact_kind(original)
+    widened = kind.precision in ("float16", "bfloat16") and holds_half(module)
+    if widened:
+        module = widen(module)
     module = module.to(device)
+    tolerance = parity_tolerance(original, rtol, atol)
 
     inputs = tuple(spec_of(v) for v in graph.graph.input)
     outputs = tuple(spec_of(v) for v in graph.graph.output)
-    model = Model(module, graph, inputs, outputs, None, passes, label, device)  # type: ignore[arg-type]
+    model = Model(module, graph, inputs, outputs, None, passes, label, device, kind, widened)  # type: ignore[arg-type]
 
     feeds = probe_feeds(inputs, probe_inputs, seed=seed, require_all=True, label=label)
     provider = execution_provider()
@@ -166,13 +196,16 @@ def load(
         raise ModelFileError(f"{label}: onnxruntime cannot run the original model on probe inputs {shapes}: {exc}") from exc
     try:
         with torch.no_grad():
-            outs = model.forward({k: torch.from_numpy(v).to(device) for k, v in feeds.items()})
+            tensors = {k: torch.from_numpy(v).to(device) for k, v in feeds.items()}
+            if widened:
+                tensors = {k: v.to(torch.float32) if v.dtype in HALF_DTYPES else v for k, v in tensors.items()}
+            outs = model.forward(tensors)
     except Exception as exc:  # noqa: BLE001
         raise ConversionError(f"{label}: the converted graph fails on probe inputs {shapes}: {exc.__class__.__name__}: {exc}") from exc
     actual = [o.detach().cpu().numpy() for o in outs]
     report = compare_outputs(
-        [o.name for o in outputs], reference, actual, rtol=rtol, atol=atol, provider=provider,
-        probe_shapes=shapes,
+        [o.name for o in outputs], reference, actual, rtol=tolerance.rtol, atol=tolerance.atol, provider=provider,
+        probe_shapes=shapes, tolerance_rule=tolerance.rule, artifact=kind.name,
     )
     model.parity = report
     if not report.ok:

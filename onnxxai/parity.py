@@ -13,10 +13,55 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-__all__ = ["ParityReport", "OutputParity", "onnxruntime_session", "run_onnxruntime", "compare_outputs", "execution_provider"]
+from onnxxai.proto.artifact import FLOAT_WIDTH, compute_float_types, graph_depth
+
+__all__ = [
+    "ParityReport", "OutputParity", "Tolerance", "parity_tolerance", "onnxruntime_session", "run_onnxruntime",
+    "compare_outputs", "execution_provider",
+]
 
 DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-6
+#: The float32 rule (also the rule of every graph that computes in float32 or wider).
+FLOAT32_RULE = f"float32 compute: rtol={DEFAULT_RTOL:g}, atol={DEFAULT_ATOL:g}"
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """The parity tolerance of a graph and the rule that set it."""
+
+    rtol: float
+    atol: float
+    rule: str
+
+
+def parity_tolerance(model: onnx.ModelProto, rtol: float | None = None, atol: float | None = None) -> Tolerance:
+    """The parity tolerance of ``model``, derived from the float types it computes in.
+
+    One rule for every model: a graph whose narrowest float type (initializers, Constant values,
+    Cast targets, declared value types) is float32 or wider gets rtol 1e-4, atol 1e-6. A graph that
+    computes in float16 or bfloat16 gets ``rtol = eps * max(2, sqrt(depth))`` -- eps the machine
+    epsilon of its narrowest type (2**-10, 2**-7), depth the number of nodes on its longest path
+    (rounding errors of independent ops add up like a random walk) -- and atol 1e-6. A tolerance the
+    user passes wins over the derived one (each of rtol/atol separately), and the rule says so.
+    """
+    floats = compute_float_types(model)
+    narrow = [t for t in floats if FLOAT_WIDTH[t][1] > FLOAT_WIDTH[onnx.TensorProto.FLOAT][1]]
+    if narrow:
+        name, eps = FLOAT_WIDTH[max(narrow, key=lambda t: FLOAT_WIDTH[t][1])]
+        depth = graph_depth(model)
+        derived = Tolerance(
+            eps * max(2.0, depth**0.5), DEFAULT_ATOL,
+            f"{name} compute: rtol=eps*max(2, sqrt(depth))={eps * max(2.0, depth**0.5):.3g} "
+            f"(eps={eps:.3g}, depth={depth}), atol={DEFAULT_ATOL:g}",
+        )
+    else:
+        derived = Tolerance(DEFAULT_RTOL, DEFAULT_ATOL, FLOAT32_RULE)
+    if rtol is None and atol is None:
+        return derived
+    given = ", ".join(f"{k}={v:g}" for k, v in (("rtol", rtol), ("atol", atol)) if v is not None)
+    return Tolerance(derived.rtol if rtol is None else float(rtol), derived.atol if atol is None else float(atol),
+                     f"user: {given} (derived would be {derived.rule})")
 
 
 @dataclass(frozen=True)
@@ -44,6 +89,10 @@ class ParityReport:
     atol: float
     provider: str
     probe_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: which rule set rtol/atol (see :func:`parity_tolerance`)
+    tolerance_rule: str = FLOAT32_RULE
+    #: what kind of artifact the file is (:func:`onnxxai.proto.artifact.artifact_kind`'s name), "" if not known
+    artifact: str = ""
 
     @property
     def ok(self) -> bool:
@@ -59,7 +108,10 @@ class ParityReport:
 
     def summary(self) -> str:
         parts = [f"{o.name}: max_rel={o.max_rel:.3g} max_abs={o.max_abs:.3g}{'' if o.ok else ' FAIL'}" for o in self.outputs]
-        return f"parity {'ok' if self.ok else 'FAILED'} ({'; '.join(parts)}; rtol={self.rtol:g}, {self.provider})"
+        rule = "" if self.tolerance_rule == FLOAT32_RULE else f" [{self.tolerance_rule}]"
+        kind = f"{self.artifact}, " if self.artifact and self.artifact != "float32" else ""
+        return (f"parity {'ok' if self.ok else 'FAILED'} ({'; '.join(parts)}; rtol={self.rtol:g}{rule}, "
+                f"{kind}{self.provider})")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -94,6 +146,8 @@ def compare_outputs(
     atol: float = DEFAULT_ATOL,
     provider: str = "",
     probe_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    tolerance_rule: str = FLOAT32_RULE,
+    artifact: str = "",
 ) -> ParityReport:
     """Compare torch outputs with onnxruntime's, output by output."""
     results = []
@@ -122,4 +176,4 @@ def compare_outputs(
         results.append(OutputParity(name, tuple(ref.shape), max_abs, max_rel, ok))
     if len(actual) != len(reference):
         results.append(OutputParity("<output count>", (), float("inf"), float("inf"), False))
-    return ParityReport(tuple(results), rtol, atol, provider, dict(probe_shapes or {}))
+    return ParityReport(tuple(results), rtol, atol, provider, dict(probe_shapes or {}), tolerance_rule, artifact)

@@ -87,6 +87,8 @@ def _generator(seed_or_generator: int | torch.Generator | None, device: torch.de
 
 
 class _Augmentation(Analyzer):
+    gradient_based = True
+
     def __init__(self, analyzer: Analyzer, n: int, batch_size: int | None) -> None:
         if not isinstance(analyzer, GradientAnalyzer):
             raise AnalyzerError(

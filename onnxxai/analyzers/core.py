@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -9,13 +10,18 @@ import numpy as np
 import torch
 
 from onnxxai.analyzers.function import ModelFunction
+from onnxxai.analyzers.stops import find_gradient_stop
 from onnxxai.analyzers.target import Execution
 from onnxxai.errors import AnalyzerError
 from onnxxai.explanation import Explanation
 from onnxxai.model import Model
 from onnxxai.selectors import OutputSelector, as_selector
 
-__all__ = ["Analyzer", "analyze"]
+__all__ = ["Analyzer", "analyze", "GradientStopWarning"]
+
+
+class GradientStopWarning(UserWarning):
+    """A gradient attribution is identically zero although the selected output varies with the input."""
 
 
 class Analyzer(ABC):
@@ -36,6 +42,8 @@ class Analyzer(ABC):
     function: ModelFunction | None = None
     #: batch size and numerics
     execution: Execution = Execution()
+    #: attributions come from the gradient of ``function``: an all-zero one is checked (see :func:`analyze`)
+    gradient_based: bool = False
 
     @property
     def name(self) -> str:
@@ -52,7 +60,10 @@ class Analyzer(ABC):
 def analyze(input: Any, analyzer: Analyzer, output_selection: Any = None) -> Explanation:
     """Explain ``input`` with ``analyzer`` for ``output_selection`` (None: each sample's max output).
 
-    numpy in gives numpy out; torch in gives torch out on the input's device.
+    numpy in gives numpy out; torch in gives torch out on the input's device. A gradient method
+    whose attribution of a sample is identically zero although the selected output varies with the
+    input warns (:class:`GradientStopWarning`) naming the node where the gradient stops, and the
+    explanation carries it in ``extras["gradient_stop"]`` and ``extras["warning"]``.
     """
     if not isinstance(analyzer, Analyzer):
         raise AnalyzerError(f"expected an onnxxai analyzer, got {type(analyzer).__name__}")
@@ -69,6 +80,8 @@ def analyze(input: Any, analyzer: Analyzer, output_selection: Any = None) -> Exp
         _attribute_to_input(expl, function, x)
     else:
         expl = _explain(analyzer, function, x, selector)
+        if analyzer.gradient_based and function is not None:
+            _check_gradient_stop(expl, function, x)
     if isinstance(model, Model):
         report = model.parity
         expl.extras.setdefault("parity", report)
@@ -82,6 +95,26 @@ def _explain(analyzer: Analyzer, function: ModelFunction | None, x: torch.Tensor
     if function is not None and analyzer.execution.check_precision and function.precision != "float32":
         expl.extras["precision_error"] = _precision_error(analyzer, function, x, selector, expl)
     return expl
+
+
+def _check_gradient_stop(expl: Explanation, function: ModelFunction, x: torch.Tensor) -> None:
+    """Warn when some sample's attribution is all zeros and a node blocks the gradient (cheap when
+    no attribution is all zeros: one reduction)."""
+    val = expl.val
+    if not isinstance(val, torch.Tensor) or val.dim() == 0 or val.shape[0] != x.shape[0]:
+        return
+    zero = (val.reshape(val.shape[0], -1) == 0).all(dim=1)
+    if not bool(zero.any()):
+        return
+    stop = find_gradient_stop(function, x, torch.as_tensor(expl.output_selection).reshape(-1),
+                              [int(i) for i in zero.nonzero().flatten()])
+    if stop is None:
+        return
+    message = stop.message(function.output_name, function.input_name)
+    expl.extras["gradient_stop"] = {"node": stop.node, "module": stop.module, "reason": stop.reason,
+                                    "samples": list(stop.samples)}
+    expl.extras["warning"] = message
+    warnings.warn(message, GradientStopWarning, stacklevel=3)
 
 
 def _attribute_to_input(expl: Explanation, function: ModelFunction, x: torch.Tensor) -> None:

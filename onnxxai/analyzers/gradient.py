@@ -9,6 +9,7 @@ import torch
 from onnxxai.analyzers.batching import run_samples
 from onnxxai.analyzers.core import Analyzer
 from onnxxai.analyzers.function import ModelFunction, select
+from onnxxai.analyzers.stops import find_gradient_stop
 from onnxxai.analyzers.target import GRADIENT_OPTIONS, GradientOptions, Target, split_options
 from onnxxai.errors import AnalyzerError
 from onnxxai.explanation import Explanation
@@ -34,6 +35,8 @@ class GradientAnalyzer(Analyzer):
     gives ``input_name``, ``output_name``, ``fixed_inputs`` and ``attribute_at`` as one value.
     """
 
+    gradient_based = True
+
     def __init__(self, model: Model, *, target: Target | None = None, **options: Unpack[GradientOptions]) -> None:
         target, self.execution = split_options(type(self).__name__, target, options, GRADIENT_OPTIONS)
         self.function = ModelFunction(model, target, self.execution)
@@ -54,9 +57,12 @@ class GradientAnalyzer(Analyzer):
             out = self.function(rows, sample_index)
             index = target if isinstance(target, torch.Tensor) else target(out.detach())
             if not out.requires_grad:
+                stop = find_gradient_stop(self.function, rows.detach(), index if isinstance(index, torch.Tensor)
+                                          else torch.as_tensor(index), list(range(rows.shape[0])), sample_index)
+                where = f"; it stops at node {stop.node!r} ({stop.module}): {stop.reason}" if stop else ""
                 raise AnalyzerError(
                     f"output {self.function.output_name!r} does not depend differentiably on input "
-                    f"{self.function.input_name!r} (no gradient path: integer casts, argmax, ...)"
+                    f"{self.function.input_name!r} (no gradient path: integer casts, argmax, ...){where}"
                 )
             (grad,) = torch.autograd.grad(select(out, index).sum(), rows)
         return self.combine(rows.detach(), grad.to(rows.dtype)), out.detach(), index

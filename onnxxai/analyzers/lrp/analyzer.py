@@ -133,7 +133,8 @@ class LRP(Analyzer):
         model = self.function.model
         with rules_applied(self.module, self._assignments) as ruled:
             function = copy.copy(self.function)
-            function.model = Model(ruled, self.graph, model.inputs, model.outputs, model.parity, model.passes, model.source, model.device)
+            function.model = Model(ruled, self.graph, model.inputs, model.outputs, model.parity, model.passes, model.source, model.device,
+                                   model.artifact, model.widened)
 
             def relevance_rows(rows: torch.Tensor, sample_index: torch.Tensor, target) -> tuple[torch.Tensor, ...]:
                 """One modified forward and backward: (relevance, output, index) of ``rows``."""
