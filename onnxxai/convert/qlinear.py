@@ -238,13 +238,14 @@ class ConvInteger(_ConvBase):
         return self.conv(x.to(torch.float64) - _scalar(x_zero_point), wc)
 
 
-def _centered_rows(a: torch.Tensor, zp: torch.Tensor | None) -> torch.Tensor:
-    """``a - zp`` in float64; a 1-D zero point of A with several entries is per row."""
+def _centered_rows(a: torch.Tensor, zp: torch.Tensor | None, rows: bool = True) -> torch.Tensor:
+    """``a - zp`` in float64; a 1-D zero point with several entries is per row of A (``rows``) or
+    per column of B."""
     v = a.to(torch.float64) if a.is_floating_point() else integers(a).to(torch.float64)
     if zp is None:
         return v
     z = zp.detach().to(torch.float64)
-    if z.dim() == 1 and z.numel() > 1:
+    if rows and z.dim() == 1 and z.numel() > 1:
         z = z.unsqueeze(-1)
     return v - z
 
@@ -254,14 +255,14 @@ class MatMulInteger(Quantized):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor, a_zero_point: torch.Tensor | None = None,
                 b_zero_point: torch.Tensor | None = None) -> torch.Tensor:
-        exact = torch.matmul(_centered_rows(a.detach(), a_zero_point), _centered_rows(b.detach(), b_zero_point))
+        exact = torch.matmul(_centered_rows(a.detach(), a_zero_point), _centered_rows(b.detach(), b_zero_point, rows=False))
         sur = self.surrogate(a, b, a_zero_point, b_zero_point) if wants_grad(a, b) else None
         return self.emit(exact, sur, a)
 
     def surrogate(self, a: torch.Tensor, b: torch.Tensor, a_zero_point: torch.Tensor | None = None,
                   b_zero_point: torch.Tensor | None = None) -> torch.Tensor:
         """The same product in float64 on the (float) operands."""
-        return torch.matmul(_centered_rows(a, a_zero_point), _centered_rows(b, b_zero_point))
+        return torch.matmul(_centered_rows(a, a_zero_point), _centered_rows(b, b_zero_point, rows=False))
 
 
 class QLinearMatMul(Quantized):
@@ -270,7 +271,7 @@ class QLinearMatMul(Quantized):
     multiplier in the scales' precision, the product in float64)."""
 
     def forward(self, a, a_scale, a_zero_point, b, b_scale, b_zero_point, y_scale, y_zero_point=None) -> torch.Tensor:  # noqa: ANN001
-        c = torch.matmul(_centered_rows(a.detach(), a_zero_point), _centered_rows(b.detach(), b_zero_point))
+        c = torch.matmul(_centered_rows(a.detach(), a_zero_point), _centered_rows(b.detach(), b_zero_point, rows=False))
         if a_scale.dim() == 1 and a_scale.numel() > 1:
             a_scale = a_scale.unsqueeze(-1)
         zp = _scalar(y_zero_point)
@@ -286,7 +287,7 @@ class QLinearMatMul(Quantized):
     def surrogate(self, a, a_zero_point, b, b_zero_point, ratio, zp) -> torch.Tensor:  # noqa: ANN001
         """The float product on centered values, rescaled and clamped to the output range."""
         dtype = container(a)
-        c = torch.matmul(_centered_rows(a, a_zero_point).to(dtype), _centered_rows(b, b_zero_point).to(dtype))
+        c = torch.matmul(_centered_rows(a, a_zero_point).to(dtype), _centered_rows(b, b_zero_point, rows=False).to(dtype))
         return self.saturate(c * ratio.to(dtype) + zp.to(dtype))
 
 

@@ -27,7 +27,7 @@ from onnx2torch.utils.common import OperationConverterResult
 
 from onnxxai.convert._util import elem_type, result
 from onnxxai.convert.cast import to_float4e2m1
-from onnxxai.convert.qlinear import INT_RANGES, container, float_container_ok, straight_through, wants_grad
+from onnxxai.convert.qlinear import INT_RANGES, MS, container, float_container_ok, straight_through, wants_grad
 from onnxxai.convert.registry import register, since
 from onnxxai.proto.dtypes import TORCH_DTYPES, TORCH_FLOAT8
 
@@ -150,6 +150,19 @@ def convert_dequantize_linear(node: OnnxNode, graph: OnnxGraph) -> OperationConv
     out = int(attrs.get("output_dtype", 0))
     return result(DequantizeLinear(int(attrs.get("axis", 1)), int(attrs.get("block_size", 0)), TORCH_DTYPES[out] if out else None,
                                    ignore_zero_point=float4), node)
+
+
+@register("QuantizeLinear", [1], domain=MS)
+def convert_ms_quantize_linear(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """com.microsoft QuantizeLinear-1 (onnxruntime's QDQ with ``UseQDQContribOps``, e.g. 16-bit): ONNX's
+    QuantizeLinear semantics."""
+    return convert_quantize_linear(node, graph)
+
+
+@register("DequantizeLinear", [1], domain=MS)
+def convert_ms_dequantize_linear(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """com.microsoft DequantizeLinear-1 (onnxruntime's QDQ with ``UseQDQContribOps``): ONNX's semantics."""
+    return convert_dequantize_linear(node, graph)
 
 
 class DynamicQuantizeLinear(torch.nn.Module):

@@ -91,6 +91,9 @@ def _twin(node: onnx.NodeProto, opset: int) -> onnx.NodeProto | None:
         return make("Add", ins[:2])
     if op == "EmbedLayerNormalization":
         return make("Gather", [ins[2], ins[0]])
+    if op in ("QuantizeLinear", "DequantizeLinear"):  # x's shape, the zero point's / scale's type
+        like = ins[1] if op == "DequantizeLinear" else (ins[2] if len(ins) > 2 and ins[2] else "")
+        return make("CastLike", [ins[0], like]) if like and opset >= 15 else make(op, ins[:3], keep=True)
     return None
 
 

@@ -24,6 +24,7 @@ from onnxxai.errors import NormalizationError
 from onnxxai.proto.dtypes import NARROW_NUMPY_NAMES, NARROW_WIDENED
 from onnxxai.proto import contrib_shapes
 from onnxxai.proto.names import fresh_name
+from onnxxai.proto.qdq import fuse_qdq_groups
 from onnxxai.proto.walk import node_reads, subgraphs, walk_nodes
 
 __all__ = ["normalize", "PassResult", "PassNotRun", "PASSES"]
@@ -450,6 +451,7 @@ PASSES: list[tuple[str, Callable[[onnx.ModelProto], int | tuple[int, list[str]]]
     ("name_nodes", name_nodes, "gave unnamed nodes unique names"),
     ("name_omitted_outputs", name_omitted_outputs, "dropped or named omitted (empty) node outputs"),
     ("remove_initializer_inputs", remove_initializer_inputs, "dropped initializers listed as graph inputs"),
+    ("fuse_qdq_groups", fuse_qdq_groups, "rewrote QDQ groups onnxruntime fuses into its integer ops (QLinearConv, QGemm, ...)"),
     ("fold_constants", _fold_constants_pass, "folded nodes with constant inputs into initializers"),
     ("fold_static_shapes", fold_static_shapes, "replaced Shape reads of static dimensions by constants"),
     ("inline_constant_if", inline_constant_if, "replaced If nodes with a constant condition by the chosen branch"),
