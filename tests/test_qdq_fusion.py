@@ -260,3 +260,45 @@ def test_qdq_resnet18_matches_onnxruntime(kind, resnet18, tmp_path):
         step = float(numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == next(
             n for n in model.graph.node if n.output[0] == "y").input[1])))
         assert np.abs(got - want).max() <= 3 * step + 1e-6
+
+
+@pytest.mark.parametrize("domain", [MS, ""], ids=["com.microsoft Q/DQ", "opset 21"])
+def test_sixteen_bit_qdq_is_not_fused_and_runs_in_float(domain):
+    """onnxruntime writes 16-bit QDQ with its com.microsoft Q/DQ (UseQDQContribOps) or at opset 21; it
+    fuses none of it, so the groups stay float simulations (within one output step here)."""
+    rng = np.random.default_rng(2)
+    b = Builder(TensorProto.UINT16, opset=17 if domain else 21)
+    x = b.qdq("x", 8 / 65535, 32768, domain=domain)
+    w = b.node("DequantizeLinear", [b.const(rng.integers(-60, 61, (8, 4, 3, 3)).astype(np.int8)), b.const(np.float32(0.01)),
+                                    b.const(np.int8(0))], domain=domain)
+    y = b.qdq(b.node("Conv", [x, w], pads=[1, 1, 1, 1]), 16 / 65535, 32768, domain=domain)
+    model = b.model(y, [1, 4, 9, 9])
+    xv = rng.standard_normal((1, 4, 9, 9)).astype(np.float32)
+    got, want, normalized = _run(model, xv)
+    assert onnxruntime_fusions(model) == {}
+    assert "Conv" in {n.op_type for n in normalized.graph.node}
+    assert np.abs(got - want).max() <= 16 / 65535 + 1e-7
+
+
+def test_fused_group_gradient_is_the_float_simulations(monkeypatch):
+    """The straight-through gradient of the fused integer group follows that of the float simulation
+    (QuantizeLinear's straight-through estimator around a float Conv)."""
+    import onnxxai.proto.normalize as normalize
+
+    rng = np.random.default_rng(3)
+    b = Builder(U8)
+    model = b.model(b.qdq(_conv_group(b, b.qdq("x", 4 / 255, 128), True, True, rng), 6 / 255, 0), [2, 4, 9, 9])
+    x = torch.from_numpy(rng.standard_normal((2, 4, 9, 9)).astype(np.float32))
+
+    def gradient() -> torch.Tensor:
+        normalized, _, module = convert(model)
+        xg = x.clone().requires_grad_(True)
+        module(xg).sum().backward()
+        return xg.grad.flatten(), {n.op_type for n in normalized.graph.node}
+
+    fused, fused_ops = gradient()
+    monkeypatch.setattr(normalize, "PASSES", [p for p in normalize.PASSES if p[0] != "fuse_qdq_groups"])
+    simulated, simulated_ops = gradient()
+    assert "QLinearConv" in fused_ops and "QLinearConv" not in simulated_ops
+    assert fused.abs().sum() > 0
+    assert torch.nn.functional.cosine_similarity(fused, simulated, dim=0) > 0.99
