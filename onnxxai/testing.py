@@ -1,6 +1,8 @@
 """Helpers the test suite and the scripts in scripts/ share: exporting torch modules to ONNX, feeding
 ONNX values to a converted torch graph and reading its outputs back, and running one of ONNX's node
-conformance cases through onnxxai's conversion.
+conformance cases through onnxxai's conversion, and making the deployed variants of a float32 file
+(int8, float16, onnxruntime-optimized) with onnxruntime's and onnxconverter-common's tools and
+checking each against the float32 model.
 
 Tests and scripts import these from here and never from each other. This is the top layer of the
 package: it may import any onnxxai module, and no onnxxai module imports it.
@@ -9,6 +11,7 @@ package: it may import any onnxxai module, and no onnxxai module imports it.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,11 @@ from onnxxai.errors import UnsupportedOpError
 from onnxxai.convert.pipeline import convert
 from onnxxai.proto.dtypes import NUMPY_FLOAT_TYPES
 
-__all__ = ["FLOATS", "export", "graph_outputs", "is_float_case", "is_tensor_sequence", "run_case", "to_numpy", "to_torch"]
+__all__ = [
+    "FLOATS", "export", "graph_outputs", "is_float_case", "is_tensor_sequence", "run_case", "to_numpy", "to_torch",
+    "DEPLOYMENT_KINDS", "DeploymentReference", "VariantResult", "deployment_reference", "evaluate_variant",
+    "make_deployment_variant", "quantization_input",
+]
 
 #: ONNX element types of the float tensors gradient methods explain.
 FLOATS = NUMPY_FLOAT_TYPES
@@ -179,3 +186,227 @@ def run_case(case: Any, raw: bool) -> tuple[str, str]:
             elif not np.array_equal(got, want):
                 return "wrong values", ""
     return "pass", ""
+
+
+# -- deployment variants ---------------------------------------------------------------------------
+# The files an auditor holds are the ones that ship: made from a float32 export with onnxruntime's and
+# onnxconverter-common's own tools, at their defaults. scripts/corpus.py --deployment runs these over
+# the corpus; tests/test_deployment.py runs them on one small model.
+
+#: Variant kinds, in table order. "transformers optimizer" applies only to transformer models.
+DEPLOYMENT_KINDS = (
+    "int8 QDQ", "int8 QOperator", "int8 dynamic", "float16", "float16 (float32 I/O)",
+    "onnxruntime EXTENDED", "onnxruntime ALL", "transformers optimizer",
+)
+_KIND_FILE = {"int8 QDQ": "qdq", "int8 QOperator": "qop", "int8 dynamic": "dynamic", "float16": "fp16",
+              "float16 (float32 I/O)": "fp16io", "onnxruntime EXTENDED": "ort_extended", "onnxruntime ALL": "ort_all",
+              "transformers optimizer": "transformers"}
+
+
+def _atomic(path: Path, write: Any) -> Path:
+    """Run ``write(tmp_path)`` and move the result to ``path``: a cache never holds a half-written file."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    write(tmp)
+    tmp.replace(path)
+    return path
+
+
+def quantization_input(source: Path, folder: Path) -> Path:
+    """``source`` after onnxruntime's quantization pre-processing (``quant_pre_process``: symbolic shape
+    inference, optimization, shape inference), which onnxruntime's quantization docs recommend before
+    quantizing. Symbolic shape inference fails on some graphs; it is then skipped (the tool's own option)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    path = folder / f"{source.stem}.pre.onnx"
+    if path.exists():
+        return path
+
+    def write(tmp: Path) -> None:
+        try:
+            quant_pre_process(str(source), str(tmp))
+        except Exception:  # noqa: BLE001 - onnxruntime's symbolic shape inference has no error base; retry without it
+            quant_pre_process(str(source), str(tmp), skip_symbolic_shape=True)
+
+    return _atomic(path, write)
+
+
+def make_deployment_variant(source: Path, kind: str, folder: Path, calibration: list[dict[str, np.ndarray]], *,
+                            transformer: dict[str, Any] | None = None) -> Path:
+    """The ``kind`` variant (one of :data:`DEPLOYMENT_KINDS`) of the float32 file ``source``, made with
+    the tool that writes it and cached in ``folder``. ``calibration`` feeds quantize_static's
+    CalibrationDataReader; ``transformer`` holds ``optimize_model``'s model_type, num_heads, hidden_size.
+    The tools' errors propagate (the caller lists such a variant apart)."""
+    import onnxruntime as ort
+
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{source.stem}.{_KIND_FILE[kind]}.onnx"
+    if path.exists():
+        return path
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if kind.startswith("int8"):
+            from onnxruntime import quantization as q
+
+            pre = quantization_input(source, folder)
+            if kind == "int8 dynamic":
+                return _atomic(path, lambda tmp: q.quantize_dynamic(str(pre), str(tmp)))
+
+            class Reader(q.CalibrationDataReader):
+                def __init__(self) -> None:
+                    self.batches = iter(calibration)
+
+                def get_next(self) -> dict[str, np.ndarray] | None:
+                    return next(self.batches, None)
+
+            fmt = q.QuantFormat.QDQ if kind == "int8 QDQ" else q.QuantFormat.QOperator
+            return _atomic(path, lambda tmp: q.quantize_static(str(pre), str(tmp), Reader(), quant_format=fmt))
+        if kind.startswith("float16"):
+            from onnxconverter_common import float16
+
+            half = float16.convert_float_to_float16(onnx.load(str(source)), keep_io_types=kind != "float16")
+            return _atomic(path, lambda tmp: onnx.save(half, str(tmp)))
+        if kind.startswith("onnxruntime"):
+            level = getattr(ort.GraphOptimizationLevel, "ORT_ENABLE_" + kind.split()[1])
+
+            def optimize(tmp: Path) -> None:
+                options = ort.SessionOptions()
+                options.graph_optimization_level = level
+                options.optimized_model_filepath = str(tmp)
+                ort.InferenceSession(str(source), options, providers=["CPUExecutionProvider"])
+
+            return _atomic(path, optimize)
+        if kind == "transformers optimizer":
+            from onnxruntime.transformers.optimizer import optimize_model
+
+            if transformer is None:
+                raise ValueError(f"{source}: the transformers optimizer needs model_type, num_heads and hidden_size")
+            return _atomic(path, lambda tmp: optimize_model(str(source), **transformer).save_model_to_file(str(tmp)))
+    raise ValueError(f"unknown deployment variant kind {kind!r}; kinds are {DEPLOYMENT_KINDS}")
+
+
+@dataclass(frozen=True)
+class DeploymentReference:
+    """The float32 model's explanations of one seeded probe: the variants are compared with these."""
+
+    feeds: dict[str, np.ndarray]
+    input_name: str
+    selection: np.ndarray
+    input_times_gradient: np.ndarray
+    integrated_gradients: np.ndarray
+    ig_steps: int
+
+
+def _attribution(model: Any, analyzer_type: Any, ref_feeds: dict[str, np.ndarray], input_name: str,
+                 selection: Any, **kwargs: Any) -> tuple[np.ndarray, Any]:
+    """Flat attribution of ``input_name`` (at the tap tensor for an integer input) and the explanation."""
+    from onnxxai.analyzers import analyze
+
+    fixed = {k: v for k, v in ref_feeds.items() if k != input_name}
+    options = {"input_name": input_name, "fixed_inputs": fixed} if fixed else {}
+    expl = analyze(ref_feeds[input_name], analyzer_type(model, **kwargs, **options), selection)
+    val = expl.extras.get("tap_attribution", expl.val)
+    return np.asarray(val, dtype=np.float64).ravel(), expl
+
+
+def deployment_reference(model: Any, *, seed: int = 0, ig_steps: int = 16) -> DeploymentReference:
+    """I×G and IG (``ig_steps`` steps) of the float32 ``model`` on a seeded probe of batch 1, for its top output."""
+    from onnxxai.analyzers import Gradient, InputTimesGradient, IntegratedGradients
+    from onnxxai.proto.specs import probe_feeds
+
+    feeds = probe_feeds(model.inputs, seed=seed, batch=1, label=model.source)
+    name = Gradient(model).function.input_name  # the input the gradient check and the analyzers pick
+    ixg, expl = _attribution(model, InputTimesGradient, feeds, name, None)
+    selection = np.asarray(expl.output_selection)
+    ig, _ = _attribution(model, IntegratedGradients, feeds, name, selection, n=ig_steps)
+    return DeploymentReference(feeds, name, selection, ixg, ig, ig_steps)
+
+
+@dataclass
+class VariantResult:
+    """One deployment variant of one model: made? run by onnxruntime? loaded, parity, gradient check, and
+    the cosine of its I×G / IG with the float32 model's on the same probe and output."""
+
+    model: str
+    kind: str
+    made: bool = False
+    runs: bool = False
+    loads: bool = False
+    parity_ok: bool = False
+    max_rel: float = float("nan")
+    rtol: float = float("nan")
+    tolerance_rule: str = ""
+    gradient_ok: bool = False
+    #: the gradient check's summary and its finite-difference relative error (nan: not run, or zero gradient)
+    gradient: str = ""
+    fd_rel_error: float = float("nan")
+    cosine_ixg: float = float("nan")
+    cosine_ig: float = float("nan")
+    artifact: str = ""
+    #: why a step failed (tool, onnxruntime, load, gradient check, attribution), or a warning raised
+    cause: str = ""
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Loads with no flags, passes parity and the gradient check."""
+        return self.loads and self.parity_ok and self.gradient_ok
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    denominator = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(a @ b) / denominator if denominator > 0 else float("nan")
+
+
+def _cause(exc: BaseException) -> str:
+    return f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"
+
+
+def evaluate_variant(path: Path, reference: DeploymentReference, *, model: str = "", kind: str = "") -> VariantResult:
+    """Run ``path`` with onnxruntime, load it with ``onnxxai.load`` (no flags), run the gradient check
+    (:func:`onnxxai.diagnostics.gradient_flow`) and compare its I×G and IG with ``reference`` (same probe,
+    same output). Failures are recorded in the result's ``cause``, not raised: the deployment table counts them."""
+    import time
+
+    import onnxruntime as ort
+
+    from onnxxai.analyzers import InputTimesGradient, IntegratedGradients
+    from onnxxai.diagnostics import gradient_flow
+    from onnxxai.errors import ParityError
+    from onnxxai.model import load
+
+    start = time.perf_counter()
+    result = VariantResult(model, kind, made=True)
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        types = {i.name: np.float16 if i.type == "tensor(float16)" else None for i in session.get_inputs()}
+        session.run(None, {k: v.astype(types[k]) if types.get(k) else v for k, v in reference.feeds.items()})
+        result.runs = True
+        try:
+            loaded = load(path)
+        except ParityError as exc:
+            report = exc.report
+            result.loads, result.max_rel, result.rtol = True, report.max_rel, report.rtol
+            result.tolerance_rule, result.artifact = report.tolerance_rule, report.artifact
+            result.cause = "parity: " + report.summary().replace(str(path), path.name)
+            return result
+        report = loaded.parity
+        result.loads, result.parity_ok, result.max_rel, result.rtol = True, report.ok, report.max_rel, report.rtol
+        result.tolerance_rule, result.artifact = report.tolerance_rule, str(loaded.artifact)
+        gradient = gradient_flow(loaded, onnx.load(str(path)))
+        result.gradient_ok, result.gradient, result.fd_rel_error = gradient.ok, gradient.summary(), gradient.fd_rel_error
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ixg, _ = _attribution(loaded, InputTimesGradient, reference.feeds, reference.input_name, reference.selection)
+            ig, _ = _attribution(loaded, IntegratedGradients, reference.feeds, reference.input_name, reference.selection,
+                                 n=reference.ig_steps)
+        result.cosine_ixg = _cosine(ixg, reference.input_times_gradient)
+        result.cosine_ig = _cosine(ig, reference.integrated_gradients)
+        stops = [str(w.message) for w in caught if w.category.__name__ == "GradientStopWarning"]
+        if stops:
+            result.cause = "warning: " + stops[0].replace(str(path), path.name)[:200]
+    except Exception as exc:  # noqa: BLE001 - recorded in the row: the table lists each failure with its cause
+        step = "onnxruntime" if not result.runs else "load" if not result.loads else "gradient/attribution"
+        result.cause = f"{step}: {_cause(exc)}".replace(str(path), path.name)
+    finally:
+        result.seconds = time.perf_counter() - start
+    return result

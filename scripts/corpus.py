@@ -1,6 +1,7 @@
 """Convert and verify a corpus of real architectures; write the coverage table.
 
     python scripts/corpus.py [--only NAME] [--skip-producers] [--write-readme]
+    python scripts/corpus.py --deployment [--subset | --all] [--only NAME] [--write-readme]
 
 Models (seeded random weights, exported here and cached in .cache/corpus, outside git):
 - torchvision classifiers, each exported twice: torch's default (dynamo) exporter and
@@ -15,6 +16,17 @@ For every model: converted or not (with the reason), parity against onnxruntime 
 error, tolerance 1e-4), and whether the gradient w.r.t. the input flows: ``onnxxai.diagnostics.
 gradient_flow`` (finite, non-zero, and within 2% of central finite differences of onnxruntime's
 output along random directions) -- the same check ``onnxxai check`` runs.
+
+``--deployment``: each model turned, with onnxruntime's and onnxconverter-common's own tools at their
+defaults, into the files that ship -- int8 static QDQ and QOperator (``quant_pre_process``, then
+``quantize_static`` calibrated on four seeded inputs), int8 dynamic (``quantize_dynamic``), float16
+with and without ``keep_io_types``, onnxruntime's EXTENDED and ALL optimization levels
+(``optimized_model_filepath``) and, for the transformer models, ``onnxruntime.transformers.optimizer``
+(variants cached in .cache/corpus/deployment). Each is run by onnxruntime (a variant it cannot run is
+listed apart, not counted), loaded with no flags (parity), gradient-checked, and its Input×Gradient
+and IG (16 steps) are compared (cosine) with the float32 model's on a seeded probe, for the float32
+model's top output (``onnxxai.testing.evaluate_variant``). By default on the models that fit 30 minutes
+on 2 cores (``DEPLOYMENT``); ``--subset`` three small ones, ``--all`` every corpus model.
 """
 
 from __future__ import annotations
@@ -32,7 +44,10 @@ import torch
 
 import onnxxai
 from onnxxai.diagnostics import gradient_flow
-from onnxxai.testing import export
+from onnxxai.proto.specs import probe_feeds
+from onnxxai.testing import (
+    DEPLOYMENT_KINDS, VariantResult, deployment_reference, evaluate_variant, export, make_deployment_variant,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / ".cache" / "corpus"
@@ -250,12 +265,8 @@ def evaluate(label: str, path_fn) -> tuple[str, str, str, bool]:
     return label, f"yes ({time.perf_counter() - t:.0f} s)", f"ok, max rel {model.parity.max_rel:.1e}; {grad}", report.ok
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="", help="only models whose label contains this")
-    parser.add_argument("--skip-producers", action="store_true", help="torchvision and the light zoo only")
-    parser.add_argument("--write-readme", action="store_true")
-    args = parser.parse_args()
+def corpus_jobs(skip_producers: bool) -> list[tuple[str, object]]:
+    """(label, function returning the cached export's path) for every corpus model, in table order."""
     jobs = []
     for name, size in TORCHVISION.items():
         for variant in ("dynamo", "opset17"):
@@ -266,11 +277,29 @@ def main() -> None:
             jobs.append((f"torch {what} ({variant})", lambda n=name, v=variant: export_torch(n, v)))
     for path in sorted(LIGHT.glob("*.onnx")):
         jobs.append((f"onnx light zoo {path.stem.removeprefix('light_')}", lambda p=path: with_logits_output(p)))
-    if not args.skip_producers:
+    if not skip_producers:
         jobs.append(("scikit-learn MLPClassifier (skl2onnx)", export_sklearn_mlp))
         jobs.append(("Keras CNN (tf2onnx)", export_keras_cnn))
         jobs.append(("Keras LSTM (tf2onnx)", export_keras_lstm))
         jobs.append(("Flax nnx CNN (jax2onnx)", export_flax_cnn))
+    return jobs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default="", help="only models whose label contains this")
+    parser.add_argument("--skip-producers", action="store_true", help="torchvision and the light zoo only")
+    parser.add_argument("--deployment", action="store_true",
+                        help="the deployment section: int8, float16 and onnxruntime-optimized variants of each model")
+    parser.add_argument("--subset", action="store_true", help=f"with --deployment: only {', '.join(SUBSET)}")
+    parser.add_argument("--all", action="store_true",
+                        help="with --deployment: every corpus model, not only the 30-minute set (hours on 2 cores)")
+    parser.add_argument("--write-readme", action="store_true")
+    args = parser.parse_args()
+    jobs = corpus_jobs(args.skip_producers)
+    if args.deployment:
+        deployment(jobs, args)
+        return
     rows, passed = [], 0
     for label, fn in jobs:
         if args.only not in label:
@@ -289,6 +318,117 @@ def main() -> None:
         from readme_tables import write_block
 
         write_block("corpus", text)
+
+
+# -- deployment section ---------------------------------------------------------------------------
+#: --subset: three small models (a transformer, a CNN, a recurrent net)
+SUBSET = ("torch token-id transformer (opset17)", "torchvision squeezenet1_1 (opset17)",
+          "torch LSTM sequence classifier (opset17)")
+#: --deployment without --all: the models whose variants fit the section's budget of 30 minutes on 2
+#: cores (measured: resnet18's eight variants take about 4 minutes, most of it the gradient check's
+#: float64 finite differences, so cost grows with the network's FLOPs). One export per torch network
+#: (opset17: the quantizers see the same network in both exports). ViT-B/16, ResNet-50, DenseNet,
+#: Inception, ConvNeXt, Swin, VGG-19 and the other heavy ones run with --all (hours on 2 cores).
+DEPLOYMENT = SUBSET + (
+    "torch GRU sequence classifier (opset17)", "torchvision mobilenet_v3_small (opset17)",
+    "torchvision shufflenet_v2_x1_0 (opset17)", "torchvision mobilenet_v2 (opset17)",
+    "torchvision efficientnet_b0 (opset17)", "torchvision regnet_y_400mf (opset17)", "torchvision resnet18 (opset17)",
+    "onnx light zoo squeezenet", "onnx light zoo shufflenet", "scikit-learn MLPClassifier (skl2onnx)",
+    "Keras CNN (tf2onnx)", "Keras LSTM (tf2onnx)", "Flax nnx CNN (jax2onnx)",
+)
+#: models the transformers optimizer rewrites: optimize_model's model_type, num_heads, hidden_size
+TRANSFORMERS = {
+    "torch token-id transformer": {"model_type": "bert", "num_heads": 4, "hidden_size": 32},
+    "torchvision vit_b_16": {"model_type": "vit", "num_heads": 12, "hidden_size": 768},
+}
+
+
+def deployment_rows(label: str, path: Path, kinds: tuple[str, ...] = DEPLOYMENT_KINDS) -> list[VariantResult]:
+    """Every deployment variant of one corpus model, checked against its float32 file."""
+    model = onnxxai.load(path)
+    reference = deployment_reference(model, ig_steps=16)
+    calibration = [probe_feeds(model.inputs, seed=100 + i, batch=1) for i in range(4)]
+    transformer = next((v for k, v in TRANSFORMERS.items() if label.startswith(k)), None)
+    rows = []
+    for kind in kinds:
+        if kind == "transformers optimizer" and transformer is None:
+            continue
+        t = time.perf_counter()
+        try:
+            variant = make_deployment_variant(path, kind, CACHE / "deployment", calibration, transformer=transformer)
+        except Exception as exc:  # noqa: BLE001 - the tool itself failed: listed apart with its error
+            rows.append(VariantResult(label, kind, cause=f"tool: {exc.__class__.__name__}: {' '.join(str(exc).split())[:160]}",
+                                      seconds=time.perf_counter() - t))
+        else:
+            result = evaluate_variant(variant, reference, model=label, kind=kind)
+            result.seconds = time.perf_counter() - t  # making the variant included
+            rows.append(result)
+        row = rows[-1]
+        print(f"{label} | {kind} | {'ok' if row.ok else 'FAIL' if row.runs else 'apart'} | {row.seconds:.1f} s | {row.cause}",
+              file=sys.stderr, flush=True)
+    return rows
+
+
+def _number(value: float) -> str:
+    return "-" if value != value else f"{value:.3f}"
+
+
+def deployment_table(rows: list[VariantResult]) -> str:
+    """The markdown table of the variants onnxruntime runs, totals, then the variants listed apart."""
+    counted = [r for r in rows if r.runs]
+    lines = ["| variant | model | converts | parity max rel (tolerance rule) | gradient check | cos I×G | cos IG | artifact |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in counted:
+        loads = "yes" if r.loads else f"no: {r.cause.removeprefix('load: ')[:160]}"
+        parity = "-" if not r.loads else (f"{'ok' if r.parity_ok else 'FAIL'} {r.max_rel:.1e} "
+                                          f"(rtol {r.rtol:.1e}, {r.tolerance_rule.split(':')[0]})")
+        if not r.parity_ok:
+            gradient = "-"
+        elif r.cause.startswith("gradient/attribution"):
+            gradient = f"FAIL: {r.cause.removeprefix('gradient/attribution: ')[:160]}"
+        elif "identically zero" in r.gradient or "non-finite" in r.gradient:
+            gradient = "FAIL: " + r.gradient.split(":", 1)[1].strip()
+            if r.cause.startswith("warning: "):  # where the gradient stops (GradientStopWarning)
+                gradient += f"; {r.cause.removeprefix('warning: ')[:160]}"
+        else:
+            gradient = f"{'ok' if r.gradient_ok else 'FAIL'} (finite-difference rel err {r.fd_rel_error:.1e})"
+        cells = (r.kind, r.model, loads, parity, gradient, _number(r.cosine_ixg), _number(r.cosine_ig), r.artifact)
+        lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
+    n = len(counted)
+    converts, parity, ok = sum(r.loads for r in counted), sum(r.parity_ok for r in counted), sum(r.ok for r in counted)
+    lines.append(f"| **total** | | **{converts} of {n} convert** | **{parity} of {n} load with no flags (parity passes)** | "
+                 f"**{ok} of {n} also pass the gradient check** | | | |")
+    apart = [r for r in rows if not r.runs]
+    if apart:
+        lines += ["", "Listed apart, not counted (the tool or onnxruntime itself fails):", "",
+                  "| variant | model | cause |", "|---|---|---|"]
+        lines += [f"| {r.kind} | {r.model} | {r.cause.replace('|', '/')[:200]} |" for r in apart]
+    return "\n".join(lines)
+
+
+def deployment(jobs: list[tuple[str, object]], args: argparse.Namespace) -> None:
+    """The deployment section: every selected corpus model's variants; print (and write) the table."""
+    start, rows = time.perf_counter(), []
+    chosen = SUBSET if args.subset else None if args.all else DEPLOYMENT
+    for label, fn in jobs:
+        if args.only not in label or (chosen is not None and label not in chosen):
+            continue
+        t = time.perf_counter()
+        try:
+            path = fn()
+        except Exception as exc:  # noqa: BLE001 - a producer that is not installed: say so and go on
+            print(f"{label}: export failed: {exc.__class__.__name__}: {exc}", file=sys.stderr)
+            continue
+        rows += deployment_rows(label, path)
+        print(f"{label}: {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
+    text = deployment_table(rows)
+    print(text)
+    print(f"deployment section: {len(rows)} variants in {time.perf_counter() - start:.0f} s", file=sys.stderr)
+    if args.write_readme:
+        sys.path.insert(0, str(Path(__file__).parent))
+        from readme_tables import write_block
+
+        write_block("deployment", text)
 
 
 if __name__ == "__main__":
