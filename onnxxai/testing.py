@@ -224,7 +224,9 @@ def quantization_input(source: Path, folder: Path) -> Path:
     def write(tmp: Path) -> None:
         try:
             quant_pre_process(str(source), str(tmp))
-        except Exception:  # noqa: BLE001 - onnxruntime's symbolic shape inference has no error base; retry without it
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's symbolic shape inference has no error base; said, then retried without it
+            warnings.warn(f"{source}: quant_pre_process failed ({exc.__class__.__name__}: {exc}); "
+                          "retrying with skip_symbolic_shape=True", stacklevel=3)
             quant_pre_process(str(source), str(tmp), skip_symbolic_shape=True)
 
     return _atomic(path, write)
@@ -238,16 +240,18 @@ def make_deployment_variant(source: Path, kind: str, folder: Path, calibration: 
     The tools' errors propagate (the caller lists such a variant apart)."""
     import onnxruntime as ort
 
+    if kind not in _KIND_FILE:
+        raise ValueError(f"unknown deployment variant kind {kind!r}; kinds are {DEPLOYMENT_KINDS}")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{source.stem}.{_KIND_FILE[kind]}.onnx"
     if path.exists():
         return path
+    pre = quantization_input(source, folder) if kind.startswith("int8") else source
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore")  # the tools' advice (e.g. "use QDQ for QInt8 on x64"): defaults are the point
         if kind.startswith("int8"):
             from onnxruntime import quantization as q
 
-            pre = quantization_input(source, folder)
             if kind == "int8 dynamic":
                 return _atomic(path, lambda tmp: q.quantize_dynamic(str(pre), str(tmp)))
 
