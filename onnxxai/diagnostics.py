@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import onnx
 
+from onnxxai.convert.qlinear import straight_through_modules, surrogate_forward
 from onnxxai.errors import AnalyzerError
 from onnxxai.model import Model
 from onnxxai.proto.specs import probe_feeds
@@ -27,7 +28,8 @@ class GradientReport:
     and the coordinates of its largest entries), of the relative difference between the analytic
     directional derivative and a central difference (best of several steps; ``reference`` says of
     what: a float64 copy of the graph, or onnxruntime, with ``fallback_cause`` saying why the float64
-    copy could not run). ``ok`` means finite, non-zero and
+    copy could not run; for a quantized graph, the float64 copy evaluates its dequantized float
+    surrogate, whose gradient the straight-through estimator is). ``ok`` means finite, non-zero and
     ``fd_rel_error <= tolerance``.
     """
 
@@ -69,6 +71,9 @@ def gradient_flow(model: Model, original: onnx.ModelProto, *, seed: int = 0, dir
     The reference is central differences of a float64 copy of the converted graph (whose float32
     forward matches onnxruntime, which the parity check established), free of float32 rounding;
     where the graph cannot run in float64, central differences of onnxruntime on the original file.
+    A quantized graph's integer forward is piecewise constant, so its finite differences say nothing
+    about the straight-through gradient: its float64 copy then computes the dequantized float
+    surrogate instead (:func:`onnxxai.convert.qlinear.surrogate_forward`), and ``reference`` says so.
     Inputs other than the analyzed one get seeded probes as in :func:`onnxxai.load`.
     """
     from onnxxai.analyzers import Gradient, analyze
@@ -97,7 +102,8 @@ def gradient_flow(model: Model, original: onnx.ModelProto, *, seed: int = 0, dir
     target = int(expl.output_selection[0])
     cause = ""
     try:
-        f, steps, reference = _float64_function(model, function, probes, target), STEPS64, "float64"
+        f, quantized = _float64_function(model, function, probes, target)
+        steps, reference = STEPS64, "float64 dequantized surrogate" if quantized else "float64"
     except Exception as exc:  # noqa: BLE001 - a module that cannot run in float64: fall back to onnxruntime, saying why
         if function.tap is not None:  # onnxruntime cannot substitute an inner tensor
             raise AnalyzerError(
@@ -127,13 +133,16 @@ def gradient_flow(model: Model, original: onnx.ModelProto, *, seed: int = 0, dir
 
 
 def _float64_function(model: Model, function, probes: dict, target: int):
-    """The explained output of a float64 copy of the converted graph, as a function of the input."""
+    """The explained output of a float64 copy of the converted graph, as a function of the input, and
+    whether the graph is quantized (then the copy computes its dequantized float surrogate: every
+    straight-through module returns its surrogate)."""
     import copy
 
     import torch
 
     tap = function.tap
     module = copy.deepcopy(model.torch_module if tap is None else tap.substitute).double().cpu()
+    quantized = bool(straight_through_modules(module))
     names = [s.name for s in model.inputs]
     index = [o.name for o in model.outputs].index(function.output_name)
     fixed = {k: torch.from_numpy(v.astype(np.float64) if v.dtype.kind == "f" else v) for k, v in probes.items()}
@@ -144,14 +153,14 @@ def _float64_function(model: Model, function, probes: dict, target: int):
             args = [value if n == function.input_name else fixed[n] for n in names]
         else:  # t is the tapped tensor; the integer input keeps its probe
             args = [fixed[n] for n in names] + [value]
-        with torch.no_grad():
+        with torch.no_grad(), surrogate_forward(module):
             out = module(*args)
         out = out[index] if isinstance(out, (tuple, list)) else out
         return float(out.reshape(out.shape[0], -1)[0, target])
 
     start = probes[function.input_name] if tap is None else function.embed(torch.from_numpy(probes[function.input_name])).numpy()
     f(start)  # fails here if some op cannot run in float64
-    return f
+    return f, quantized
 
 
 def _onnxruntime_function(original: onnx.ModelProto, function, probes: dict, target: int):

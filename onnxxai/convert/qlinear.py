@@ -17,7 +17,8 @@ Backward: ``forward = exact integer result, backward = gradient of the dequantiz
 quantized values (``(q - zero_point) * scale`` through the float op, then ``/ y_scale + y_zero_point``
 clamped to the output range, so the gradient is zero where the output saturates) and the result is
 ``surrogate + (exact - surrogate).detach()``. A gradient check compares it with finite differences of
-:meth:`surrogate`, since the integer forward is piecewise constant.
+the surrogates (:func:`surrogate_forward` switches every such module of a graph to return its
+surrogate), since the integer forward is piecewise constant.
 
 Why float containers: torch integer tensors carry no gradient. A quantized tensor whose consumers all
 read it as a number (quantized ops, DequantizeLinear, Cast, or ops that only move values such as
@@ -29,7 +30,9 @@ integer dtype.
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -156,7 +159,55 @@ def _per_axis(t: torch.Tensor, rank: int, axis: int) -> torch.Tensor:
     return t.reshape(shape)
 
 
-class Quantized(torch.nn.Module):
+class StraightThrough(torch.nn.Module):
+    """Base (and marker) of every module whose forward is exact and whose gradient is a float
+    surrogate's (straight-through): the quantized ops here and :mod:`onnxxai.convert.quantize`'s
+    fake-quant QuantizeLinear / DynamicQuantizeLinear.
+
+    ``surrogate_mode`` (off by default; switched by :func:`surrogate_forward`) makes the forward
+    return the surrogate itself, so the graph computes the dequantized float function whose gradient
+    the straight-through estimator is: what a gradient check compares finite differences of, since
+    the exact integer forward is piecewise constant. Outputs with an exact integer dtype stay exact.
+    """
+
+    surrogate_mode: bool = False
+
+    def wants_surrogate(self, *tensors: torch.Tensor | None) -> bool:
+        """Whether to compute the surrogate: in surrogate mode, or when autograd needs its gradient."""
+        return self.surrogate_mode or wants_grad(*tensors)
+
+    def straight_through(self, exact: torch.Tensor, surrogate: torch.Tensor | None) -> torch.Tensor:
+        """:func:`straight_through`, or the surrogate itself in surrogate mode."""
+        if self.surrogate_mode and surrogate is not None:
+            return surrogate
+        return straight_through(exact, surrogate)
+
+
+def straight_through_modules(module: torch.nn.Module) -> list[StraightThrough]:
+    """The straight-through (quantized) submodules of ``module`` (itself included)."""
+    return [m for m in module.modules() if isinstance(m, StraightThrough)]
+
+
+@contextlib.contextmanager
+def surrogate_forward(module: torch.nn.Module) -> Iterator[int]:
+    """Within the block, every straight-through submodule of ``module`` returns its dequantized float
+    surrogate in forward (see :class:`StraightThrough`); yields how many there are. The exact
+    forward is restored on exit."""
+    switched = straight_through_modules(module)
+    before = [m.__dict__.get("surrogate_mode") for m in switched]
+    for m in switched:
+        m.surrogate_mode = True
+    try:
+        yield len(switched)
+    finally:
+        for m, was in zip(switched, before):
+            if was is None:
+                del m.surrogate_mode
+            else:
+                m.surrogate_mode = was
+
+
+class Quantized(StraightThrough):
     """Base of the quantized ops: the output's integer range, dtype and whether it travels in a float
     container (``fake``, with the surrogate's gradient) or as the exact integer dtype."""
 
@@ -170,7 +221,7 @@ class Quantized(torch.nn.Module):
         if not self.fake:
             return exact.to(TORCH_DTYPES[self.target])
         dtype = torch.float64 if self.target == TensorProto.INT32 else container(like)
-        return straight_through(exact.to(dtype), None if surrogate is None else surrogate.to(dtype))
+        return self.straight_through(exact.to(dtype), None if surrogate is None else surrogate.to(dtype))
 
     def saturate(self, y: torch.Tensor) -> torch.Tensor:
         """The surrogate clamped to the output range (zero gradient where it saturates)."""
@@ -211,7 +262,7 @@ class QLinearConv(_ConvBase):
         if bias is not None:
             acc = acc + _per_axis(bias.detach().to(torch.float64), w.dim(), 1)
         exact = requantize(acc, ratio, _scalar(y_zp), self.qmin, self.qmax)
-        sur = self.surrogate(x, x_zp, wc, ratio, y_zp, bias) if wants_grad(x) else None
+        sur = self.surrogate(x, x_zp, wc, ratio, y_zp, bias) if self.wants_surrogate(x) else None
         return self.emit(exact, sur, x)
 
     def surrogate(self, x, x_zp, wc, ratio, y_zp=None, bias=None) -> torch.Tensor:  # noqa: ANN001
@@ -230,7 +281,7 @@ class ConvInteger(_ConvBase):
                 w_zero_point: torch.Tensor | None = None) -> torch.Tensor:
         wc = _centered_weight(w, w_zero_point)
         exact = torch.round(self.conv((integers(x) - (0 if x_zero_point is None else integers(x_zero_point).reshape(()))).to(torch.float64), wc))
-        sur = self.surrogate(x, wc, x_zero_point) if wants_grad(x) else None
+        sur = self.surrogate(x, wc, x_zero_point) if self.wants_surrogate(x) else None
         return self.emit(exact, sur, x)
 
     def surrogate(self, x: torch.Tensor, wc: torch.Tensor, x_zero_point: torch.Tensor | None = None) -> torch.Tensor:
@@ -256,7 +307,7 @@ class MatMulInteger(Quantized):
     def forward(self, a: torch.Tensor, b: torch.Tensor, a_zero_point: torch.Tensor | None = None,
                 b_zero_point: torch.Tensor | None = None) -> torch.Tensor:
         exact = torch.matmul(_centered_rows(a.detach(), a_zero_point), _centered_rows(b.detach(), b_zero_point, rows=False))
-        sur = self.surrogate(a, b, a_zero_point, b_zero_point) if wants_grad(a, b) else None
+        sur = self.surrogate(a, b, a_zero_point, b_zero_point) if self.wants_surrogate(a, b) else None
         return self.emit(exact, sur, a)
 
     def surrogate(self, a: torch.Tensor, b: torch.Tensor, a_zero_point: torch.Tensor | None = None,
@@ -281,7 +332,7 @@ class QLinearMatMul(Quantized):
         else:
             ratio = (a_scale * b_scale / y_scale).to(torch.float64)
             exact = torch.round(c * ratio + zp).clamp(self.qmin, self.qmax)
-        sur = self.surrogate(a, a_zero_point, b, b_zero_point, ratio, zp) if wants_grad(a, b) else None
+        sur = self.surrogate(a, a_zero_point, b, b_zero_point, ratio, zp) if self.wants_surrogate(a, b) else None
         return self.emit(exact, sur, a)
 
     def surrogate(self, a, a_zero_point, b, b_zero_point, ratio, zp) -> torch.Tensor:  # noqa: ANN001
@@ -316,10 +367,10 @@ class QGemm(Quantized):
         ratio = ratio if ratio.numel() > 1 else ratio.reshape(())
         if y_scale is None:  # float output: float32(acc) * multiplier
             exact = acc.to(torch.float32) * ratio
-            sur = self.surrogate(a, a_zp, b, b_zp, c, ratio, None) if wants_grad(a) else None
-            return exact if sur is None else straight_through(exact, sur.to(torch.float32) if a.dtype != torch.float64 else sur)
+            sur = self.surrogate(a, a_zp, b, b_zp, c, ratio, None) if self.wants_surrogate(a) else None
+            return exact if sur is None else self.straight_through(exact, sur.to(torch.float32) if a.dtype != torch.float64 else sur)
         exact = requantize(acc, ratio, _scalar(y_zp), self.qmin, self.qmax)
-        sur = self.surrogate(a, a_zp, b, b_zp, c, ratio, y_zp) if wants_grad(a) else None
+        sur = self.surrogate(a, a_zp, b, b_zp, c, ratio, y_zp) if self.wants_surrogate(a) else None
         return self.emit(exact, sur, a)
 
     def surrogate(self, a, a_zp, b, b_zp, c, ratio, y_zp) -> torch.Tensor:  # noqa: ANN001
@@ -368,7 +419,7 @@ class QLinearBinary(Quantized):
             prod = ((ia - za) * (ib - zb)).to(torch.float32)
             exact = torch.round(prod * (sa * sb / sc) + zc.to(torch.float32)).to(torch.float64)
         exact = exact.clamp(self.qmin, self.qmax)
-        sur = self.surrogate(a, za, sa, b, zb, sb, sc, zc) if wants_grad(a, b) else None
+        sur = self.surrogate(a, za, sa, b, zb, sb, sc, zc) if self.wants_surrogate(a, b) else None
         return self.emit(exact, sur, a if a.is_floating_point() else b)
 
     @staticmethod
@@ -429,7 +480,7 @@ class QLinearLookup(Quantized):
         dequantized = f32(x_scale).reshape(()) * (values - _scalar(x_zp)).to(torch.float32)
         table = quantize_mlas(self.function(dequantized, True), f32(y_scale).reshape(()), _scalar(y_zp), self.qmin, self.qmax)
         exact = table[integers(x) - self.qmin]
-        sur = self.surrogate(x, x_scale, x_zp, y_scale, y_zp) if wants_grad(x) else None
+        sur = self.surrogate(x, x_scale, x_zp, y_scale, y_zp) if self.wants_surrogate(x) else None
         return self.emit(exact, sur, x)
 
     def surrogate(self, x, x_scale, x_zp, y_scale, y_zp) -> torch.Tensor:  # noqa: ANN001
@@ -449,7 +500,7 @@ class QLinearConcat(Quantized):
 
     def forward(self, y_scale, y_zp, *triples) -> torch.Tensor:  # noqa: ANN001, ANN002
         ys, yz = f32(y_scale).reshape(()), _scalar(y_zp)
-        exact, surs, grad = [], [], wants_grad(*triples[0::3])
+        exact, surs, grad = [], [], self.wants_surrogate(*triples[0::3])
         for x, s, z in zip(triples[0::3], triples[1::3], triples[2::3]):
             xs, xz = f32(s).reshape(()), _scalar(z)
             ix = integers(x).to(torch.float64)
@@ -482,7 +533,7 @@ class QLinearGlobalAveragePool(Quantized):
         acc = (integers(x).to(torch.float64) - _scalar(x_zp)).sum(dims, keepdim=True)
         scale = f32(x_scale).reshape(()) / (f32(y_scale).reshape(()) * f32(float(size)))
         exact = requantize(acc, scale, _scalar(y_zp), self.qmin, self.qmax)
-        sur = self.surrogate(x, x_scale, x_zp, y_scale, y_zp) if wants_grad(x) else None
+        sur = self.surrogate(x, x_scale, x_zp, y_scale, y_zp) if self.wants_surrogate(x) else None
         return self.emit(exact, sur, x)
 
     def surrogate(self, x, x_scale, x_zp, y_scale, y_zp) -> torch.Tensor:  # noqa: ANN001
@@ -539,7 +590,7 @@ class QLinearAveragePool(Quantized):
         value = self.exact_pool(dequantized) / f32(y_scale).reshape(()) + _scalar(y_zp).to(torch.float32)
         exact = torch.round(value).to(torch.float64).clamp(self.qmin, self.qmax)
         exact = exact.movedim(1, -1) if self.channels_last else exact
-        sur = self.surrogate(x, x_scale, x_zp, y_scale, y_zp) if wants_grad(x) else None
+        sur = self.surrogate(x, x_scale, x_zp, y_scale, y_zp) if self.wants_surrogate(x) else None
         return self.emit(exact, sur, x)
 
     def surrogate(self, x, x_scale, x_zp, y_scale, y_zp) -> torch.Tensor:  # noqa: ANN001
@@ -583,7 +634,7 @@ class QLinearSoftmax(Quantized):
         inv = torch.floor(1.0 / f32(y_scale).reshape(()))
         q = torch.round(e * inv / total).to(torch.int64) + integers(_scalar(y_zp))
         exact = back(q.to(torch.float64).clamp(self.qmin, self.qmax))  # onnxruntime 1.32 saturates int8 too
-        sur = self.surrogate(x, x_scale, x_zp, y_scale, y_zp) if wants_grad(x) else None
+        sur = self.surrogate(x, x_scale, x_zp, y_scale, y_zp) if self.wants_surrogate(x) else None
         return self.emit(exact, sur, x)
 
     def surrogate(self, x, x_scale, x_zp, y_scale, y_zp) -> torch.Tensor:  # noqa: ANN001
@@ -735,5 +786,5 @@ def convert_qlinear_softmax(node: OnnxNode, graph: OnnxGraph) -> OperationConver
     return optional_result(module, node, 5)
 
 
-__all__ = ["INT_RANGES", "float_container_ok", "straight_through", "requantize", "quantize_mlas", "Quantized", "QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearBinary",
+__all__ = ["INT_RANGES", "float_container_ok", "straight_through", "StraightThrough", "straight_through_modules", "surrogate_forward", "requantize", "quantize_mlas", "Quantized", "QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearBinary",
            "QLinearLookup", "QLinearConcat", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSoftmax"]

@@ -27,7 +27,7 @@ from onnx2torch.utils.common import OperationConverterResult
 
 from onnxxai.convert._util import elem_type, result
 from onnxxai.convert.cast import to_float4e2m1
-from onnxxai.convert.qlinear import INT_RANGES, MS, container, float_container_ok, straight_through, wants_grad
+from onnxxai.convert.qlinear import INT_RANGES, MS, StraightThrough, container, float_container_ok
 from onnxxai.convert.registry import register, since
 from onnxxai.proto.dtypes import TORCH_DTYPES, TORCH_FLOAT8
 
@@ -52,11 +52,12 @@ def _float_container(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-class QuantizeLinear(torch.nn.Module):
+class QuantizeLinear(StraightThrough):
     """``saturate(round(x / scale) + zero_point)`` to ``target`` (ONNX element type).
 
     ``fake`` keeps the result in a float tensor with a straight-through gradient (see the module
-    docstring); otherwise the result has the target's exact dtype.
+    docstring); otherwise the result has the target's exact dtype. In surrogate mode (see
+    :func:`onnxxai.convert.qlinear.surrogate_forward`) a fake result is the unrounded surrogate.
     """
 
     def __init__(self, target: int, axis: int, block_size: int, saturate: bool, precision: int | None, fake: bool) -> None:
@@ -71,7 +72,7 @@ class QuantizeLinear(torch.nn.Module):
         y = x / scale
         if self.target in _INT_RANGES:
             qmin, qmax = _INT_RANGES[self.target]
-            rounded = y + (torch.round(y) - y).detach()  # straight-through round
+            rounded = y if self.surrogate_mode else y + (torch.round(y) - y).detach()  # straight-through round
             if zero_point is not None:
                 zp = _broadcast_param(zero_point, x.shape, self.axis, self.block_size)
                 rounded = rounded.to(_float_container(x)) + zp.to(_float_container(x))
@@ -83,14 +84,14 @@ class QuantizeLinear(torch.nn.Module):
             if zero_point is not None:
                 y = y + _broadcast_param(zero_point, x.shape, self.axis, self.block_size).to(y.dtype)
             q = to_float4e2m1(y)
-            return y + (q.to(y.dtype) - y).detach() if self.fake else q
+            return self.straight_through(q.to(y.dtype), y) if self.fake else q
         dtype = TORCH_DTYPES[self.target]  # float8: zero point is zero by definition
         if self.saturate:
             limit = torch.finfo(dtype).max
             y = y.clamp(-limit, limit)
         q = y.to(dtype)
         if self.fake:
-            return y + (q.to(y.dtype) - y).detach()
+            return self.straight_through(q.to(y.dtype), y)
         return q
 
     def extra_repr(self) -> str:
@@ -165,7 +166,7 @@ def convert_ms_dequantize_linear(node: OnnxNode, graph: OnnxGraph) -> OperationC
     return convert_dequantize_linear(node, graph)
 
 
-class DynamicQuantizeLinear(torch.nn.Module):
+class DynamicQuantizeLinear(StraightThrough):
     """uint8 quantization with scale and zero point from the input's range (including 0), as
     onnxruntime computes it. With ``fake`` (the quantized output only feeds integer ops, see
     :mod:`onnxxai.convert.qlinear`) the values travel in a float tensor whose gradient is that of
@@ -185,8 +186,8 @@ class DynamicQuantizeLinear(torch.nn.Module):
         if not self.fake:
             return y.to(torch.uint8), scale.to(x.dtype), zp.to(torch.uint8)
         dtype = container(x)
-        surrogate = (x.to(dtype) / scale.to(dtype) + zp.to(dtype)).clamp(0, 255) if wants_grad(x) else None
-        return straight_through(y.to(dtype), surrogate), scale.to(x.dtype), zp.to(torch.uint8)
+        surrogate = (x.to(dtype) / scale.to(dtype) + zp.to(dtype)).clamp(0, 255) if self.wants_surrogate(x) else None
+        return self.straight_through(y.to(dtype), surrogate), scale.to(x.dtype), zp.to(torch.uint8)
 
     def extra_repr(self) -> str:
         return f"fake={self.fake}"

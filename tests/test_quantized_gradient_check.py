@@ -1,0 +1,117 @@
+"""The gradient check of a quantized graph (issue 12, item 7): the straight-through gradient is compared
+with finite differences of the graph's dequantized float surrogate (its int8 forward is piecewise
+constant, so finite differences of that say nothing). Files made with onnxruntime's own quantizers
+(static QOperator and QDQ, dynamic) pass; a deliberately wrong straight-through gradient fails."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+import onnxxai
+from onnxxai.convert.qlinear import StraightThrough, straight_through_modules, surrogate_forward
+from onnxxai.diagnostics import gradient_flow
+from onnxxai.proto.specs import probe_feeds
+from onnxxai.testing import export
+
+q = pytest.importorskip("onnxruntime.quantization")
+
+SURROGATE = "float64 dequantized surrogate"
+
+
+class CNN(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.c2 = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1)
+        self.fc = torch.nn.Linear(16 * 8 * 8, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.c2(torch.relu(self.c1(x)))).flatten(1))
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """float32 export and its int8 variants, keyed by kind."""
+    folder = tmp_path_factory.mktemp("quantized_gradient")
+    torch.manual_seed(0)
+    path = export(CNN(), torch.randn(1, 3, 16, 16), folder / "cnn.onnx")
+    inputs = onnxxai.load(path).inputs
+    calibration = [probe_feeds(inputs, seed=100 + i, batch=1) for i in range(4)]
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter(calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.feeds, None)
+
+    out = {"float32": path}
+    for kind, fmt in (("int8 QOperator", q.QuantFormat.QOperator), ("int8 QDQ", q.QuantFormat.QDQ)):
+        out[kind] = folder / f"{kind.split()[1]}.onnx"
+        q.quantize_static(str(path), str(out[kind]), Reader(), quant_format=fmt)
+    out["int8 dynamic"] = folder / "dynamic.onnx"
+    q.quantize_dynamic(str(path), str(out["int8 dynamic"]))
+    return out
+
+
+def _check(path):
+    model = onnxxai.load(path)
+    return model, gradient_flow(model, onnx.load(str(path)))
+
+
+@pytest.mark.parametrize("kind", ["int8 QOperator", "int8 QDQ", "int8 dynamic"])
+def test_straight_through_gradient_matches_the_dequantized_surrogate(files, kind):
+    model, report = _check(files[kind])
+    assert straight_through_modules(model.torch_module), "the file should convert to quantized modules"
+    print(f"{kind}: fd_rel_error={report.fd_rel_error:.3e} reference={report.reference!r}")
+    assert report.reference == SURROGATE, report
+    assert report.ok, report.summary()
+    assert "dequantized surrogate" in report.summary()
+
+
+def test_float_graph_keeps_the_plain_float64_reference(files):
+    model, report = _check(files["float32"])
+    assert not straight_through_modules(model.torch_module)
+    assert report.reference == "float64" and report.ok, report
+
+
+@pytest.mark.parametrize("kind", ["int8 QOperator", "int8 dynamic"])
+def test_wrong_straight_through_gradient_fails(files, kind, monkeypatch):
+    """Doubling one quantized module's backward (its forward values unchanged) is caught."""
+    model = onnxxai.load(files[kind])
+    victim = next(m for m in straight_through_modules(model.torch_module) if hasattr(m, "surrogate"))
+    cls, original = type(victim), type(victim).surrogate
+
+    def doubled(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        s = original(self, *args, **kwargs)
+        return 2 * s - s.detach() if self is victim else s  # same values, twice the gradient
+
+    monkeypatch.setattr(cls, "surrogate", doubled)
+    report = gradient_flow(model, onnx.load(str(files[kind])))
+    print(f"{kind} doubled {cls.__name__}: fd_rel_error={report.fd_rel_error:.3e} {report.summary()}")
+    assert report.reference == SURROGATE
+    assert not report.ok and report.fd_rel_error > 10 * report.tolerance, report
+
+
+def test_surrogate_forward_is_scoped_and_exact_forward_is_the_default(files):
+    """Outside the block the forward is the exact integer result (parity unchanged); inside it, the
+    surrogate, which differs from it by less than the quantization error."""
+    model = onnxxai.load(files["int8 QOperator"])
+    module = model.torch_module
+    x = torch.from_numpy(probe_feeds(model.inputs, seed=3, batch=1)[model.inputs[0].name])
+    with torch.no_grad():
+        exact = module(x)
+        with surrogate_forward(module) as n:
+            assert n == len(straight_through_modules(module)) > 0
+            assert all(m.surrogate_mode for m in straight_through_modules(module))
+            surrogate = module(x)
+        again = module(x)
+    assert not any(m.surrogate_mode for m in straight_through_modules(module))
+    assert "surrogate_mode" not in vars(straight_through_modules(module)[0])
+    assert StraightThrough.surrogate_mode is False
+    torch.testing.assert_close(again, exact, rtol=0, atol=0)
+    assert not torch.equal(surrogate, exact)
+    assert float((surrogate - exact).abs().max()) < 0.1 * float(exact.abs().max())
