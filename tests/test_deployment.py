@@ -36,14 +36,9 @@ def cnn(tmp_path_factory):
     return path, folder, calibration, deployment_reference(model, ig_steps=16)
 
 
-GRADIENT_CHECK_OF_QUANTIZED = pytest.mark.xfail(
-    reason="the gradient check compares a quantized graph with finite differences of its piecewise-constant "
-           "integer forward (issue 12, item 7: compare with its dequantized float surrogate)", strict=False)
-
-
 @pytest.mark.parametrize("kind", [
     "float16", "float16 (float32 I/O)", "onnxruntime ALL",
-    pytest.param("int8 QDQ", marks=GRADIENT_CHECK_OF_QUANTIZED),
+    "int8 QDQ",
 ])
 def test_variant_loads_matches_and_explains_like_float32(cnn, kind):
     assert kind in DEPLOYMENT_KINDS
