@@ -59,9 +59,7 @@ class GradientReport:
                 f"finite differences to {self.fd_rel_error:.1e} relative; tolerance {self.tolerance:g}{why})")
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["ok"] = self.ok
-        return d
+        return {**asdict(self), "ok": self.ok}
 
 
 def gradient_flow(model: Model, original: onnx.ModelProto, *, seed: int = 0, directions: int = 3,

@@ -114,9 +114,7 @@ class ParityReport:
                 f"{kind}{self.provider})")
 
     def to_dict(self) -> dict:
-        d = asdict(self)
-        d["ok"] = self.ok
-        return d
+        return {**asdict(self), "ok": self.ok}
 
 
 def execution_provider() -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,7 @@ from onnxxai.proto.dtypes import NUMPY_FLOAT_TYPES
 __all__ = [
     "FLOATS", "export", "graph_outputs", "is_float_case", "is_tensor_sequence", "run_case", "to_numpy", "to_torch",
     "DEPLOYMENT_KINDS", "DeploymentReference", "VariantResult", "deployment_reference", "evaluate_variant",
-    "make_deployment_variant", "quantization_input",
+    "make_deployment_variant", "quantization_input", "calibration_reader",
 ]
 
 #: ONNX element types of the float tensors gradient methods explain.
@@ -232,6 +233,21 @@ def quantization_input(source: Path, folder: Path) -> Path:
     return _atomic(path, write)
 
 
+def calibration_reader(feeds: Sequence[Mapping[str, np.ndarray]]):
+    """An onnxruntime ``CalibrationDataReader`` that hands out ``feeds`` (one dict of input arrays per
+    calibration batch) once, for ``quantize_static``."""
+    from onnxruntime.quantization import CalibrationDataReader
+
+    class _Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._feeds = iter(feeds)
+
+        def get_next(self) -> Mapping[str, np.ndarray] | None:
+            return next(self._feeds, None)
+
+    return _Reader()
+
+
 def make_deployment_variant(source: Path, kind: str, folder: Path, calibration: list[dict[str, np.ndarray]], *,
                             transformer: dict[str, Any] | None = None) -> Path:
     """The ``kind`` variant (one of :data:`DEPLOYMENT_KINDS`) of the float32 file ``source``, made with
@@ -255,15 +271,9 @@ def make_deployment_variant(source: Path, kind: str, folder: Path, calibration: 
             if kind == "int8 dynamic":
                 return _atomic(path, lambda tmp: q.quantize_dynamic(str(pre), str(tmp)))
 
-            class Reader(q.CalibrationDataReader):
-                def __init__(self) -> None:
-                    self.batches = iter(calibration)
-
-                def get_next(self) -> dict[str, np.ndarray] | None:
-                    return next(self.batches, None)
-
             fmt = q.QuantFormat.QDQ if kind == "int8 QDQ" else q.QuantFormat.QOperator
-            return _atomic(path, lambda tmp: q.quantize_static(str(pre), str(tmp), Reader(), quant_format=fmt))
+            return _atomic(path, lambda tmp: q.quantize_static(str(pre), str(tmp), calibration_reader(calibration),
+                                                               quant_format=fmt))
         if kind.startswith("float16"):
             from onnxconverter_common import float16
 

@@ -30,6 +30,20 @@ class SmoothCNN(torch.nn.Module):
         return self.fc(h.flatten(1))
 
 
+class ReluCNN(torch.nn.Module):
+    """Two ReLU convolutions (the second with stride 2) and a linear head: the small CNN the
+    deployment tests quantize, cast to float16 and optimize with onnxruntime's own tools."""
+
+    def __init__(self, channels: int = 3, width: int = 8, classes: int = 10, size: int = 16) -> None:
+        super().__init__()
+        self.c1 = torch.nn.Conv2d(channels, width, 3, padding=1)
+        self.c2 = torch.nn.Conv2d(width, 2 * width, 3, stride=2, padding=1)
+        self.fc = torch.nn.Linear(2 * width * (size // 2) ** 2, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.relu(self.c2(torch.relu(self.c1(x)))).flatten(1))
+
+
 class TwoInputNet(torch.nn.Module):
     """An audio-like model: a float signal and a float state, one output."""
 

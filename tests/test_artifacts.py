@@ -15,37 +15,23 @@ import pytest
 import torch
 
 from onnxxai.proto.artifact import artifact_kind
-from onnxxai.testing import export
+from conftest import ReluCNN
+from onnxxai.testing import calibration_reader, export
 
 quantization = pytest.importorskip("onnxruntime.quantization")
 float16 = pytest.importorskip("onnxconverter_common.float16")
 
 
-class CNN(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.c1 = torch.nn.Conv2d(1, 4, 3, padding=1)
-        self.c2 = torch.nn.Conv2d(4, 8, 3, stride=2, padding=1)
-        self.fc = torch.nn.Linear(8 * 4 * 4, 5)
-
-    def forward(self, x):
-        return self.fc(torch.relu(self.c2(torch.relu(self.c1(x)))).flatten(1))
-
-
-class Reader(quantization.CalibrationDataReader):
-    def __init__(self) -> None:
-        rng = np.random.default_rng(0)
-        self.batches = iter([{"x": rng.standard_normal((1, 1, 8, 8)).astype(np.float32)} for _ in range(4)])
-
-    def get_next(self):
-        return next(self.batches, None)
+def Reader():  # noqa: N802 - reads as the reader class it makes
+    rng = np.random.default_rng(0)
+    return calibration_reader([{"x": rng.standard_normal((1, 1, 8, 8)).astype(np.float32)} for _ in range(4)])
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("artifacts")
     torch.manual_seed(0)
-    f32 = export(CNN(), torch.randn(1, 1, 8, 8), d / "f32.onnx")
+    f32 = export(ReluCNN(channels=1, width=4, classes=5, size=8), torch.randn(1, 1, 8, 8), d / "f32.onnx")
     pre = d / "pre.onnx"
     quantization.quant_pre_process(str(f32), str(pre), skip_symbolic_shape=True)
     out = {"float32": f32}

@@ -9,28 +9,18 @@ import torch
 
 import onnxxai
 from onnxxai.proto.specs import probe_feeds
+from conftest import ReluCNN
 from onnxxai.testing import DEPLOYMENT_KINDS, deployment_reference, evaluate_variant, export, make_deployment_variant
 
 pytest.importorskip("onnxruntime.quantization")
 pytest.importorskip("onnxconverter_common.float16")
 
 
-class CNN(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.c1 = torch.nn.Conv2d(3, 8, 3, padding=1)
-        self.c2 = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1)
-        self.fc = torch.nn.Linear(16 * 8 * 8, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.c2(torch.relu(self.c1(x)))).flatten(1))
-
-
 @pytest.fixture(scope="module")
 def cnn(tmp_path_factory):
     folder = tmp_path_factory.mktemp("deployment")
     torch.manual_seed(0)
-    path = export(CNN(), torch.randn(1, 3, 16, 16), folder / "cnn.onnx")
+    path = export(ReluCNN(), torch.randn(1, 3, 16, 16), folder / "cnn.onnx")
     model = onnxxai.load(path)
     calibration = [probe_feeds(model.inputs, seed=100 + i, batch=1) for i in range(4)]
     return path, folder, calibration, deployment_reference(model, ig_steps=16)

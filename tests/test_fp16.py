@@ -14,28 +14,16 @@ from onnx import TensorProto, helper, numpy_helper
 import onnxxai
 from onnxxai.analyzers.core import GradientStopWarning
 from onnxxai.parity import DEFAULT_ATOL, DEFAULT_RTOL, parity_tolerance
+from conftest import ReluCNN
 from onnxxai.testing import export
 
 float16 = pytest.importorskip("onnxconverter_common.float16")
 
 
-class SmallCNN(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.c1 = torch.nn.Conv2d(3, 8, 3, padding=1)
-        self.c2 = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1)
-        self.fc = torch.nn.Linear(16 * 8 * 8, 10)
-
-    def forward(self, x):
-        x = torch.relu(self.c1(x))
-        x = torch.relu(self.c2(x))
-        return self.fc(x.flatten(1))
-
-
 @pytest.fixture(scope="module")
 def cnn(tmp_path_factory) -> onnx.ModelProto:
     torch.manual_seed(0)
-    return onnx.load(export(SmallCNN(), torch.randn(1, 3, 16, 16), tmp_path_factory.mktemp("fp16") / "cnn.onnx"))
+    return onnx.load(export(ReluCNN(), torch.randn(1, 3, 16, 16), tmp_path_factory.mktemp("fp16") / "cnn.onnx"))
 
 
 def half(model: onnx.ModelProto, keep_io_types: bool) -> onnx.ModelProto:

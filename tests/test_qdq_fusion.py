@@ -23,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from onnxxai.convert.pipeline import convert
 from onnxxai.proto.qdq import onnxruntime_fusions
+from onnxxai.testing import calibration_reader
 
 ROOT = Path(__file__).resolve().parents[1]
 MS = "com.microsoft"
@@ -164,17 +165,7 @@ def test_groups_onnxruntime_leaves_in_float_stay_float():
 
 
 def _reader(name: str, batches: list[np.ndarray]):  # noqa: ANN202
-    from onnxruntime.quantization import CalibrationDataReader
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter(batches)
-
-        def get_next(self):  # noqa: ANN202
-            batch = next(self.batches, None)
-            return None if batch is None else {name: batch}
-
-    return Reader()
+    return calibration_reader([{name: batch} for batch in batches])
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import torch
 from onnx import TensorProto
 
 from onnxxai.convert import qlinear
+from onnxxai.testing import calibration_reader
 from onnx_cases import gradcheck, one_node, reference_outputs, run_converted
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -232,7 +233,7 @@ def float_lenet(digits):
 
 
 def _quantized_lenet(kind: str, path: Path, digits: np.ndarray) -> Path:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import QuantFormat, quantize_dynamic, quantize_static
 
     source = ROOT / "models" / "lenet5_mnist.onnx"
     if kind == "dynamic":
@@ -242,15 +243,8 @@ def _quantized_lenet(kind: str, path: Path, digits: np.ndarray) -> Path:
     rng = np.random.default_rng(0)
     batches = [digits[i:i + 1] for i in range(10)] + [rng.uniform(0, 1, (1, 1, 28, 28)).astype(np.float32) for _ in range(2)]
 
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.batches = iter(batches)
-
-        def get_next(self):  # noqa: ANN202
-            batch = next(self.batches, None)
-            return None if batch is None else {name: batch}
-
-    quantize_static(source, path, Reader(), quant_format=QuantFormat.QOperator, per_channel=kind == "per-channel")
+    quantize_static(source, path, calibration_reader([{name: batch} for batch in batches]),
+                    quant_format=QuantFormat.QOperator, per_channel=kind == "per-channel")
     return path
 
 

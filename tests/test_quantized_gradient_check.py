@@ -14,22 +14,12 @@ import onnxxai
 from onnxxai.convert.qlinear import StraightThrough, straight_through_modules, surrogate_forward
 from onnxxai.diagnostics import gradient_flow
 from onnxxai.proto.specs import probe_feeds
-from onnxxai.testing import export
+from conftest import ReluCNN
+from onnxxai.testing import calibration_reader, export
 
 q = pytest.importorskip("onnxruntime.quantization")
 
 SURROGATE = "float64 dequantized surrogate"
-
-
-class CNN(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.c1 = torch.nn.Conv2d(3, 8, 3, padding=1)
-        self.c2 = torch.nn.Conv2d(8, 16, 3, stride=2, padding=1)
-        self.fc = torch.nn.Linear(16 * 8 * 8, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.c2(torch.relu(self.c1(x)))).flatten(1))
 
 
 @pytest.fixture(scope="module")
@@ -37,21 +27,14 @@ def files(tmp_path_factory):
     """float32 export and its int8 variants, keyed by kind."""
     folder = tmp_path_factory.mktemp("quantized_gradient")
     torch.manual_seed(0)
-    path = export(CNN(), torch.randn(1, 3, 16, 16), folder / "cnn.onnx")
+    path = export(ReluCNN(), torch.randn(1, 3, 16, 16), folder / "cnn.onnx")
     inputs = onnxxai.load(path).inputs
     calibration = [probe_feeds(inputs, seed=100 + i, batch=1) for i in range(4)]
-
-    class Reader(q.CalibrationDataReader):
-        def __init__(self) -> None:
-            self.feeds = iter(calibration)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.feeds, None)
 
     out = {"float32": path}
     for kind, fmt in (("int8 QOperator", q.QuantFormat.QOperator), ("int8 QDQ", q.QuantFormat.QDQ)):
         out[kind] = folder / f"{kind.split()[1]}.onnx"
-        q.quantize_static(str(path), str(out[kind]), Reader(), quant_format=fmt)
+        q.quantize_static(str(path), str(out[kind]), calibration_reader(calibration), quant_format=fmt)
     out["int8 dynamic"] = folder / "dynamic.onnx"
     q.quantize_dynamic(str(path), str(out["int8 dynamic"]))
     return out

@@ -445,22 +445,33 @@ def _fold_constants_pass(model: onnx.ModelProto) -> tuple[int, list[str]]:
     return fold_constants(model, skipped), skipped
 
 
-#: (name, pass, description); a pass returns how many things it changed, or that count and the
-#: things it left alone with the reason (see :attr:`PassResult.skipped`).
-PASSES: list[tuple[str, Callable[[onnx.ModelProto], int | tuple[int, list[str]]], str]] = [
+Pass = tuple[str, Callable[[onnx.ModelProto], int | tuple[int, list[str]]], str]
+
+#: Names first: later passes, rules and error messages refer to nodes and values by name.
+_NAMING: list[Pass] = [
     ("name_nodes", name_nodes, "gave unnamed nodes unique names"),
     ("name_omitted_outputs", name_omitted_outputs, "dropped or named omitted (empty) node outputs"),
     ("remove_initializer_inputs", remove_initializer_inputs, "dropped initializers listed as graph inputs"),
+]
+#: Then what runs: QDQ groups before folding (folding would dissolve their weight DequantizeLinear),
+#: constants, static shapes and the If branches they settle.
+_COMPUTATION: list[Pass] = [
     ("fuse_qdq_groups", fuse_qdq_groups, "rewrote QDQ groups onnxruntime fuses into its integer ops (QLinearConv, QGemm, ...)"),
     ("fold_constants", _fold_constants_pass, "folded nodes with constant inputs into initializers"),
     ("fold_static_shapes", fold_static_shapes, "replaced Shape reads of static dimensions by constants"),
     ("inline_constant_if", inline_constant_if, "replaced If nodes with a constant condition by the chosen branch"),
+]
+#: Last, the forms onnx2torch and torch can take.
+_CONVERTIBLE: list[Pass] = [
     ("alias_dotted_domains", alias_dotted_domains, "renamed dotted node domains (ai.onnx.ml, ai.onnx.preview -> ai_onnx_*)"),
     ("reshape_allowzero", reshape_allowzero, "cleared Reshape allowzero where the shape has no zero"),
     ("widen_narrow_constants", widen_narrow_constants, "stored bfloat16/float8/int4 constants widened, cast back in the graph"),
     ("infer_shapes", infer_shapes, "annotated tensors with inferred shapes"),
     ("explicit_auto_pad", explicit_auto_pad, "replaced auto_pad SAME_*/VALID by explicit pads"),
 ]
+#: (name, pass, description) in the order they run; a pass returns how many things it changed, or
+#: that count and the things it left alone with the reason (see :attr:`PassResult.skipped`).
+PASSES: list[Pass] = _NAMING + _COMPUTATION + _CONVERTIBLE
 
 
 def normalize(model: onnx.ModelProto) -> list[PassResult]:
