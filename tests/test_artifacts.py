@@ -18,8 +18,8 @@ from onnxxai.proto.artifact import artifact_kind
 from conftest import ReluCNN
 from onnxxai.testing import calibration_reader, export
 
-quantization = pytest.importorskip("onnxruntime.quantization")
-float16 = pytest.importorskip("onnxconverter_common.float16")
+from onnxruntime import quantization
+from onnxconverter_common import float16
 
 
 def Reader():  # noqa: N802 - reads as the reader class it makes

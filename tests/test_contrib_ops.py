@@ -325,7 +325,7 @@ def test_contrib_modules_gradcheck():
 # -- files written by onnxruntime's optimizers -------------------------------------------------
 @pytest.mark.parametrize("level", ["EXTENDED", "ALL"])
 def test_optimized_resnet_loads_with_parity_and_gradients(tmp_path, level):
-    torchvision = pytest.importorskip("torchvision")
+    import torchvision
     torch.manual_seed(0)
     net = torchvision.models.resnet18(num_classes=10).eval()
     path = tmp_path / "resnet.onnx"

@@ -17,7 +17,7 @@ from onnxxai.parity import DEFAULT_ATOL, DEFAULT_RTOL, parity_tolerance
 from conftest import ReluCNN
 from onnxxai.testing import export
 
-float16 = pytest.importorskip("onnxconverter_common.float16")
+from onnxconverter_common import float16
 
 
 @pytest.fixture(scope="module")

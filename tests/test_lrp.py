@@ -34,7 +34,7 @@ from onnxxai.analyzers.lrp import (
 )
 from onnxxai.testing import export
 
-zennit = pytest.importorskip("zennit")
+import zennit
 from zennit.attribution import Gradient as ZennitGradient  # noqa: E402
 from zennit.canonizers import SequentialMergeBatchNorm  # noqa: E402
 from zennit.composites import EpsilonGammaBox as ZennitEpsilonGammaBox  # noqa: E402

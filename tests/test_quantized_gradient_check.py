@@ -17,7 +17,7 @@ from onnxxai.proto.specs import probe_feeds
 from conftest import ReluCNN
 from onnxxai.testing import calibration_reader, export
 
-q = pytest.importorskip("onnxruntime.quantization")
+from onnxruntime import quantization as q
 
 SURROGATE = "float64 dequantized surrogate"
 
