@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
+import weakref
+from collections import defaultdict
+
 import torch
 from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
+
+
+_CONSUMERS: weakref.WeakKeyDictionary[OnnxGraph, dict[str, list[tuple[OnnxNode, int]]]] = weakref.WeakKeyDictionary()
+
+
+def consumers(graph: OnnxGraph, name: str) -> list[tuple[OnnxNode, int]]:
+    """(node, input index) of every node of ``graph`` that reads ``name``, in node order. The index
+    is built once per graph (onnx2torch keeps none), so converters asking per tensor stay linear."""
+    table = _CONSUMERS.get(graph)
+    if table is None:
+        table = defaultdict(list)
+        for node in graph.nodes.values():
+            for i, value in enumerate(node.input_values):
+                table[value].append((node, i))
+        _CONSUMERS[graph] = table
+    return table.get(name, [])
 
 
 def constant_input(node: OnnxNode, graph: OnnxGraph, index: int) -> torch.Tensor | None:

@@ -8,7 +8,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
-from onnxxai.convert._util import constant_input, result
+from onnxxai.convert._util import constant_input, consumers, result
 from onnxxai.convert.registry import register
 
 
@@ -65,7 +65,7 @@ def convert_dropout(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResul
 
 
 def _is_consumed(value: str, graph: OnnxGraph) -> bool:
-    return value in graph.output_values or any(value in n.input_values for n in graph.nodes.values())
+    return value in graph.output_values or bool(consumers(graph, value))
 
 
 class ClipDynamic(torch.nn.Module):

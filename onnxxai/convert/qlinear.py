@@ -41,7 +41,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.convert._util import elem_type, optional_result, result, torch_pads
+from onnxxai.convert._util import consumers, elem_type, optional_result, result, torch_pads
 from onnxxai.convert.registry import register, since
 from onnxxai.proto.dtypes import TORCH_DTYPES
 
@@ -80,10 +80,10 @@ def float_container_ok(graph: OnnxGraph, name: str, _seen: frozenset[str] = froz
     only move values, whose outputs obey the same rule)."""
     if name in graph.output_values or name in _seen:
         return False
-    consumers = [(node, i) for node in graph.nodes.values() for i, v in enumerate(node.input_values) if v == name]
-    if not consumers:
+    readers = consumers(graph, name)
+    if not readers:
         return False
-    for node, index in consumers:
+    for node, index in readers:
         op = node.operation_type
         if _reads_as_number(op, index):
             continue
