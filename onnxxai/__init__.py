@@ -1,4 +1,13 @@
-"""onnxxai: verified explanations for ONNX models from any training framework."""
+"""onnxxai: verified explanations for ONNX models from any training framework.
+
+Public names are imported on first use (PEP 562), so ``import onnxxai`` stays light and the
+onnxruntime-only parts (:func:`load_runtime`, black-box analyzers, metrics) work without torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from onnxxai.errors import (
     AnalyzerError,
@@ -11,12 +20,42 @@ from onnxxai.errors import (
     ParityError,
     UnsupportedOpError,
 )
-from onnxxai.model import Model, TensorSpec, load
-from onnxxai.parity import ParityReport
 from onnxxai.explanation import Explanation
 from onnxxai.selectors import IndexSelector, MaxActivation, OutputSelector, PerSampleSelector
-from onnxxai.analyzers import *  # noqa: F403 - the analyzers' public names, listed once in onnxxai.analyzers.__all__
-from onnxxai.graph import BoundaryError, split
-from onnxxai.heatmap import heatmap, save_png
 
 __version__ = "0.1.0"
+
+#: Public name -> the module that defines it (imported when the name is first used).
+_LAZY: dict[str, str] = {
+    **dict.fromkeys(["Model", "TensorSpec", "load"], "onnxxai.model"),
+    "ParityReport": "onnxxai.parity",
+    **dict.fromkeys(["RuntimeModel", "load_runtime"], "onnxxai.runtime"),
+    **dict.fromkeys(["BoundaryError", "split"], "onnxxai.graph"),
+    **dict.fromkeys(["heatmap", "save_png"], "onnxxai.heatmap"),
+    **dict.fromkeys([
+        "Analyzer", "analyze", "Target", "Execution", "ModelFunction",
+        "Gradient", "GradientAnalyzer", "InputTimesGradient",
+        "NoiseAugmentation", "InterpolationAugmentation", "SmoothGrad", "IntegratedGradients", "Normal", "Uniform",
+        "GradCAM", "lrp", "LRP", "LRPModelError", "Composite",
+        "EpsilonPlus", "EpsilonPlusFlat", "EpsilonAlpha2Beta1", "EpsilonAlpha2Beta1Flat", "EpsilonGammaBox",
+    ], "onnxxai.analyzers"),
+}
+
+__all__ = [
+    "AnalyzerError", "ConversionError", "ExternalDataError", "InputError", "ModelFileError", "NormalizationError",
+    "OnnxxaiError", "ParityError", "UnsupportedOpError", "Explanation",
+    "IndexSelector", "MaxActivation", "OutputSelector", "PerSampleSelector", *_LAZY,
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'onnxxai' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -18,7 +18,7 @@ from onnxxai.proto.artifact import ArtifactKind, artifact_kind
 from onnxxai.proto.normalize import PassResult
 from onnxxai.parity import ParityReport, compare_outputs, execution_provider, parity_tolerance, run_onnxruntime
 from onnxxai.proto.reading import read_model
-from onnxxai.proto.specs import DEFAULT_BATCH, DEFAULT_DIM, TensorSpec, probe_feeds, spec_of
+from onnxxai.proto.specs import DEFAULT_BATCH, DEFAULT_DIM, TensorSpec, probe_feeds, select_input, spec_of
 
 __all__ = ["load", "Model", "TensorSpec", "DEFAULT_BATCH", "DEFAULT_DIM"]
 
@@ -48,6 +48,7 @@ class Model:
         device: torch.device,
         artifact: ArtifactKind | None = None,
         widened: bool = False,
+        original: onnx.ModelProto | None = None,
     ) -> None:
         self.torch_module = torch_module
         self.onnx_model = onnx_model
@@ -59,32 +60,30 @@ class Model:
         self.device = device
         self.artifact = artifact
         self.widened = widened
+        self.original = original
+        self._runtime: Any = None
 
     def __repr__(self) -> str:
         ins = ", ".join(str(s) for s in self.inputs)
         outs = ", ".join(str(s) for s in self.outputs)
         return f"Model({self.source!r}, inputs=[{ins}], outputs=[{outs}], {self.parity.summary()})"
 
+    @property
+    def runtime(self) -> Any:
+        """The original file behind one onnxruntime session (:class:`onnxxai.runtime.RuntimeModel`),
+        made on first use: black-box analyzers and audit metrics evaluate the file as it ships."""
+        if self._runtime is None:
+            from onnxxai.runtime import RuntimeModel
+
+            if self.original is None:
+                raise InputError(f"{self.source}: this Model was built without its original file; use onnxxai.load_runtime")
+            self._runtime = RuntimeModel(self.original, self.source)
+        return self._runtime
+
     # -- inputs ---------------------------------------------------------------------------------
     def input_spec(self, name: str | None = None) -> TensorSpec:
         """The spec of input ``name``; with None, the single float input (error if ambiguous)."""
-        if name is not None:
-            for spec in self.inputs:
-                if spec.name == name:
-                    return spec
-            raise InputError(f"{self.source}: no input named {name!r}; inputs are {[s.name for s in self.inputs]}")
-        floats = [s for s in self.inputs if s.is_float]
-        if len(floats) == 1:
-            return floats[0]
-        if not floats:
-            raise InputError(
-                f"{self.source}: the model has no float input to attribute to (inputs: "
-                f"{', '.join(str(s) for s in self.inputs)})"
-            )
-        raise InputError(
-            f"{self.source}: the model has several float inputs ({', '.join(s.name for s in floats)}); "
-            "name the one to explain with input_name=... and pass the others as fixed_inputs={...}"
-        )
+        return select_input(self.inputs, name, self.source)
 
     def as_tensor(self, name: str, value: Any, *, check_finite: bool = True) -> torch.Tensor:
         """Validate ``value`` against input ``name`` (rank, static dims, finiteness) and return it as a
@@ -185,7 +184,8 @@ def load(
 
     inputs = tuple(spec_of(v) for v in graph.graph.input)
     outputs = tuple(spec_of(v) for v in graph.graph.output)
-    model = Model(module, graph, inputs, outputs, None, passes, label, device, kind, widened)  # type: ignore[arg-type]
+    model = Model(module, graph, inputs, outputs, None, passes, label, device, kind, widened,  # type: ignore[arg-type]
+                  original=original)
 
     feeds = probe_feeds(inputs, probe_inputs, seed=seed, require_all=True, label=label)
     provider = execution_provider()

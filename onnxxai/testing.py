@@ -42,9 +42,11 @@ _SUB_BYTE = {"int4": np.int8, "uint4": np.uint8, "int2": np.int8, "uint2": np.ui
 _FLOAT32_CARRIED = ("float4_e2m1fn", "float8_e8m0fnu")
 
 
-def export(module: torch.nn.Module, example: torch.Tensor | tuple, path: Path, *, dynamo: bool = False, **kwargs: Any) -> Path:
+def export(module: torch.nn.Module, example: torch.Tensor | tuple, path: Path, *, dynamo: bool = False,
+           dynamic_batch: bool = True, **kwargs: Any) -> Path:
     """Export ``module`` to ``path`` with a dynamic batch dimension on every input (inputs ``x`` or
-    ``x0``, ``x1``, ...; output ``y``), so tests and scripts explain the same kind of export."""
+    ``x0``, ``x1``, ...; output ``y``), so tests and scripts explain the same kind of export.
+    ``dynamic_batch=False`` keeps the example's batch fixed, as an export without ``dynamic_axes`` does."""
     module = module.eval()
     args = example if isinstance(example, tuple) else (example,)
     names = kwargs.pop("input_names", [f"x{i}" if len(args) > 1 else "x" for i in range(len(args))])
@@ -52,12 +54,14 @@ def export(module: torch.nn.Module, example: torch.Tensor | tuple, path: Path, *
         warnings.simplefilter("ignore")
         if dynamo:
             batch = torch.export.Dim("batch")
+            shapes = tuple({0: batch} for _ in args) if dynamic_batch else None
             torch.onnx.export(module, args, str(path), input_names=names, output_names=["y"],
-                              dynamic_shapes=tuple({0: batch} for _ in args), verbose=False, **kwargs)
+                              dynamic_shapes=shapes, verbose=False, **kwargs)
         else:
             torch.onnx.export(module, args, str(path), dynamo=False, opset_version=kwargs.pop("opset_version", 17),
                               input_names=names, output_names=["y"],
-                              dynamic_axes={**{n: {0: "batch"} for n in names}, "y": {0: "batch"}}, **kwargs)
+                              dynamic_axes={**{n: {0: "batch"} for n in names}, "y": {0: "batch"}} if dynamic_batch else None,
+                              **kwargs)
     return path
 
 

@@ -22,7 +22,7 @@ LAYERS: dict[str, int] = {
     "onnxxai.errors": 0, "onnxxai.explanation": 0, "onnxxai.selectors": 0,
     "onnxxai.proto": 1,
     "onnxxai.convert": 2,
-    "onnxxai.parity": 3,
+    "onnxxai.parity": 3, "onnxxai.runtime": 3,
     "onnxxai.graph": 4,
     "onnxxai.model": 5,
     "onnxxai.analyzers": 6, "onnxxai.methods": 6,

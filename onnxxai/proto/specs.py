@@ -27,7 +27,7 @@ from onnxxai.errors import InputError
 
 __all__ = [
     "TensorSpec", "spec_of", "dims_of", "graph_input_specs", "DEFAULT_BATCH", "DEFAULT_DIM", "probe_shape",
-    "probe_feeds",
+    "probe_feeds", "select_input",
 ]
 
 #: Size given to a dynamic first (batch) dimension in probe inputs.
@@ -121,3 +121,26 @@ def probe_feeds(
         else:
             raise InputError(f"{label}: cannot make a probe for input {spec} (dtype {spec.dtype}); pass probe_inputs=")
     return feeds
+
+
+def select_input(specs: Iterable[TensorSpec], name: str | None, label: str = "<model>") -> TensorSpec:
+    """The spec named ``name``; with None, the single float input (an :class:`InputError` naming the
+    candidates when there is none or several)."""
+    specs = tuple(specs)
+    if name is not None:
+        for spec in specs:
+            if spec.name == name:
+                return spec
+        raise InputError(f"{label}: no input named {name!r}; inputs are {[s.name for s in specs]}")
+    floats = [s for s in specs if s.is_float]
+    if len(floats) == 1:
+        return floats[0]
+    if not floats:
+        raise InputError(
+            f"{label}: the model has no float input to attribute to (inputs: "
+            f"{', '.join(str(s) for s in specs)})"
+        )
+    raise InputError(
+        f"{label}: the model has several float inputs ({', '.join(s.name for s in floats)}); "
+        "name the one to explain with input_name=... and pass the others as fixed_inputs={...}"
+    )
