@@ -38,11 +38,13 @@ class MethodOptions:
 @dataclass(frozen=True)
 class Method:
     """One named method: a description and ``build(model, options)`` returning its analyzer.
-    ``sampled`` methods run ``options.n`` augmented copies of every input."""
+    ``sampled`` methods run ``options.n`` augmented copies of every input; ``seeded`` methods draw
+    random numbers from ``options.seed`` (dataset runs give each input its own seed)."""
 
     description: str
     build: Callable[[Model, MethodOptions], Analyzer]
     sampled: bool = False
+    seeded: bool = False
 
     def samples_per_input(self, options: MethodOptions) -> int:
         """Forward/backward rows one input costs (for progress displays)."""
@@ -53,7 +55,8 @@ METHODS: dict[str, Method] = {
     "gradient": Method("Gradient (sensitivity)", lambda m, o: Gradient(m, batch_size=o.batch_size)),
     "input-x-gradient": Method("Input×Gradient", lambda m, o: InputTimesGradient(m, batch_size=o.batch_size)),
     "smoothgrad": Method(f"SmoothGrad, --samples noisy copies (default {DEFAULT_SAMPLES})",
-                         lambda m, o: SmoothGrad(m, n=o.n, generator=o.seed, batch_size=o.batch_size), sampled=True),
+                         lambda m, o: SmoothGrad(m, n=o.n, generator=o.seed, batch_size=o.batch_size), sampled=True,
+                         seeded=True),
     "integrated-gradients": Method(f"Integrated Gradients, --samples steps (default {DEFAULT_SAMPLES}), zero baseline",
                                    lambda m, o: IntegratedGradients(m, n=o.n, batch_size=o.batch_size), sampled=True),
     "gradcam": Method("GradCAM", lambda m, o: GradCAM(m, batch_size=o.batch_size)),
