@@ -19,6 +19,7 @@ from onnxxai.convert.pipeline import overriding_converters, unsupported_nodes
 from onnxxai.model import load
 from onnxxai.parity import parity_tolerance
 from onnxxai.proto.artifact import artifact_kind
+from onnxxai.proto.cpu import integer_isa
 from onnxxai.proto.normalize import normalize
 from onnxxai.proto.reading import read_model
 
@@ -36,6 +37,7 @@ def _check(args: argparse.Namespace) -> int:
         "ops": dict(sorted(ops.items())),
         "artifact": artifact_kind(proto).to_dict(),
         "tolerance": parity_tolerance(proto).rule,
+        "cpu": integer_isa(),
     }
     status = 0
     model = None
@@ -88,6 +90,7 @@ def _check(args: argparse.Namespace) -> int:
     print("ops       " + ", ".join(f"{op}×{n}" for op, n in report["ops"].items()))
     print(f"artifact  {report['artifact']['name']}")
     print(f"tolerance {report['tolerance']}")
+    print(f"cpu       {report['cpu']}")
     if "inputs" in report:
         print("inputs    " + "; ".join(report["inputs"]))
         print("outputs   " + "; ".join(report["outputs"]))

@@ -14,6 +14,8 @@ import onnx
 import onnxruntime as ort
 
 from onnxxai.proto.artifact import FLOAT_WIDTH, compute_float_types, graph_depth
+from onnxxai.proto.cpu import integer_isa
+from onnxxai.proto.qdq import output_steps
 
 __all__ = [
     "ParityReport", "OutputParity", "Tolerance", "parity_tolerance", "onnxruntime_session", "run_onnxruntime",
@@ -24,6 +26,8 @@ DEFAULT_RTOL = 1e-4
 DEFAULT_ATOL = 1e-6
 #: The float32 rule (also the rule of every graph that computes in float32 or wider).
 FLOAT32_RULE = f"float32 compute: rtol={DEFAULT_RTOL:g}, atol={DEFAULT_ATOL:g}"
+#: a quantized graph's outputs may differ from onnxruntime's by this many output quantization steps
+QUANT_STEPS = 2
 
 
 @dataclass(frozen=True)
@@ -42,8 +46,19 @@ def parity_tolerance(model: onnx.ModelProto, rtol: float | None = None, atol: fl
     Cast targets, declared value types) is float32 or wider gets rtol 1e-4, atol 1e-6. A graph that
     computes in float16 or bfloat16 gets ``rtol = eps * max(2, sqrt(depth))`` -- eps the machine
     epsilon of its narrowest type (2**-10, 2**-7), depth the number of nodes on its longest path
-    (rounding errors of independent ops add up like a random walk) -- and atol 1e-6. A tolerance the
-    user passes wins over the derived one (each of rtol/atol separately), and the rule says so.
+    (rounding errors of independent ops add up like a random walk) -- and atol 1e-6.
+
+    A quantized graph whose float outputs are dequantized quantized tensors (static int8/int16, QDQ
+    or QOperator: :func:`onnxxai.proto.qdq.output_steps` reads each output's step, the scale of the
+    DequantizeLinear reading the last QuantizeLinear/QLinear op's output) also gets
+    ``atol = QUANT_STEPS (2) * step``, ``step`` the smallest such step of its outputs: where
+    onnxruntime fuses a group into an integer kernel that the converted graph does not reproduce
+    bit for bit (e.g. int8-activation QDQ on x86, fused only in part), a value one step off upstream
+    moves an output by about one step, and the rounding of the output's own requantization adds one.
+    Dynamic int8 graphs have no static output scale and keep the float rule (they run bit-exact).
+
+    A tolerance the user passes wins over the derived one (each of rtol/atol separately), and the
+    rule says so.
     """
     floats = compute_float_types(model)
     narrow = [t for t in floats if FLOAT_WIDTH[t][1] > FLOAT_WIDTH[onnx.TensorProto.FLOAT][1]]
@@ -57,6 +72,12 @@ def parity_tolerance(model: onnx.ModelProto, rtol: float | None = None, atol: fl
         )
     else:
         derived = Tolerance(DEFAULT_RTOL, DEFAULT_ATOL, FLOAT32_RULE)
+    steps = output_steps(model)
+    if steps:
+        step = min(steps.values())
+        derived = Tolerance(derived.rtol, max(derived.atol, QUANT_STEPS * step),
+                            f"quantized output: atol={QUANT_STEPS}*step={QUANT_STEPS * step:.3g} (step={step:.3g}, the "
+                            f"output scale of {min(steps, key=steps.get)!r}), rtol={derived.rtol:.3g} ({derived.rule.split(':')[0]})")
     if rtol is None and atol is None:
         return derived
     given = ", ".join(f"{k}={v:g}" for k, v in (("rtol", rtol), ("atol", atol)) if v is not None)
@@ -93,6 +114,8 @@ class ParityReport:
     tolerance_rule: str = FLOAT32_RULE
     #: what kind of artifact the file is (:func:`onnxxai.proto.artifact.artifact_kind`'s name), "" if not known
     artifact: str = ""
+    #: the CPU's integer-kernel instruction-set extensions (onnxruntime's int8 kernels differ with and without VNNI)
+    cpu: str = field(default_factory=integer_isa)
 
     @property
     def ok(self) -> bool:
@@ -110,6 +133,8 @@ class ParityReport:
         parts = [f"{o.name}: max_rel={o.max_rel:.3g} max_abs={o.max_abs:.3g}{'' if o.ok else ' FAIL'}" for o in self.outputs]
         rule = "" if self.tolerance_rule == FLOAT32_RULE else f" [{self.tolerance_rule}]"
         kind = f"{self.artifact}, " if self.artifact and self.artifact != "float32" else ""
+        if "int" in kind:  # integer kernels depend on the CPU
+            kind += f"CPU {self.cpu}, "
         return (f"parity {'ok' if self.ok else 'FAILED'} ({'; '.join(parts)}; rtol={self.rtol:g}{rule}, "
                 f"{kind}{self.provider})")
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from onnxxai.proto.artifact import artifact_kind
+from onnxxai.proto.cpu import integer_isa
 from conftest import ReluCNN
 from onnxxai.testing import calibration_reader, export
 
@@ -101,4 +102,5 @@ def test_model_and_check_report_the_artifact_and_tolerance_rule(files):
     assert report["parity"]["tolerance_rule"] == report["tolerance"] and report["parity"]["ok"], proc.stderr
     text = subprocess.run([sys.executable, "-m", "onnxxai.cli", "check", str(files["qdq"])],
                           capture_output=True, text=True, timeout=300).stdout
-    assert "artifact  int8 static QDQ" in text and "tolerance float32 compute: rtol=0.0001, atol=1e-06" in text
+    assert "artifact  int8 static QDQ" in text and "tolerance quantized output: atol=2*step=" in text
+    assert f"cpu       {integer_isa()}" in text and f"CPU {integer_isa()}" in text

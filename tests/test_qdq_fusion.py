@@ -293,3 +293,44 @@ def test_fused_group_gradient_is_the_float_simulations(monkeypatch):
     assert "QLinearConv" in fused_ops and "QLinearConv" not in simulated_ops
     assert fused.abs().sum() > 0
     assert torch.nn.functional.cosine_similarity(fused, simulated, dim=0) > 0.99
+
+
+def test_parity_tolerance_of_a_quantized_graph_is_two_output_steps(tmp_path):
+    """The derived tolerance of a graph whose output is dequantized: atol = 2 steps of the output's
+    scale (read through a Flatten), the rule says so; a tolerance given to load wins and is said."""
+    from onnxxai import load
+    from onnxxai.parity import QUANT_STEPS, parity_tolerance
+    from onnxxai.proto.qdq import output_steps
+
+    rng = np.random.default_rng(5)
+    b = Builder()
+    y = b.qdq(_conv_group(b, b.qdq("x", 4 / 255, 128), False, True, rng), 0.037, 128)
+    model = b.model(b.node("Flatten", [y]), [2, 4, 9, 9])
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info(model.graph.output[0].name, TensorProto.FLOAT, [2, 360]))
+    assert output_steps(model) == {model.graph.output[0].name: pytest.approx(0.037)}
+    tol = parity_tolerance(model)
+    assert tol.atol == pytest.approx(QUANT_STEPS * 0.037) and tol.rtol == 1e-4
+    assert tol.rule.startswith("quantized output: atol=2*step=0.074"), tol.rule
+    path = tmp_path / "q.onnx"
+    onnx.save(model, path)
+    loaded = load(path)
+    assert loaded.parity.ok and loaded.parity.tolerance_rule == tol.rule and loaded.parity.atol == tol.atol
+    given = load(path, atol=1e-3)
+    assert given.parity.atol == 1e-3 and given.parity.tolerance_rule.startswith("user: atol=0.001 (derived would be quantized output")
+    # a float graph has no output step; a float output computed after the last dequantization neither
+    assert output_steps(b.model(b.node("Softmax", [y]), [2, 4, 9, 9])) == {}
+    assert parity_tolerance(b.model(b.node("Softmax", [y]), [2, 4, 9, 9])).atol == 1e-6
+
+
+@pytest.mark.parametrize("flags, vnni", [("fpu sse avx2 avx512bw avx512_vnni amx_int8", "yes"), ("fpu sse avx2", "no")])
+def test_parity_report_records_the_integer_instruction_set(tmp_path, flags, vnni):
+    from onnxxai.parity import compare_outputs
+    from onnxxai.proto.cpu import integer_isa
+
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nflags\t\t: {flags}\n\nprocessor\t: 1\nflags\t\t: {flags}\n")
+    line = integer_isa(str(info))
+    assert line.endswith(f"(VNNI: {vnni})") and "AVX2" in line and ("AVX512-VNNI" in line) == (vnni == "yes")
+    assert integer_isa(str(tmp_path / "missing")).endswith("unknown (no " + str(tmp_path / "missing") + ")")
+    report = compare_outputs(["y"], [np.zeros(2, np.float32)], [np.zeros(2, np.float32)], artifact="int8 static QDQ")
+    assert report.cpu == integer_isa() and f"CPU {integer_isa()}" in report.summary() and report.to_dict()["cpu"] == integer_isa()

@@ -39,7 +39,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["fuse_qdq_groups", "onnxruntime_fusions", "QDQGroup"]
+__all__ = ["fuse_qdq_groups", "onnxruntime_fusions", "QDQGroup", "output_steps"]
 
 MS = "com.microsoft"
 _EIGHT_BIT = (TensorProto.UINT8, TensorProto.INT8)
@@ -391,3 +391,47 @@ def fuse_qdq_groups(model: onnx.ModelProto) -> tuple[int, list[str]]:
     if any(node.domain == MS for node in fused.values()) and not any(o.domain == MS for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(MS, 1))
     return len(groups), skipped
+
+
+#: ops that only move or select values: an output reached through them keeps its input's step
+_MOVES_VALUES = {"Reshape", "Flatten", "Identity", "Transpose", "Squeeze", "Unsqueeze", "MaxPool", "Slice",
+                 "Gather", "Expand", "Tile", "GlobalMaxPool", "ReduceMax", "ReduceMin", "Split", "Concat"}
+
+
+def _constant(g: _Graph, name: str) -> np.ndarray | None:
+    """An initializer's or Constant node's value."""
+    if name in g.inits:
+        return g.array(name)
+    node = g.producer.get(name)
+    if node is not None and node.op_type == "Constant" and node.attribute and node.attribute[0].type == onnx.AttributeProto.TENSOR:
+        return numpy_helper.to_array(node.attribute[0].t)
+    return None
+
+
+def output_steps(model: onnx.ModelProto) -> dict[str, float]:
+    """Graph output name -> the quantization step of its values, for each float output that is the
+    dequantized result of a quantized tensor: the scale of the DequantizeLinear producing it (the
+    largest, for per-axis scales), reached from the output through ops that only move values
+    (Reshape, Flatten, Transpose, MaxPool, Concat, ...: Concat takes its inputs' largest step). The
+    DequantizeLinear reads the output of the graph's last QuantizeLinear or QLinear op, so the step is
+    that op's output scale. Outputs computed in float after the last dequantization have no step."""
+    g = _Graph(model)
+    float_outputs = {o.name for o in model.graph.output
+                     if o.type.tensor_type.elem_type in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE,
+                                                          TensorProto.BFLOAT16)}
+
+    def step(name: str, depth: int = 0) -> float | None:
+        node = g.producer.get(name)
+        if node is None or depth > 64:
+            return None
+        if node.op_type == "DequantizeLinear" and len(node.input) > 1:
+            scale = _constant(g, node.input[1])
+            return float(np.abs(scale.astype(np.float64)).max()) if scale is not None and scale.size else None
+        if node.op_type not in _MOVES_VALUES:
+            return None
+        data = node.input if node.op_type == "Concat" else node.input[:1]
+        found = [step(i, depth + 1) for i in data if i]
+        return None if not found or any(s is None for s in found) else max(found)  # type: ignore[type-var]
+
+    steps = {name: step(name) for name in float_outputs}
+    return {k: v for k, v in steps.items() if v is not None and v > 0}
