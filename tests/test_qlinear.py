@@ -118,6 +118,32 @@ def test_qlinear_concat_matches_onnxruntime():
     _exact(model, {"a": a, "b": b})
 
 
+@pytest.mark.parametrize("follower", ["MaxPool", "QLinearGlobalAveragePool", "QLinearAdd"])
+def test_ops_after_contrib_quantized_ops_get_shapes(follower):
+    """A standard MaxPool after QLinearConcat needs its input's rank (squeezenet's int8 files):
+    shape inference sees through QLinearConcat/QLinearAdd/QLinearGlobalAveragePool by their twins."""
+    from onnx import helper
+
+    rng = np.random.default_rng(8)
+    a, b = _ints(rng, U8, 2, 3, 6, 7), _ints(rng, U8, 2, 4, 6, 7)
+    inits = {"ys": np.float32(0.05), "yzp": np.uint8(128), "as": np.float32(0.05), "azp": np.uint8(128),
+             "bs": np.float32(0.0731), "bzp": np.uint8(77)}
+    nodes = [helper.make_node("QLinearConcat", ["ys", "yzp", "a", "as", "azp", "b", "bs", "bzp"], ["c"], domain=MS, axis=1)]
+    if follower == "QLinearAdd":
+        nodes.append(helper.make_node("QLinearAdd", ["c", "ys", "yzp", "c", "ys", "yzp", "bs", "bzp"], ["d"], domain=MS))
+    elif follower == "QLinearGlobalAveragePool":
+        nodes.append(helper.make_node("QLinearGlobalAveragePool", ["c", "ys", "yzp", "bs", "bzp"], ["d"], domain=MS, channels_last=0))
+    else:
+        nodes.append(helper.make_node("Identity", ["c"], ["d"]))
+    nodes.append(helper.make_node("MaxPool", ["d"], ["y"], kernel_shape=[2, 2], ceil_mode=1, strides=[2, 2]))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(n, U8, list(v.shape)) for n, v in (("a", a), ("b", b))],
+                              [helper.make_tensor_value_info("y", U8, None)],
+                              [onnx.numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)])
+    model.ir_version = 8
+    _exact(model, {"a": a, "b": b})
+
+
 @pytest.mark.parametrize("elem", [U8, I8])
 def test_qlinear_pools_match_onnxruntime(elem):
     rng = np.random.default_rng(5)

@@ -4,7 +4,8 @@ onnx's shape inference stops at a com.microsoft node, so nothing after it gets a
 converters need one (MaxPool's rank, GlobalAveragePool, ...). Inference here runs on a copy of the
 graph in which each contrib node whose output shape a standard op reproduces is replaced by that
 op (its "shape twin": FusedConv by Conv, SkipLayerNormalization by Add, com.microsoft.nchwc Conv by
-Conv, which gives the blocked tensor's logical (N, Cpad, H, W) shape, ...); the inferred value
+Conv, which gives the blocked tensor's logical (N, Cpad, H, W) shape, QLinearConcat by Concat, QGemm
+by Gemm between Casts, ...); the inferred value
 infos are then put on the real graph. Contrib nodes without a twin keep unknown outputs.
 """
 
@@ -55,7 +56,31 @@ def _padded_channels(model: onnx.ModelProto, value: str) -> int | None:
     return None
 
 
-def _twin(node: onnx.NodeProto, opset: int) -> onnx.NodeProto | None:
+def _float_twin(node: onnx.NodeProto, opset: int) -> list[onnx.NodeProto] | None:
+    """An integer op's twin: its float op on the inputs cast to float, cast to the output zero point's
+    type (QGemm without an output scale and MatMulIntegerToFloat end in float)."""
+    op, ins, out = node.op_type, list(node.input), node.output[0]
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    if attrs.get("channels_last", 0) or opset < 15:  # CastLike: opset 15
+        return None
+    if op == "QGemm":
+        data, float_op, zp = [ins[0], ins[3]] + ([ins[6]] if len(ins) > 6 and ins[6] else []), "Gemm", ins[8] if len(ins) > 8 else ""
+        keep = {k: v for k, v in attrs.items() if k in ("transA", "transB")}
+    elif op == "MatMulIntegerToFloat":
+        data, float_op, zp, keep = ins[:2], "MatMul", "", {}
+    else:
+        data, float_op, zp = ins[:1], op.removeprefix("QLinear"), ins[4] if len(ins) > 4 else ""
+        keep = {k: v for k, v in attrs.items() if k in ("kernel_shape", "strides", "pads", "auto_pad", "ceil_mode",
+                                                          "count_include_pad", "dilations")}
+    nodes = [helper.make_node("Cast", [x], [f"{out}__f{i}"], to=onnx.TensorProto.FLOAT) for i, x in enumerate(data)]
+    result = f"{out}__float" if zp else out
+    nodes.append(helper.make_node(float_op, [n.output[0] for n in nodes], [result], name=node.name, **keep))
+    if zp:
+        nodes.append(helper.make_node("CastLike", [result, zp], [out]))
+    return nodes
+
+
+def _twin(node: onnx.NodeProto, opset: int) -> onnx.NodeProto | list[onnx.NodeProto] | None:
     """A standard node computing outputs of the same shape and type as contrib ``node``, or None."""
     op, ins, outs = node.op_type, list(node.input), list(node.output)
     attrs = [a for a in node.attribute if a.name not in _DROP_ATTRS]
@@ -91,6 +116,14 @@ def _twin(node: onnx.NodeProto, opset: int) -> onnx.NodeProto | None:
         return make("Add", ins[:2])
     if op == "EmbedLayerNormalization":
         return make("Gather", [ins[2], ins[0]])
+    if op == "QLinearConcat":  # (Y_scale, Y_zero_point, then X, X_scale, X_zero_point per input)
+        return make("Concat", ins[2::3], keep=True)
+    if op in ("QLinearAdd", "QLinearMul"):
+        return make(op.removeprefix("QLinear"), [ins[0], ins[3]])
+    if op in ("QLinearSigmoid", "QLinearLeakyRelu", "QLinearSoftmax"):
+        return make("Identity", ins[:1])
+    if op in ("QLinearGlobalAveragePool", "QLinearAveragePool", "QGemm", "MatMulIntegerToFloat"):
+        return _float_twin(node, opset)
     if op in ("QuantizeLinear", "DequantizeLinear"):  # x's shape, the zero point's / scale's type
         like = ins[1] if op == "DequantizeLinear" else (ins[2] if len(ins) > 2 and ins[2] else "")
         return make("CastLike", [ins[0], like]) if like and opset >= 15 else make(op, ins[:3], keep=True)
