@@ -1,5 +1,6 @@
 """Normalizations onnx2torch lacks (Lp, mean-variance, RMS, group), LayerNormalization with its
-optional Mean / InvStdDev outputs and BatchNormalization in training mode."""
+optional Mean / InvStdDev outputs and BatchNormalization of any rank (unknown rank included) at
+inference and in training mode."""
 
 from __future__ import annotations
 
@@ -23,6 +24,23 @@ class LpNormalization(torch.nn.Module):
         norm = torch.linalg.vector_norm(x, ord=self.p, dim=self.axis, keepdim=True)
         # where the norm is 0 the slice is all zeros, so dividing by 1 gives the 0 ONNX asks for
         return x / torch.where(norm == 0, torch.ones_like(norm), norm)
+
+
+class BatchNormInference(torch.nn.Module):
+    """BatchNormalization at inference, ``(x - mean) / sqrt(var + eps) * scale + bias`` per channel
+    (axis 1), for an input of any rank >= 2 read at run time: onnx2torch picks BatchNorm1d/2d/3d
+    from the rank shape inference gives, and fails where it cannot tell (PaddlePaddle's exports
+    declare no intermediate shapes) or the rank is above 5."""
+
+    def __init__(self, epsilon: float) -> None:
+        super().__init__()
+        self.epsilon = epsilon
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor, mean: torch.Tensor,
+                var: torch.Tensor) -> torch.Tensor:
+        if x.dim() < 2:
+            raise ValueError(f"BatchNormalization needs an input of rank >= 2 (N, C, ...), got shape {tuple(x.shape)}")
+        return torch.nn.functional.batch_norm(x, mean, var, scale, bias, False, 0.0, self.epsilon)
 
 
 class BatchNormTraining(torch.nn.Module):
@@ -152,15 +170,27 @@ def convert_layer_norm(node: OnnxNode, graph: OnnxGraph) -> OperationConverterRe
     return result(module, node)
 
 
-@register("BatchNormalization", (14, 15), extends=True)
-def convert_batch_norm(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:
-    """BatchNormalization-14/15: onnx2torch's module at inference (training_mode=0), ours for
-    training_mode=1, which single-op graphs (ONNX's conformance cases) use to ask for batch statistics."""
-    if not int(node.attributes.get("training_mode", 0)):
-        return fallback(node, graph)
-    module = BatchNormTraining(float(node.attributes.get("epsilon", 1e-5)), float(node.attributes.get("momentum", 0.9)),
-                               len(node.output_values))
-    return result(module, node)
+@register("BatchNormalization", (9, 14, 15), replaces=True)
+def convert_batch_norm(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """BatchNormalization-9/14/15 on an input of any rank, known or not (:class:`BatchNormInference`);
+    training_mode=1 (single-op graphs such as ONNX's conformance cases ask for batch statistics)
+    gets :class:`BatchNormTraining`."""
+    epsilon = float(node.attributes.get("epsilon", 1e-5))
+    if int(node.attributes.get("training_mode", 0)):
+        return result(BatchNormTraining(epsilon, float(node.attributes.get("momentum", 0.9)), len(node.output_values)), node)
+    if len([o for o in node.output_values if o]) > 1:
+        raise NotImplementedError("BatchNormalization with running mean/var outputs outside training mode")
+    return result(BatchNormInference(epsilon), node, 5)
+
+
+@register("BatchNormalization", (7,))
+def convert_batch_norm_7(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """BatchNormalization-7 at inference with per-channel statistics (spatial=1, the default)."""
+    if not int(node.attributes.get("spatial", 1)):
+        raise NotImplementedError("BatchNormalization-7 with spatial=0 (per-activation statistics)")
+    if len([o for o in node.output_values if o]) > 1:
+        raise NotImplementedError("BatchNormalization-7 with running mean/var outputs (training)")
+    return result(BatchNormInference(float(node.attributes.get("epsilon", 1e-5))), node, 5)
 
 
 register("GroupNormalization", (18,))(_group_normalization(per_group_affine=True))
