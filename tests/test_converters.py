@@ -66,6 +66,17 @@ CASES = {
                                      [("scale", np.linspace(0.5, 2, 4).astype(np.float32))]),
     "Flatten-13-axis0": single_op("Flatten", [2, 3, 4], [None], 13, {"axis": 0}),
     "Flatten-13-axis-1": single_op("Flatten", [2, 3, 4], [None], 13, {"axis": -1}),
+    # onnx2torch flattens from dimension 1, which these inputs lack (a transformers BERT export has the first)
+    "Flatten-13-rank1-axis1": single_op("Flatten", [6], [None], 13, {"axis": 1}),
+    "Flatten-11-axis-equals-rank": single_op("Flatten", [2, 3], [None], 11, {"axis": 2}),
+    "Flatten-9-axis2": single_op("Flatten", [2, 3, 4, 5], [None], 9, {"axis": 2}),
+    # Slice: onnx2torch's indexes with a list (torch's UserWarning), had no reachable Slice-1 converter
+    "Slice-1-attributes": single_op("Slice", [3, 4, 5], [None], 1, {"starts": [1, -4], "ends": [3, 100], "axes": [0, 2]}),
+    "Slice-13-negative-steps": single_op("Slice", [4, 5, 6], [None], 13, {},
+                                         [("starts", np.array([-1, 9, -9], np.int64)), ("ends", np.array([-2**63, 0, 2**63 - 1], np.int64)),
+                                          ("axes", np.array([0, -1, 1], np.int64)), ("steps", np.array([-2, -1, -3], np.int64))]),
+    "Slice-13-no-axes": single_op("Slice", [4, 5], [None], 13, {},
+                                  [("starts", np.array([1, -3], np.int64)), ("ends", np.array([2**63 - 1, -1], np.int64))]),
     "LpPool-18": single_op("LpPool", [1, 2, 6, 6], [None], 18, {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 0, 1, 1], "p": 3}),
     "GridSample-16": single_op("GridSample", [1, 2, 4, 5], [None], 16, {"align_corners": 0},
                                [("grid", np.random.default_rng(0).uniform(-1.1, 1.1, (1, 3, 3, 2)).astype(np.float32))]),

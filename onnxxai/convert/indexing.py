@@ -4,7 +4,10 @@ Ops onnx2torch lacks (Trilu, CumProd, ScatterElements, Scatter, TensorScatter, U
 ReverseSequence) and
 ops where its converter computes the wrong thing or refuses valid attributes, which ours replace:
 CumSum (``reverse`` defaulted to 1), TopK (ties not broken by the lower index, no opset-1 ``k``
-attribute), IsInf (``detect_negative``/``detect_positive`` ignored), ScatterND (no ``reduction``).
+attribute), IsInf (``detect_negative``/``detect_positive`` ignored), ScatterND (no ``reduction``),
+Slice (indexes with a list, which torch deprecates with a UserWarning on every call; the attribute form of
+Slice-1 was unreachable, its module reading attributes it never set; with a negative step, starts below
+``-dim`` and the end INT_MAX, which onnxruntime reads as "through the first element", gave empty slices).
 Every scatter is a single vectorised torch scatter, so gradients flow to ``data`` and ``updates``.
 """
 
@@ -15,7 +18,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OperationConverterResult
 
-from onnxxai.convert._util import constant_input, result
+from onnxxai.convert._util import constant_input, optional_result, result
 from onnxxai.convert.registry import register, since
 
 # ---------------------------------------------------------------------------------------------
@@ -375,6 +378,66 @@ class GatherND(torch.nn.Module):
 def convert_gather_nd(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
     """GatherND (11, 12, 13) with any ``batch_dims``."""
     return result(GatherND(int(node.attributes.get("batch_dims", 0))), node)
+
+
+# --------------------------------------------------------------------------------------------------
+# Slice (opset 1, 10, 11, 13)
+
+
+#: ends onnxruntime reads as numpy's None (slice to the end of the axis), whatever the step's sign
+_INT_MAX = (2**31 - 1, 2**63 - 1)
+
+
+def _ints(values: torch.Tensor | list[int] | None) -> list[int] | None:
+    return None if values is None else [int(v) for v in (values.tolist() if isinstance(values, torch.Tensor) else values)]
+
+
+class Slice(torch.nn.Module):
+    """ONNX Slice as one basic-indexing step (a tuple of slices), with ONNX's clamping of starts and ends;
+    a negative step flips the axis and slices it forwards. ``starts``/``ends``/``axes`` given here are
+    Slice-1's attributes; otherwise they (and ``steps``) are the node's inputs."""
+
+    def __init__(self, starts: list[int] | None = None, ends: list[int] | None = None, axes: list[int] | None = None) -> None:
+        super().__init__()
+        self.starts, self.ends, self.axes = starts, ends, axes
+
+    def forward(self, x: torch.Tensor, starts: torch.Tensor | None = None, ends: torch.Tensor | None = None,
+                axes: torch.Tensor | None = None, steps: torch.Tensor | None = None) -> torch.Tensor:
+        begin = self.starts if self.starts is not None else _ints(starts)
+        end = self.ends if self.ends is not None else _ints(ends)
+        axis_list = self.axes if self.axes is not None else _ints(axes)
+        axis_list = list(range(len(begin))) if axis_list is None else axis_list
+        step_list = _ints(steps) or [1] * len(begin)
+        index: list[slice] = [slice(None)] * x.dim()
+        flips = []
+        for b, e, a, step in zip(begin, end, axis_list, step_list):
+            a %= x.dim()
+            d = x.shape[a]
+            if e in _INT_MAX:  # onnxruntime (the parity reference): "to the end" in the step's direction
+                e = -1 if step < 0 else d
+            else:
+                e = e + d if e < 0 else e
+            b = b + d if b < 0 else b
+            if step > 0:
+                index[a] = slice(min(max(b, 0), d), min(max(e, 0), d), step)
+            else:  # clamped to [0, d-1] and [-1, d-1], then counted from the end of the flipped axis
+                b, e = min(max(b, 0), d - 1), min(max(e, -1), d - 1)
+                flips.append(a)
+                index[a] = slice(d - 1 - b, d - 1 - e, -step) if d else slice(0, 0)
+        if flips:
+            x = torch.flip(x, flips)
+        return x[tuple(index)]
+
+
+@register("Slice", since(1), replaces=True)
+def convert_slice(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """Slice-1 (attributes) and Slice-10/11/13 (inputs; axes and steps optional)."""
+    if "starts" in node.attributes:
+        return result(Slice(_ints(node.attributes["starts"]), _ints(node.attributes["ends"]),
+                            _ints(node.attributes.get("axes"))), node, 1)
+    if all(node.input_values):
+        return result(Slice(), node)
+    return optional_result(Slice(), node, len(node.input_values))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """Shape ops: Size, which onnx2torch lacks, and those whose onnx2torch converters miss a case:
-Flatten with axis <= 0, Reshape with allowzero=1, Unsqueeze (opset 13+) with a 0-d axes tensor."""
+Flatten (onnx2torch's is not 2-D for axis <= 0 and fails on an input of rank <= axis, e.g. the rank-1
+tensor a transformers BERT export flattens), Reshape with allowzero=1, Unsqueeze (opset 13+) with a 0-d
+axes tensor."""
 
 from __future__ import annotations
 
@@ -27,13 +29,12 @@ class OnnxFlatten(torch.nn.Module):
         return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
 
 
-@register("Flatten", (9, 11, 13), extends=True)
-def convert_flatten(node: OnnxNode, graph: OnnxGraph, fallback) -> OperationConverterResult:
-    """Flatten: ours for axis 0 and negative axes (onnx2torch's torch.flatten is not 2-D there)."""
-    axis = int(node.attributes.get("axis", 1))
-    if axis <= 0:
-        return result(OnnxFlatten(axis), node)
-    return fallback(node, graph)
+@register("Flatten", (9, 11, 13), replaces=True)
+def convert_flatten(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
+    """Flatten, every axis: onnx2torch's ``torch.flatten`` is not 2-D for axis <= 0, and for axis >= 1 it
+    flattens from dimension 1, which a rank-1 input (axis 1: shape ``(n, 1)``) or an input of rank ==
+    axis (shape ``(prod, 1)``) does not have (IndexError)."""
+    return result(OnnxFlatten(int(node.attributes.get("axis", 1))), node)
 
 
 class ReshapeAllowZero(torch.nn.Module):
