@@ -33,12 +33,17 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["BoundaryError", "split"], "onnxxai.graph"),
     **dict.fromkeys(["heatmap", "save_png"], "onnxxai.heatmap"),
     **dict.fromkeys([
-        "Analyzer", "analyze", "Target", "Execution", "ModelFunction",
+        "Analyzer", "Target", "Execution", "ModelFunction",
         "Gradient", "GradientAnalyzer", "InputTimesGradient",
         "NoiseAugmentation", "InterpolationAugmentation", "SmoothGrad", "IntegratedGradients", "Normal", "Uniform",
         "GradCAM", "lrp", "LRP", "LRPModelError", "Composite",
         "EpsilonPlus", "EpsilonPlusFlat", "EpsilonAlpha2Beta1", "EpsilonAlpha2Beta1Flat", "EpsilonGammaBox",
     ], "onnxxai.analyzers"),
+    **dict.fromkeys(["analyze", "load_any"], "onnxxai.dispatch"),
+    **dict.fromkeys([
+        "BlackBoxAnalyzer", "Occlusion", "FeatureAblation", "RISE", "KernelSHAP", "LIME",
+        "grid_mask", "slic_mask", "column_mask",
+    ], "onnxxai.blackbox"),
 }
 
 __all__ = [

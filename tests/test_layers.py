@@ -4,7 +4,7 @@ the importing module's own layer or a lower one, and no modules import each othe
 Layers, lowest first (a new module must be placed in one, or this test fails):
 
     0 errors, explanation, selectors   1 proto   2 convert   3 parity   4 graph   5 model
-    6 analyzers, methods   7 diagnostics, heatmap, preprocess   8 cli, testing   9 onnxxai/__init__ (public names)
+    6 analyzers, methods, blackbox, dispatch   7 diagnostics, heatmap, preprocess   8 cli, testing   9 onnxxai/__init__ (public names)
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ LAYERS: dict[str, int] = {
     "onnxxai.parity": 3, "onnxxai.runtime": 3,
     "onnxxai.graph": 4,
     "onnxxai.model": 5,
-    "onnxxai.analyzers": 6, "onnxxai.methods": 6,
+    "onnxxai.analyzers": 6, "onnxxai.methods": 6, "onnxxai.blackbox": 6, "onnxxai.dispatch": 6,
     "onnxxai.diagnostics": 7, "onnxxai.heatmap": 7, "onnxxai.preprocess": 7,
     "onnxxai.cli": 8, "onnxxai.testing": 8,
     "onnxxai": 9,

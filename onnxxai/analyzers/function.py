@@ -12,7 +12,24 @@ from onnxxai.analyzers.target import Execution, Target
 from onnxxai.errors import AnalyzerError, InputError
 from onnxxai.model import Model
 
-__all__ = ["ModelFunction", "select"]
+__all__ = ["ModelFunction", "select", "no_gradient_message"]
+
+#: the methods that need only onnxruntime, named when a gradient method gets a model without a torch graph
+BLACKBOX_METHODS = ("Occlusion", "FeatureAblation", "RISE", "KernelSHAP", "LIME", "TreeSHAP")
+
+
+def no_gradient_message(model: Any) -> str:
+    """Why a gradient method cannot run on ``model`` (not a converted :class:`Model`), naming the
+    black-box methods that can, and the conversion error a runtime-only model keeps."""
+    methods = ", ".join(BLACKBOX_METHODS)
+    source = getattr(model, "source", None)
+    if source is not None and hasattr(model, "batch_mode"):  # an onnxxai.RuntimeModel
+        cause = getattr(model, "conversion_error", None)
+        why = f"it did not convert to torch ({cause})" if cause else "it is run by onnxruntime alone (onnxxai.load_runtime)"
+        return (f"{source}: gradient methods need a differentiable torch graph, and {why}; "
+                f"explain it with a black-box method: {methods}")
+    return f"expected an onnxxai.Model (from onnxxai.load), got {type(model).__name__}; black-box methods ({methods}) also take an onnxxai.RuntimeModel"
+
 
 
 class ModelFunction:
@@ -45,7 +62,7 @@ class ModelFunction:
         self.compile = execution.compile
         self._compiled: Any = None
         if not isinstance(model, Model):
-            raise AnalyzerError(f"expected an onnxxai.Model (from onnxxai.load), got {type(model).__name__}")
+            raise AnalyzerError(no_gradient_message(model))
         self.model = model
         self.input_name = _input_name(model, target.input_name, integer_inputs)
         spec = model.input_spec(self.input_name)
