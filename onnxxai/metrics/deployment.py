@@ -1,0 +1,109 @@
+"""Deployment shift: did deploying a model (int8, float16, an optimizer) change what it predicts and
+what its explanations point at?
+
+:func:`deployment_shift` runs both ORIGINAL files through onnxruntime on the same inputs (prediction
+agreement, largest output difference), then explains every input with each method on both models
+for the same output (the reference model's prediction) and compares the two explanations per sample
+(Spearman, top-10% IoU, SSIM: :mod:`onnxxai.metrics.similarity`; ↑ = explanations agree), listing the
+inputs whose explanations moved most (lowest Spearman).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from onnxxai.errors import InputError
+from onnxxai.methods import MethodOptions
+from onnxxai.metrics._common import as_numpy, runtime_of
+from onnxxai.metrics.randomisation import MethodSpec, build_analyzer
+from onnxxai.metrics.result import MetricResult, jsonable, mean_of
+from onnxxai.metrics.similarity import compare
+from onnxxai.model import Model
+
+__all__ = ["DeploymentShift", "deployment_shift"]
+
+
+@dataclass(frozen=True)
+class DeploymentShift:
+    """What changed between ``reference`` (e.g. the float32 file) and ``model`` (e.g. its int8 file).
+
+    ``agreement``: fraction of inputs whose top output (argmax) is the same; ``predictions`` /
+    ``reference_predictions`` per input; ``output_max_abs_difference`` per input (raw outputs);
+    ``similarity[method][name]`` a :class:`MetricResult` per method and similarity (↑ better);
+    ``most_moved[method]``: up to ``top`` (input index, Spearman) pairs, lowest Spearman first.
+    """
+
+    model: str
+    reference: str
+    model_artifact: str
+    reference_artifact: str
+    agreement: float
+    predictions: list[int]
+    reference_predictions: list[int]
+    output_max_abs_difference: list[float]
+    similarity: dict[str, dict[str, MetricResult]] = field(default_factory=dict)
+    most_moved: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return jsonable({
+            "model": self.model, "reference": self.reference, "model_artifact": self.model_artifact,
+            "reference_artifact": self.reference_artifact, "agreement": self.agreement,
+            "predictions": self.predictions, "reference_predictions": self.reference_predictions,
+            "output_max_abs_difference": self.output_max_abs_difference,
+            "similarity": {m: {k: r.to_dict() for k, r in sims.items()} for m, sims in self.similarity.items()},
+            "most_moved": {m: [list(p) for p in pairs] for m, pairs in self.most_moved.items()},
+        })
+
+    def summary(self) -> str:
+        parts = [f"prediction agreement {self.agreement:.1%}"]
+        for m, sims in self.similarity.items():
+            parts.append(f"{m}: " + ", ".join(f"{k} {r.value:.3f}" for k, r in sims.items()))
+        return "; ".join(parts)
+
+
+def _outputs(model: Any, x: np.ndarray) -> np.ndarray:
+    runtime = runtime_of(model)
+    name = runtime.input_spec().name
+    floats = [o.name for o in runtime.outputs if o.dtype.kind == "f"]
+    if not floats:
+        raise InputError(f"{runtime.source}: no float output to compare")
+    (out,) = runtime.run({name: runtime.as_array(name, x)}, [floats[0]])
+    return np.asarray(out, dtype=np.float64).reshape(len(x), -1)
+
+
+def deployment_shift(model: Model, reference_model: Model, inputs: Any, methods: Sequence[MethodSpec] = ("gradient",),
+                     *, options: MethodOptions | None = None, top: int = 5,
+                     similarities: Sequence[str] = ("spearman", "top_k_iou", "ssim")) -> DeploymentShift:
+    """Compare ``model`` (deployed) with ``reference_model`` on ``inputs``; see the module docstring.
+    ``methods``: names of :data:`onnxxai.methods.METHODS` or callables ``Model -> Analyzer``."""
+    x = as_numpy(inputs)
+    out, ref = _outputs(model, x), _outputs(reference_model, x)
+    if out.shape != ref.shape:
+        raise InputError(f"the two files' outputs differ in shape: {out.shape} vs {ref.shape}")
+    pred, ref_pred = out.argmax(axis=1), ref.argmax(axis=1)
+    similarity: dict[str, dict[str, MetricResult]] = {}
+    most_moved: dict[str, list[tuple[int, float]]] = {}
+    for spec in methods:
+        analyzer = build_analyzer(spec, model, options)
+        name = spec if isinstance(spec, str) else analyzer.name
+        a = as_numpy(analyzer(x, ref_pred).val)
+        b = as_numpy(build_analyzer(spec, reference_model, options)(x, ref_pred).val)
+        sims = compare(a, b, tuple(similarities))
+        similarity[name] = {
+            k: MetricResult(name=f"shift_{k}", value=mean_of(v), higher_is_better=True, per_sample=v.tolist(),
+                            method=name, params={"target": "reference prediction"})
+            for k, v in sims.items()}
+        key = sims.get("spearman", next(iter(sims.values())))
+        order = np.argsort(np.where(np.isfinite(key), key, -np.inf), kind="stable")[:top]
+        most_moved[name] = [(int(i), float(key[i])) for i in order]
+    return DeploymentShift(
+        model=str(getattr(model, "source", "")), reference=str(getattr(reference_model, "source", "")),
+        model_artifact=str(getattr(model, "artifact", "")), reference_artifact=str(getattr(reference_model, "artifact", "")),
+        agreement=float((pred == ref_pred).mean()), predictions=pred.tolist(), reference_predictions=ref_pred.tolist(),
+        output_max_abs_difference=np.abs(out - ref).max(axis=1).tolist(),
+        similarity=similarity, most_moved=most_moved,
+    )
