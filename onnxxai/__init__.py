@@ -16,6 +16,7 @@ from onnxxai.errors import (
     InputError,
     ModelFileError,
     NormalizationError,
+    NotDifferentiableError,
     OnnxxaiError,
     ParityError,
     UnsupportedOpError,
@@ -48,7 +49,7 @@ _LAZY: dict[str, str] = {
 
 __all__ = [
     "AnalyzerError", "ConversionError", "ExternalDataError", "InputError", "ModelFileError", "NormalizationError",
-    "OnnxxaiError", "ParityError", "UnsupportedOpError", "Explanation",
+    "NotDifferentiableError", "OnnxxaiError", "ParityError", "UnsupportedOpError", "Explanation",
     "IndexSelector", "MaxActivation", "OutputSelector", "PerSampleSelector", *_LAZY,
 ]
 

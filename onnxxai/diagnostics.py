@@ -11,7 +11,7 @@ from onnxxai.convert.qlinear import straight_through_modules, surrogate_forward
 from onnxxai.errors import AnalyzerError
 from onnxxai.model import Model
 from onnxxai.proto.specs import probe_feeds
-from onnxxai.parity import onnxruntime_session
+from onnxxai.parity import onnxruntime_session, tensor_of
 
 __all__ = ["GradientReport", "gradient_flow"]
 
@@ -168,6 +168,7 @@ def _onnxruntime_function(original: onnx.ModelProto, function, probes: dict, tar
 
     def f(t: np.ndarray) -> float:
         (out,) = session.run([function.output_name], {**probes, function.input_name: np.asarray(t).astype(dtype)})
+        out = tensor_of(out)  # a ZipMap's sequence of maps: the tensor it wraps
         return float(np.asarray(out, dtype=np.float64).reshape(out.shape[0], -1)[0, target])
 
     return f

@@ -25,6 +25,7 @@ __all__ = [
     "ParityError",
     "InputError",
     "AnalyzerError",
+    "NotDifferentiableError",
     "BoundaryError",
 ]
 
@@ -83,6 +84,12 @@ class InputError(OnnxxaiError):
 
 class AnalyzerError(OnnxxaiError):
     """An analyzer was given arguments it cannot work with (bad output selection, baseline shape, ...)."""
+
+
+class NotDifferentiableError(AnalyzerError):
+    """The explained output depends on the input through a piecewise-constant node (a tree ensemble,
+    a threshold, a one-hot code): its gradient is zero almost everywhere, so gradient methods cannot
+    explain it; names the node and the black-box methods that can."""
 
 
 class BoundaryError(OnnxxaiError):

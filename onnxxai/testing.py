@@ -428,3 +428,83 @@ def evaluate_variant(path: Path, reference: DeploymentReference, *, model: str =
     finally:
         result.seconds = time.perf_counter() - start
     return result
+
+
+# -- classical ML (scikit-learn, LightGBM, XGBoost) -------------------------------------------------
+#: name -> (label, producer, dataset, estimator factory); fitted on scikit-learn's shipped data sets
+CLASSICAL: dict[str, tuple[str, str, str, str]] = {
+    "logistic_regression": ("LogisticRegression", "skl2onnx", "iris", "sklearn.linear_model:LogisticRegression(max_iter=1000)"),
+    "linear_regression": ("LinearRegression", "skl2onnx", "diabetes", "sklearn.linear_model:LinearRegression()"),
+    "ridge": ("Ridge", "skl2onnx", "diabetes", "sklearn.linear_model:Ridge()"),
+    "linear_svc": ("LinearSVC", "skl2onnx", "breast_cancer", "sklearn.svm:LinearSVC(max_iter=5000, random_state=0)"),
+    "svc_rbf": ("SVC(rbf, probability)", "skl2onnx", "wine", "sklearn.svm:SVC(probability=True, random_state=0)"),
+    "decision_tree_classifier": ("DecisionTreeClassifier", "skl2onnx", "iris", "sklearn.tree:DecisionTreeClassifier(max_depth=4, random_state=0)"),
+    "decision_tree_regressor": ("DecisionTreeRegressor", "skl2onnx", "diabetes", "sklearn.tree:DecisionTreeRegressor(max_depth=4, random_state=0)"),
+    "random_forest_classifier": ("RandomForestClassifier", "skl2onnx", "wine",
+                                 "sklearn.ensemble:RandomForestClassifier(n_estimators=20, max_depth=5, random_state=0)"),
+    "random_forest_regressor": ("RandomForestRegressor", "skl2onnx", "diabetes",
+                                "sklearn.ensemble:RandomForestRegressor(n_estimators=20, max_depth=5, random_state=0)"),
+    "gradient_boosting_classifier": ("GradientBoostingClassifier", "skl2onnx", "breast_cancer",
+                                     "sklearn.ensemble:GradientBoostingClassifier(n_estimators=20, random_state=0)"),
+    "gradient_boosting_regressor": ("GradientBoostingRegressor", "skl2onnx", "diabetes",
+                                    "sklearn.ensemble:GradientBoostingRegressor(n_estimators=20, random_state=0)"),
+    "pipeline": ("Pipeline(ColumnTransformer[SimpleImputer+StandardScaler, OneHotEncoder] + LogisticRegression)", "skl2onnx",
+                 "wine", ""),
+    "mlp_regressor": ("MLPRegressor", "skl2onnx", "diabetes", "sklearn.neural_network:MLPRegressor(hidden_layer_sizes=(32,), max_iter=500, random_state=0)"),
+    "lgbm_classifier": ("LGBMClassifier", "onnxmltools", "iris", "lightgbm:LGBMClassifier(n_estimators=20, num_leaves=8, verbose=-1, random_state=0)"),
+    "lgbm_regressor": ("LGBMRegressor", "onnxmltools", "diabetes", "lightgbm:LGBMRegressor(n_estimators=20, num_leaves=8, verbose=-1, random_state=0)"),
+    "xgb_classifier": ("XGBClassifier", "onnxmltools", "breast_cancer", "xgboost:XGBClassifier(n_estimators=20, max_depth=3, random_state=0)"),
+    "xgb_regressor": ("XGBRegressor", "onnxmltools", "diabetes", "xgboost:XGBRegressor(n_estimators=20, max_depth=3, random_state=0)"),
+}
+#: the ai.onnx opset the classical exports target (onnxmltools 1.x converts up to 15)
+CLASSICAL_OPSET = {"skl2onnx": 17, "onnxmltools": 15}
+
+
+def classical_data(name: str) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 features and targets of scikit-learn's shipped data set behind ``CLASSICAL[name]``."""
+    from sklearn import datasets
+
+    x, y = getattr(datasets, f"load_{CLASSICAL[name][2]}")(return_X_y=True)
+    return x.astype(np.float32), y
+
+
+def export_classical(name: str, *, zipmap: bool = True) -> onnx.ModelProto:
+    """Fit ``CLASSICAL[name]`` (seeded) and export it with its producer (skl2onnx or onnxmltools);
+    classifiers keep skl2onnx's ZipMap output unless ``zipmap`` is False."""
+    import importlib
+
+    _, producer, _, spec = CLASSICAL[name]
+    x, y = classical_data(name)
+    if name == "pipeline":
+        from sklearn.compose import ColumnTransformer
+        from sklearn.impute import SimpleImputer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import Pipeline, make_pipeline
+        from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+        x = x.copy()
+        x[::7, 0] = np.nan  # holes for the imputer
+        x[:, 1] = np.round(x[:, 1])  # a small integer-valued column for the one-hot encoder
+        numeric = [0] + list(range(2, x.shape[1]))
+        estimator = Pipeline([
+            ("columns", ColumnTransformer([("num", make_pipeline(SimpleImputer(), StandardScaler()), numeric),
+                                           ("cat", OneHotEncoder(handle_unknown="ignore"), [1])])),
+            ("clf", LogisticRegression(max_iter=2000)),
+        ])
+    else:
+        module, call = spec.split(":", 1)
+        cls, args = call.split("(", 1)
+        estimator = eval(f"_cls({args}", {"_cls": getattr(importlib.import_module(module), cls)})  # noqa: S307 - our own table
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        estimator.fit(x, y)
+        if producer == "skl2onnx":
+            from skl2onnx import to_onnx
+
+            options = {id(estimator): {"zipmap": False}} if not zipmap and hasattr(estimator, "predict_proba") else None
+            return to_onnx(estimator, x[:1], options=options, target_opset={"": CLASSICAL_OPSET[producer], "ai.onnx.ml": 3})
+        from onnxmltools import convert_lightgbm, convert_xgboost
+        from onnxmltools.convert.common.data_types import FloatTensorType
+
+        convert = convert_lightgbm if module == "lightgbm" else convert_xgboost
+        return convert(estimator, initial_types=[("X", FloatTensorType([None, x.shape[1]]))], target_opset=CLASSICAL_OPSET[producer])

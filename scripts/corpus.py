@@ -242,6 +242,36 @@ def export_torch(name: str, variant: str) -> Path:
     return path
 
 
+def export_classical_file(name: str) -> Path:
+    """``onnxxai.testing.export_classical(name)`` cached in .cache/corpus (skl2onnx keeps its ZipMap)."""
+    from onnxxai.testing import export_classical
+
+    path = CACHE / f"classical_{name}.onnx"
+    if not path.exists():
+        CACHE.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(export_classical(name).SerializeToString())
+    return path
+
+
+def classical_jobs() -> list[tuple[str, object]]:
+    """scikit-learn (skl2onnx) and LightGBM / XGBoost (onnxmltools) models fitted on scikit-learn's
+    shipped data sets; the label names the exporter and the ai.onnx opset. Tree ensembles pass when
+    they load with parity and gradient methods refuse them (NotDifferentiableError)."""
+    from onnxxai.testing import CLASSICAL, CLASSICAL_OPSET
+
+    jobs = []
+    for name, (what, producer, _, _) in CLASSICAL.items():
+        label = f"{what} ({producer}, opset {CLASSICAL_OPSET[producer]})"
+        if any(tree in what for tree in ("Tree", "Forest", "Boosting", "LGBM", "XGB")):
+            PIECEWISE.add(label)
+        jobs.append((label, lambda n=name: export_classical_file(n)))
+    return jobs
+
+
+#: corpus labels whose models are piecewise constant (trees): their pass is a refusal of gradients
+PIECEWISE: set[str] = set()
+
+
 def evaluate(label: str, path_fn) -> tuple[str, str, str, bool]:
     t = time.perf_counter()
     try:
@@ -256,6 +286,10 @@ def evaluate(label: str, path_fn) -> tuple[str, str, str, bool]:
         return label, f"no: {exc.__class__.__name__}: {str(exc)[:120]}", "", False
     try:
         report = gradient_flow(model, onnx.load(str(path)))
+    except onnxxai.NotDifferentiableError as exc:  # trees: the documented refusal is the expected result
+        node = str(exc).split(" through ", 1)[1].split(" (", 1)[0]
+        return label, f"yes ({time.perf_counter() - t:.0f} s)", (f"ok, max rel {model.parity.max_rel:.1e}; gradients refused "
+                                                                 f"(documented: piecewise constant at {node})"), label in PIECEWISE
     except Exception as exc:  # noqa: BLE001
         traceback.print_exc()
         return label, "yes", f"ok, max rel {model.parity.max_rel:.1e}; gradient FAIL: {exc.__class__.__name__}: {str(exc)[:80]}", False
@@ -282,6 +316,7 @@ def corpus_jobs(skip_producers: bool) -> list[tuple[str, object]]:
         jobs.append(("Keras CNN (tf2onnx)", export_keras_cnn))
         jobs.append(("Keras LSTM (tf2onnx)", export_keras_lstm))
         jobs.append(("Flax nnx CNN (jax2onnx)", export_flax_cnn))
+        jobs += classical_jobs()
     return jobs
 
 

@@ -9,7 +9,7 @@ import torch
 
 from onnxxai.analyzers.tap import Tap, choose_tensor
 from onnxxai.analyzers.target import Execution, Target
-from onnxxai.errors import AnalyzerError, InputError
+from onnxxai.errors import AnalyzerError, InputError, NotDifferentiableError
 from onnxxai.model import Model
 
 __all__ = ["ModelFunction", "select", "no_gradient_message"]
@@ -29,7 +29,6 @@ def no_gradient_message(model: Any) -> str:
         return (f"{source}: gradient methods need a differentiable torch graph, and {why}; "
                 f"explain it with a black-box method: {methods}")
     return f"expected an onnxxai.Model (from onnxxai.load), got {type(model).__name__}; black-box methods ({methods}) also take an onnxxai.RuntimeModel"
-
 
 
 class ModelFunction:
@@ -84,6 +83,7 @@ class ModelFunction:
             raise AnalyzerError(f"{model.source}: no output named {output_name!r}; outputs are {names}")
         self.output_name = output_name
         self.output_index = names.index(output_name)
+        _refuse_piecewise_constant(model, self.input_name, output_name, self.output_index)
         fixed_inputs = dict(target.fixed_inputs or {})
         others = [s.name for s in model.inputs if s.name != self.input_name]
         unknown = sorted(set(fixed_inputs) - set(others))
@@ -175,6 +175,56 @@ class ModelFunction:
         """The output on a clean batch, without autograd."""
         with torch.no_grad():
             return self(x, torch.arange(x.shape[0], device=x.device))
+
+
+#: The black-box methods a piecewise-constant model is explained with (they run the file in onnxruntime).
+BLACK_BOX = "KernelSHAP, TreeSHAP, Occlusion, FeatureAblation, LIME, RISE"
+
+
+def _refuse_piecewise_constant(model: Model, input_name: str, output_name: str, output_index: int) -> None:
+    """Raise NotDifferentiableError when output ``output_index`` depends on input ``input_name`` only
+    through modules that declare themselves piecewise constant (``piecewise_constant``: tree ensembles,
+    Binarizer, OneHotEncoder, LabelEncoder, one-class SVM; :class:`onnxxai.convert.ml.PiecewiseConstant`).
+    Every gradient analyzer (Gradient and its augmentations, GradCAM, LRP) builds a ModelFunction,
+    so each refuses such a graph before computing an all-zero attribution."""
+    module = model.torch_module
+    graph = module.graph
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    names = [s.name for s in model.inputs]
+    if input_name not in names or len(placeholders) < len(names):
+        return
+
+    def piecewise(n: torch.fx.Node) -> bool:
+        return n.op == "call_module" and bool(getattr(module.get_submodule(n.target), "piecewise_constant", False))
+
+    start = placeholders[names.index(input_name)]
+    smooth = {start}  # reached from the input along paths free of piecewise-constant modules
+    for n in graph.nodes:
+        if not piecewise(n) and any(i in smooth for i in n.all_input_nodes):
+            smooth.add(n)
+    out = next(n for n in graph.nodes if n.op == "output").args[0]
+    out = out[output_index] if isinstance(out, (tuple, list)) else out
+    if not isinstance(out, torch.fx.Node) or out in smooth:
+        return  # a smooth path exists (e.g. numeric columns beside a one-hot encoded one): gradients mean something
+    upstream, stack = set(), [out]
+    while stack:
+        n = stack.pop()
+        if n not in upstream:
+            upstream.add(n)
+            stack.extend(n.all_input_nodes)
+    for n in graph.nodes:
+        if not (piecewise(n) and n in upstream and any(i in smooth for i in n.all_input_nodes)):
+            continue
+        sub = module.get_submodule(n.target)
+        if getattr(sub, "piecewise_constant", False):
+            op = getattr(sub, "op_type", "") or type(sub).__name__
+            onnx_name = str(n.target).split("/", 1)[-1]
+            raise NotDifferentiableError(
+                f"{model.source}: output {output_name!r} depends on input {input_name!r} through {op} node {onnx_name!r} "
+                "(piecewise constant: its gradient is zero almost everywhere), so gradient methods (Gradient, "
+                "SmoothGrad, IntegratedGradients, GradCAM, LRP) cannot explain it; use a black-box method: "
+                f"{BLACK_BOX} (they run the file in onnxruntime)"
+            )
 
 
 def _input_name(model: Model, name: str | None, integer_inputs: bool) -> str:
