@@ -11,9 +11,10 @@ from onnxxai.blackbox.base import BlackBoxAnalyzer, analyze_blackbox, as_runtime
 from onnxxai.blackbox.masks import column_mask, default_mask, grid_mask, slic_mask
 from onnxxai.blackbox.rise import RISE
 from onnxxai.blackbox.surrogate import LIME, KernelSHAP
+from onnxxai.blackbox.treeshap import TreeSHAP, tree_shap_values
 
 __all__ = [
     "BlackBoxAnalyzer", "analyze_blackbox", "as_runtime",
-    "FeatureAblation", "Occlusion", "RISE", "KernelSHAP", "LIME",
+    "FeatureAblation", "Occlusion", "RISE", "KernelSHAP", "LIME", "TreeSHAP", "tree_shap_values",
     "grid_mask", "slic_mask", "column_mask", "default_mask",
 ]
