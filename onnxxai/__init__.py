@@ -42,7 +42,7 @@ _LAZY: dict[str, str] = {
     ], "onnxxai.analyzers"),
     **dict.fromkeys(["analyze", "load_any"], "onnxxai.dispatch"),
     **dict.fromkeys([
-        "BlackBoxAnalyzer", "Occlusion", "FeatureAblation", "RISE", "KernelSHAP", "LIME",
+        "BlackBoxAnalyzer", "Occlusion", "FeatureAblation", "RISE", "KernelSHAP", "LIME", "TreeSHAP",
         "grid_mask", "slic_mask", "column_mask",
     ], "onnxxai.blackbox"),
 }
