@@ -335,7 +335,8 @@ def convert_linear_regressor(node: OnnxNode, graph: OnnxGraph) -> OperationConve
 class LinearClassifier(torch.nn.Module):
     """ai.onnx.ml LinearClassifier: scores ``x @ W.T + b``; the label is the first best class (one
     row of weights: the second label when the score is positive); scores as onnxruntime writes
-    them (one row and two labels: ``[1 - s, s]``; several rows: the post transform)."""
+    them (one row and two labels: ``[1 - s, s]``, ``s`` after LOGISTIC when that is the post
+    transform; several rows: the post transform)."""
 
     def __init__(self, weight: torch.Tensor, bias: torch.Tensor, labels: torch.Tensor, transform: str) -> None:
         super().__init__()
@@ -351,7 +352,8 @@ class LinearClassifier(torch.nn.Module):
             positive = scores[:, 0] > 0
             pair = self.labels if len(self.labels) == 2 else torch.tensor([0, 1], device=x.device)
             label = torch.where(positive, pair[1], pair[0])
-            if len(self.labels) == 2:
+            if len(self.labels) == 2:  # onnxruntime: LOGISTIC applies to the one score, then [1 - s, s]
+                scores = torch.sigmoid(scores) if self.transform == "LOGISTIC" else scores
                 return label, torch.cat([1 - scores, scores], dim=1)
             return label, _probit(scores) if self.transform == "PROBIT" else scores
         return self.labels[scores.argmax(dim=1)], _post_transform(scores, self.transform)
