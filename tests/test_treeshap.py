@@ -304,3 +304,17 @@ def test_treeshap_module_imports_no_torch():
     code = ("import sys; import onnxxai.blackbox.treeshap; "
             "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('torch'))")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_bitmask_and_matrix_paths_agree(tmp_path, monkeypatch):
+    """Paths of at most 62 features use integer bit masks (numpy >= 2); the float matrix path is the
+    fallback for deeper paths and older numpy: both give the same values."""
+    from onnxxai.blackbox.treeshap import interventional_shap, prepare_background
+
+    est, path = _model_file(tmp_path, "sk-rf-multi")
+    ens = read_tree_ensemble(tree_node(onnx.load(path)))
+    background = prepare_background(ens, BACKGROUND)
+    fast = interventional_shap(ens, SAMPLES, background)[0]
+    monkeypatch.delattr(np, "bitwise_count", raising=False)
+    slow = interventional_shap(ens, SAMPLES, background)[0]
+    assert np.abs(fast - slow).max() < 1e-12 and np.abs(fast).max() > 1e-3

@@ -502,7 +502,12 @@ def interventional_shap(ens: TreeEnsemble, x: np.ndarray, background: Background
     if depth == 0 or m == 0:
         return phi, sums, background.sums.mean(axis=0) if m else np.zeros(ens.values.shape[1])
     plus, minus = _weight_tables(depth)
+    plus_flat, minus_flat = np.append(plus.ravel(), 0.0), np.append(minus.ravel(), 0.0)
     pr_all = background.matches
+    masks, full = None, (1 << depth) - 1
+    if depth <= 62 and hasattr(np, "bitwise_count"):  # numpy >= 2
+        bits = np.left_shift(np.int64(1), np.arange(depth, dtype=np.int64))
+        masks = ((px_all * bits).sum(axis=2), (pr_all * bits).sum(axis=2))  # (N, L), (M, L)
     rows = max(1, min(n, _BLOCK // max(m, 1)))
     chunk = max(1, _BLOCK // (rows * m))
     for l0 in range(0, leaves, chunk):
@@ -518,15 +523,23 @@ def interventional_shap(ens: TreeEnsemble, x: np.ndarray, background: Background
         pr = pr_all[:, l0:l1].transpose(1, 0, 2).astype(np.float64)  # (Lc, M, D)
         count_r = pr.sum(axis=2)  # (Lc, M)
         not_pr = 1.0 - pr
+        if masks is not None:
+            mr = masks[1][:, l0:l1].T[:, None, :]  # (Lc, 1, M)
         for r0 in range(0, n, rows):
             px = px_all[r0:r0 + rows, l0:l1].transpose(1, 0, 2).astype(np.float64)  # (Lc, Nc, D)
             count_x = px.sum(axis=2)  # (Lc, Nc)
-            both = px @ pr.transpose(0, 2, 1)  # (Lc, Nc, M): features both rows satisfy
-            valid = (count_x[:, :, None] + count_r[:, None, :] - both) == depth
-            a = (count_x[:, :, None] - both).astype(np.int64)
-            b = np.broadcast_to((depth - count_x).astype(np.int64)[:, :, None], a.shape)
-            c_plus = np.where(valid, plus[a, b], 0.0)
-            c_minus = np.where(valid, minus[a, b], 0.0).sum(axis=2)  # (Lc, Nc)
+            b_x = (depth - count_x).astype(np.int64)[:, :, None]
+            if masks is not None:  # path features as bits: one pass of integer ops per pair
+                mx = masks[0][r0:r0 + rows, l0:l1].T[:, :, None]  # (Lc, Nc, 1)
+                valid = (mx | mr) == full
+                key = np.bitwise_count(mx & ~mr).astype(np.int64) * (depth + 1) + b_x
+            else:
+                both = px @ pr.transpose(0, 2, 1)  # (Lc, Nc, M): features both rows satisfy
+                valid = (count_x[:, :, None] + count_r[:, None, :] - both) == depth
+                key = (count_x[:, :, None] - both).astype(np.int64) * (depth + 1) + b_x
+            key = np.where(valid, key, plus_flat.size - 1)  # the last table entry is 0: unreachable leaf
+            c_plus = plus_flat[key]
+            c_minus = minus_flat[key].sum(axis=2)  # (Lc, Nc)
             contrib = px * (c_plus @ not_pr) - (1.0 - px) * c_minus[:, :, None]  # (Lc, Nc, D)
             flat = contrib.transpose(1, 0, 2).reshape(px.shape[1], -1)[:, order]  # (Nc, Q)
             phi[r0:r0 + rows, targets] += np.add.reduceat(flat[:, :, None] * weights[None], starts, axis=1)
