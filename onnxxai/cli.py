@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import re
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import onnx
 
 from onnxxai.diagnostics import gradient_flow
-from onnxxai.errors import InputError, OnnxxaiError, ParityError, UnsupportedOpError
+from onnxxai.errors import ConversionError, InputError, OnnxxaiError, ParityError, UnsupportedOpError
 from onnxxai.methods import METHODS, MethodOptions, method
 from onnxxai.convert.pipeline import overriding_converters, unsupported_nodes
 from onnxxai.model import load
@@ -22,6 +24,7 @@ from onnxxai.proto.artifact import artifact_kind
 from onnxxai.proto.cpu import integer_isa
 from onnxxai.proto.normalize import normalize
 from onnxxai.proto.reading import read_model
+from onnxxai.runtime import load_runtime
 
 __all__ = ["main"]
 
@@ -137,7 +140,7 @@ class _Progress:
 def _run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from onnxxai.analyzers import analyze
+    from onnxxai.dispatch import analyze
     from onnxxai.heatmap import heatmap, save_png
     from onnxxai.preprocess import find_images, image_spec, load_images
 
@@ -145,6 +148,11 @@ def _run(args: argparse.Namespace) -> int:
     options = MethodOptions(batch_size=args.batch_size, samples=args.samples, seed=args.seed)
     if args.batch_size is not None and args.batch_size < 1:
         raise InputError("--batch-size must be a positive integer")
+    tables = [p for p in args.inputs if str(p).lower().endswith(".csv")]
+    if tables:
+        if len(tables) != len(args.inputs):
+            raise InputError("give either CSV tables or images, not both")
+        return _run_tables(args, chosen, options, tables)
     images = find_images(args.inputs)
     labels = None
     if args.labels:
@@ -153,7 +161,7 @@ def _run(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise InputError(f"{args.labels}: cannot read labels ({exc.strerror})") from exc
     t0 = time.perf_counter()
-    model = load(args.model, device=args.device, strict=True)
+    model = _load_for(chosen, args)
     t_load = time.perf_counter() - t0
     spec = model.input_spec()
     ispec = image_spec(spec, layout=args.layout, size=_size(args.size), scale=args.scale, mean=args.mean, std=args.std)
@@ -187,13 +195,14 @@ def _run(args: argparse.Namespace) -> int:
                 "model": model.source,
                 "method": args.method,
                 "analyzer": expl.analyzer,
-                "parameters": {k: v for k, v in expl.extras.items() if k in ("n", "method", "noise", "boundary")},
+                "parameters": _jsonable(expl.extras.get("parameters")
+                                        or {k: v for k, v in expl.extras.items() if k in ("n", "method", "noise", "boundary")}),
                 "target": int(expl.output_selection[i]),
                 "target_label": _label(labels, int(expl.output_selection[i])),
                 "top5": [{"index": int(j), "label": _label(labels, int(j)), "logit": float(logits[i, j]),
                           "probability": float(probs[i, j])} for j in top],
                 "preprocessing": ispec.describe(),
-                "parity": model.parity.to_dict(),
+                **_model_report(model),
                 "files": {"heatmap": f"{stem}_heatmap.png", "overlay": f"{stem}_overlay.png", "values": f"{stem}.npy"},
                 "timings_s": {"load": round(t_load, 4), "explain_batch": round(t_explain, 4), "batch_size": len(paths)},
             }
@@ -210,6 +219,93 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{s['image']}: target {s['target']} ({s['target_label'] or '-'}), top {best['index']} "
                   f"p={best['probability']:.3f} -> {s['files']['overlay']}")
     return 0
+
+
+def _load_for(chosen: Any, args: argparse.Namespace) -> Any:
+    """A black-box method gets the original file in onnxruntime (no conversion); a gradient method
+    the converted Model, and a file that does not convert says which methods still explain it."""
+    if chosen.blackbox:
+        return load_runtime(args.model)
+    try:
+        return load(args.model, device=args.device, strict=True)
+    except (UnsupportedOpError, ConversionError, ParityError) as exc:
+        blackbox = "|".join(name for name, m in METHODS.items() if m.blackbox)
+        raise InputError(f"{exc}; gradient methods need the converted graph; the black-box methods run this file in "
+                         f"onnxruntime as it is: --method {blackbox}") from exc
+
+
+def _model_report(model: Any) -> dict[str, Any]:
+    """The summary's account of the model: parity of the converted graph, or the runtime-only mode."""
+    if hasattr(model, "parity"):
+        return {"parity": model.parity.to_dict()}
+    return {"runtime": {"batch_mode": model.batch_mode, "conversion_error": model.conversion_error}}
+
+
+def _run_tables(args: argparse.Namespace, chosen: Any, options: MethodOptions, tables: list[str]) -> int:
+    """Explain every row of CSV tables (header = column names): per-row attributions as CSV, a bar
+    chart PNG per row and a JSON summary."""
+    import numpy as np
+
+    from onnxxai.dispatch import analyze
+    from onnxxai.heatmap import save_bar_chart
+    from onnxxai.preprocess import read_csv_table
+
+    model = _load_for(chosen, args)
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summaries = []
+    for table in tables:
+        columns, values = read_csv_table(table)
+        if hasattr(options, "background"):  # methods with a reference set (TreeSHAP) take the table's rows
+            options = dataclasses.replace(options, background=values)
+        analyzer = chosen.build(model, options)
+        spec = model.input_spec(getattr(analyzer, "input_name", None))
+        if len(spec.shape) != 2 or (isinstance(spec.shape[1], int) and spec.shape[1] > 0 and spec.shape[1] != len(columns)):
+            raise InputError(f"{table}: {len(columns)} columns, but the model's input is {spec}")
+        t1 = time.perf_counter()
+        expl = analyze(values.astype(spec.dtype), analyzer, args.target)
+        t_explain = time.perf_counter() - t1
+        val = np.asarray(expl.val, dtype=np.float64)
+        stem = out_dir / f"{Path(table).stem}_{args.method}"
+        lines = [",".join(["row", "target", *columns])]
+        lines += [",".join([str(i), str(int(expl.output_selection[i])), *(repr(float(v)) for v in val[i])]) for i in range(len(val))]
+        Path(f"{stem}.csv").write_text("\n".join(lines) + "\n")
+        charts = []
+        for i in range(len(val)):
+            target = int(expl.output_selection[i])
+            chart = f"{stem}_row{i}.png"
+            save_bar_chart(val[i], columns, chart, f"{Path(table).name} row {i}: {expl.analyzer}, output {target} "
+                           f"({_label(_read_labels(args), target) or '-'})")
+            charts.append(chart)
+        summary = {"table": table, "model": model.source, "method": args.method, "analyzer": expl.analyzer,
+                   "rows": len(val), "columns": columns, "targets": [int(t) for t in expl.output_selection],
+                   "parameters": _jsonable(expl.extras.get("parameters", {})),
+                   "files": {"attributions": f"{stem}.csv", "charts": charts},
+                   "timings_s": {"explain": round(t_explain, 4)}, **_model_report(model)}
+        Path(f"{stem}.json").write_text(json.dumps(summary, indent=2))
+        summaries.append(summary)
+        if not args.quiet and not args.json:
+            print(f"{table}: {len(val)} rows -> {stem}.csv, {len(charts)} charts")
+    if args.json:
+        print(json.dumps(summaries if len(summaries) > 1 else summaries[0], indent=2))
+    return 0
+
+
+def _read_labels(args: argparse.Namespace) -> list[str] | None:
+    if not args.labels:
+        return None
+    try:
+        return Path(args.labels).read_text().splitlines()
+    except OSError as exc:
+        raise InputError(f"{args.labels}: cannot read labels ({exc.strerror})") from exc
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
 
 
 def _label(labels: list[str] | None, index: int) -> str | None:
@@ -251,7 +347,9 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="explain image files with a model; write heatmaps, values and a JSON summary",
                          description="Explain image files (or every image in a directory) with an ONNX model.")
     run.add_argument("model", help="path to an .onnx file")
-    run.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR", help="image files and/or directories of images")
+    run.add_argument("inputs", nargs="+", metavar="IMAGE_DIR_OR_CSV",
+                     help="image files and/or directories of images, or CSV tables (header row = column names; "
+                          "one explanation per row, written as CSV and a bar chart per row)")
     run.add_argument("--method", default="integrated-gradients", help=f"attribution method. {listing}")
     run.add_argument("--target", type=int, default=None, help="output index to explain (default: the top prediction)")
     run.add_argument("--labels", help="text file with one label per output index")
@@ -263,8 +361,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--layout", default="auto", help="auto|nchw|nhwc (default: read off the model's input)")
     run.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     run.add_argument("--batch-size", type=int, help="images per batch and rows per forward/backward (default 16)")
-    run.add_argument("--samples", type=int, help="samples for smoothgrad / steps for integrated-gradients (default 50)")
-    run.add_argument("--seed", type=int, default=0, help="seed of SmoothGrad's noise (default 0)")
+    run.add_argument("--samples", type=int, help="samples for smoothgrad / steps for integrated-gradients (default 50); "
+                     "masks for rise, coalitions for kernelshap / lime")
+    run.add_argument("--seed", type=int, default=0, help="seed of SmoothGrad's noise, RISE's masks, KernelSHAP's and LIME's coalitions (default 0)")
     run.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     run.add_argument("--quiet", action="store_true", help="no progress bar, no per-image lines")
     run.set_defaults(func=_run)

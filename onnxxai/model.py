@@ -171,6 +171,11 @@ def load(
     (:func:`onnxxai.parity.parity_tolerance`: float32 graphs rtol 1e-4, atol 1e-6; float16/bfloat16
     graphs from their epsilon and depth); a value given wins, and the report's rule says so.
     A float16/bfloat16 graph is widened to float32 arithmetic for explanation (see :class:`Model`).
+
+    Parity compares tensor outputs. Outputs torch cannot hold are left to onnxruntime: a ZipMap's
+    sequence of maps (skl2onnx classifiers) is converted to the probability tensor it wraps, which
+    is what gets explained and what parity compares with onnxruntime's maps read in key order; a
+    string tensor (string class labels) comes out as label indices and is reported "not compared".
     """
     original, label = read_model(source)
     graph, passes, module = convert(original, label)
