@@ -125,7 +125,7 @@ def heatmap(
     else:
         if analyzer is None:
             raise AnalyzerError("heatmap() takes an Explanation, or an input and an analyzer")
-        from onnxxai.analyzers import analyze
+        from onnxxai.dispatch import analyze
 
         expl = analyze(expl_or_input, analyzer, output_selection)
     p_reduce, p_range, p_cmap, p_alpha = PRESETS[expl.heatmap]
@@ -145,3 +145,24 @@ def save_png(image: np.ndarray, path: str | os.PathLike) -> None:
     from PIL import Image
 
     Image.fromarray(np.asarray(image, dtype=np.uint8)).save(str(path), format="PNG")
+
+
+def save_bar_chart(values: Any, labels: list[str], path: str | os.PathLike, title: str = "") -> None:
+    """Write a horizontal bar chart of one attribution per feature (positive red, negative blue) as PNG."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    values = np.asarray(_numpy(values), dtype=np.float64).reshape(-1)
+    if len(values) != len(labels):
+        raise AnalyzerError(f"{len(values)} attributions for {len(labels)} labels")
+    fig = Figure(figsize=(6, 0.3 * len(values) + 1.2))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    order = np.arange(len(values))[::-1]
+    ax.barh([labels[i] for i in order], values[order], color=["#c0392b" if v > 0 else "#2e5fa8" for v in values[order]])
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("attribution")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(str(path), format="png", dpi=100)

@@ -112,3 +112,29 @@ def load_images(paths: Sequence[Path], spec: ImageSpec, dtype: np.dtype = np.dty
     if spec.layout == "nchw":
         batch = batch.transpose(0, 3, 1, 2)
     return np.ascontiguousarray(batch.astype(dtype))
+
+
+def read_csv_table(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """A CSV file with a header row and numeric cells: ``(column names, float64 array (rows, columns))``.
+    Empty or non-numeric cells raise :class:`InputError` naming the row and column."""
+    import csv
+
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.reader(f))
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the CSV file ({exc.strerror})") from exc
+    rows = [r for r in rows if any(cell.strip() for cell in r)]
+    if len(rows) < 2:
+        raise InputError(f"{path}: a CSV input needs a header row and at least one data row")
+    header = [h.strip() for h in rows[0]]
+    values = np.empty((len(rows) - 1, len(header)))
+    for i, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise InputError(f"{path}: line {i} has {len(row)} cells, the header has {len(header)}")
+        for j, cell in enumerate(row):
+            try:
+                values[i - 2, j] = float(cell)
+            except ValueError:
+                raise InputError(f"{path}: line {i}, column {header[j]!r}: {cell!r} is not a number") from None
+    return header, values

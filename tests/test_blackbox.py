@@ -330,3 +330,35 @@ def test_bad_arguments_are_named(lenet, digits, tabular):
         Occlusion(object(), 3)
     with pytest.raises(onnxxai.InputError, match="rank-4 image"):
         RISE(tabular, n=4)(np.zeros((1, 6), np.float32))
+
+
+def test_cli_explains_csv_rows_and_files_that_do_not_convert(tmp_path, tabular, capsys):
+    from onnxxai.cli import main
+
+    model = tmp_path / "mlp.onnx"
+    onnx.save(tabular.onnx_model, model)
+    table = tmp_path / "rows.csv"
+    x = np.random.default_rng(3).standard_normal((3, 6)).astype(np.float32)
+    table.write_text("a,b,c,d,e,f\n" + "\n".join(",".join(repr(float(v)) for v in row) for row in x) + "\n")
+    out = tmp_path / "out"
+    assert main(["run", str(model), str(table), "--method", "kernelshap", "--samples", "200", "--out", str(out), "--quiet"]) == 0
+    lines = (out / "rows_kernelshap.csv").read_text().splitlines()
+    assert lines[0] == "row,target,a,b,c,d,e,f" and len(lines) == 4
+    written = np.array([[float(v) for v in line.split(",")[2:]] for line in lines[1:]])
+    want = KernelSHAP(load_runtime(model), n=200, seed=0)(x)
+    np.testing.assert_allclose(written, want.val, rtol=1e-6, atol=1e-7)
+    assert all((out / f"rows_kernelshap_row{i}.png").stat().st_size > 1000 for i in range(3))
+
+    lp = tmp_path / "lp.onnx"
+    onnx.save(unconvertible_model(), lp)
+    from PIL import Image
+
+    image = tmp_path / "img.png"
+    Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)).save(image)
+    for name in ("occlusion", "rise", "kernelshap", "lime"):
+        assert main(["run", str(lp), str(image), "--method", name, "--samples", "64", "--out", str(out), "--quiet"]) == 0
+        assert (out / f"img_{name}_overlay.png").exists()
+    capsys.readouterr()
+    assert main(["run", str(lp), str(image), "--method", "gradient", "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "GlobalLpPool" in err and "occlusion|feature-ablation|rise|kernelshap|lime" in err

@@ -318,3 +318,15 @@ def test_bitmask_and_matrix_paths_agree(tmp_path, monkeypatch):
     monkeypatch.delattr(np, "bitwise_count", raising=False)
     slow = interventional_shap(ens, SAMPLES, background)[0]
     assert np.abs(fast - slow).max() < 1e-12 and np.abs(fast).max() > 1e-3
+
+
+def test_method_table_builds_treeshap_from_background_rows(tmp_path):
+    from onnxxai.errors import InputError
+    from onnxxai.methods import MethodOptions, method
+
+    est, path = _model_file(tmp_path, "xgb-bin")
+    runtime = onnxxai.load_runtime(path)
+    built = method("treeshap").build(runtime, MethodOptions(background=BACKGROUND))
+    assert np.array_equal(built(SAMPLES, 1).val, TreeSHAP(runtime, BACKGROUND)(SAMPLES, 1).val)
+    with pytest.raises(InputError, match="background"):
+        method("treeshap").build(runtime, MethodOptions())
