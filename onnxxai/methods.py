@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 from onnxxai.analyzers import LRP, GradCAM, Gradient, InputTimesGradient, IntegratedGradients, SmoothGrad
 from onnxxai.analyzers.core import Analyzer
-from onnxxai.blackbox import TreeSHAP
+from onnxxai.blackbox import LIME, RISE, FeatureAblation, KernelSHAP, Occlusion, TreeSHAP, as_runtime
 from onnxxai.errors import InputError
 from onnxxai.model import Model
+from onnxxai.proto.layout import image_layout
 
 __all__ = ["METHODS", "Method", "MethodOptions", "method", "DEFAULT_SAMPLES"]
 
@@ -48,6 +49,8 @@ class Method:
     build: Callable[[Model, MethodOptions], Analyzer]
     sampled: bool = False
     seeded: bool = False
+    #: needs only onnxruntime: ``build`` takes an :class:`onnxxai.runtime.RuntimeModel` (or a Model)
+    blackbox: bool = False
 
     def samples_per_input(self, options: MethodOptions) -> int:
         """Forward/backward rows one input costs (for progress displays)."""
@@ -64,8 +67,21 @@ METHODS: dict[str, Method] = {
                                    lambda m, o: IntegratedGradients(m, n=o.n, batch_size=o.batch_size), sampled=True),
     "gradcam": Method("GradCAM", lambda m, o: GradCAM(m, batch_size=o.batch_size)),
     "lrp": Method("LRP, EpsilonPlusFlat composite", lambda m, o: LRP(m, batch_size=o.batch_size)),
+    "occlusion": Method("Occlusion (onnxruntime only), windows of 1/8 of the image side, stride half a window, "
+                        "zero baseline; one column at a time for tables", lambda m, o: _occlusion(m, o), blackbox=True),
+    "feature-ablation": Method("Feature ablation (onnxruntime only): 8x8 image grid, or each column / token, to zero",
+                               lambda m, o: FeatureAblation(m, batch_size=o.batch_size), blackbox=True),
+    "rise": Method("RISE (onnxruntime only), --samples masks (default 4000)",
+                   lambda m, o: RISE(m, n=o.samples or 4000, seed=o.seed, batch_size=o.batch_size), blackbox=True,
+                   seeded=True),
+    "kernelshap": Method("KernelSHAP (onnxruntime only), --samples coalitions (default 2M+2048), zero baseline",
+                         lambda m, o: KernelSHAP(m, n=o.samples, seed=o.seed, batch_size=o.batch_size), blackbox=True,
+                         seeded=True),
+    "lime": Method("LIME (onnxruntime only), --samples coalitions (default 1000)",
+                   lambda m, o: LIME(m, n=o.samples, seed=o.seed, batch_size=o.batch_size), blackbox=True, seeded=True),
     "treeshap": Method("TreeSHAP (onnxruntime only): exact interventional SHAP of an ai.onnx.ml tree ensemble's raw "
-                       "margin against background rows (the CLI: the CSV's rows)", lambda m, o: _treeshap(m, o)),
+                       "margin against background rows (the CLI: the CSV's rows)", lambda m, o: _treeshap(m, o),
+                       blackbox=True),
 }
 
 
@@ -75,6 +91,16 @@ def _treeshap(model: Any, options: MethodOptions) -> TreeSHAP:
         raise InputError("method treeshap needs background rows (MethodOptions.background; the CLI passes the "
                          "rows of its CSV file)")
     return TreeSHAP(model, options.background, batch_size=options.batch_size)
+
+
+def _occlusion(model: Any, options: MethodOptions) -> Occlusion:
+    """Occlusion with windows of an eighth of an image's side (stride half a window), else one element."""
+    spec = as_runtime(model).input_spec()
+    found = image_layout(spec.shape) if len(spec.shape) == 4 else None
+    if found is not None and found.size is not None:
+        window = max(1, -(-min(found.size) // 8))
+        return Occlusion(model, window, max(1, window // 2), batch_size=options.batch_size)
+    return Occlusion(model, 1, 1, batch_size=options.batch_size)
 
 
 def method(name: str) -> Method:
