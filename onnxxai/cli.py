@@ -29,6 +29,13 @@ from onnxxai.runtime import load_runtime
 __all__ = ["main"]
 
 
+def _probe_shapes(args: argparse.Namespace) -> dict[str, tuple[int, ...]] | None:
+    """--probe-shape NAME=DIMS options as load's probe_shapes (None when none is given)."""
+    from onnxxai.proto.specs import parse_probe_shape
+
+    return dict(parse_probe_shape(text) for text in args.probe_shape) if getattr(args, "probe_shape", None) else None
+
+
 def _check(args: argparse.Namespace) -> int:
     proto, label = read_model(args.model)
     ops = Counter(f"{n.domain + '::' if n.domain else ''}{n.op_type}" for n in proto.graph.node)
@@ -45,7 +52,7 @@ def _check(args: argparse.Namespace) -> int:
     status = 0
     model = None
     try:
-        model = load(args.model, strict=True, device=args.device)
+        model = load(args.model, strict=True, device=args.device, probe_shapes=_probe_shapes(args))
     except ParityError as exc:
         report["converted"] = True
         report["parity"] = exc.report.to_dict()
@@ -76,7 +83,7 @@ def _check(args: argparse.Namespace) -> int:
                                            for r in overriding_converters(model.onnx_model)]
         report["parity"] = model.parity.to_dict()
         try:
-            gradient = gradient_flow(model, proto)
+            gradient = gradient_flow(model, proto, input_name=args.input)
         except OnnxxaiError as exc:
             report["gradient"] = {"ok": False, "error": str(exc)}
             status = 1
@@ -227,7 +234,7 @@ def _load_for(chosen: Any, args: argparse.Namespace) -> Any:
     if chosen.blackbox:
         return load_runtime(args.model)
     try:
-        return load(args.model, device=args.device, strict=True)
+        return load(args.model, device=args.device, strict=True, probe_shapes=_probe_shapes(args))
     except (UnsupportedOpError, ConversionError, ParityError) as exc:
         blackbox = "|".join(name for name, m in METHODS.items() if m.blackbox)
         raise InputError(f"{exc}; gradient methods need the converted graph; the black-box methods run this file in "
@@ -334,6 +341,11 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("model", help="path to an .onnx file")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument("--device", default="cpu", help="torch device for the converted graph (default: cpu)")
+    check.add_argument("--probe-shape", action="append", metavar="NAME=DIMS",
+                       help="shape of the probe input NAME for the parity and gradient checks, e.g. audio=1,16000 "
+                            "(repeatable; for inputs whose dynamic dimensions refuse the default sizes)")
+    check.add_argument("--input", help="the input whose gradient is checked: a name, or 'all' for every input "
+                                       "(default: the one analyzers explain; several float inputs: each)")
     check.set_defaults(func=_check)
 
     layers = sub.add_parser("layers", help="list the cut tensors GradCAM can use as boundary, marking the default (*)")
@@ -360,6 +372,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--scale", type=float, help="pixel scale applied first (default 1/255: pixels in [0, 1])")
     run.add_argument("--layout", default="auto", help="auto|nchw|nhwc (default: read off the model's input)")
     run.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    run.add_argument("--probe-shape", action="append", metavar="NAME=DIMS",
+                     help="shape of the probe input NAME for the parity check, e.g. x=1,3,224,224 (repeatable)")
     run.add_argument("--batch-size", type=int, help="images per batch and rows per forward/backward (default 16)")
     run.add_argument("--samples", type=int, help="samples for smoothgrad / steps for integrated-gradients (default 50); "
                      "masks for rise, coalitions for kernelshap / lime")

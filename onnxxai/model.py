@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Mapping
@@ -17,8 +18,9 @@ from onnxxai.graph.widen import HALF_DTYPES, holds_half, widen
 from onnxxai.proto.artifact import ArtifactKind, artifact_kind
 from onnxxai.proto.normalize import PassResult
 from onnxxai.parity import ParityReport, compare_outputs, execution_provider, parity_tolerance, run_onnxruntime
+from onnxxai.proto.batch import fixed_batch, relax_batch
 from onnxxai.proto.reading import read_model
-from onnxxai.proto.specs import DEFAULT_BATCH, DEFAULT_DIM, TensorSpec, probe_feeds, select_input, spec_of
+from onnxxai.proto.specs import DEFAULT_BATCH, DEFAULT_DIM, TensorSpec, dynamic_dims, probe_sizes, sized_shapes, probe_feeds, select_input, spec_of
 
 __all__ = ["load", "Model", "TensorSpec", "DEFAULT_BATCH", "DEFAULT_DIM"]
 
@@ -62,6 +64,10 @@ class Model:
         self.widened = widened
         self.original = original
         self._runtime: Any = None
+        #: the file's fixed batch (None: dynamic) and how it is run: "dynamic", "relaxed" (the declared
+        #: batch made symbolic after batched == per-sample was verified) or "fixed" (chunks of the fixed batch)
+        self.fixed_batch: int | None = None
+        self.batch_mode = "dynamic"
 
     def __repr__(self) -> str:
         ins = ", ".join(str(s) for s in self.inputs)
@@ -102,6 +108,8 @@ class Model:
                 f"({spec}); add or remove a batch dimension?"
             )
         for axis, (got, want) in enumerate(zip(tensor.shape, spec.shape)):
+            if axis == 0 and self.batch_mode == "fixed":  # any number of samples: run in chunks (see call)
+                continue
             if isinstance(want, int) and want > 0 and got != want:
                 raise InputError(
                     f"input {name!r} has shape {tuple(tensor.shape)} but the model expects {spec.shape} "
@@ -121,8 +129,36 @@ class Model:
     def forward(self, feeds: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
         """Run the torch graph on validated tensors keyed by input name; returns all outputs (autograd kept)."""
         args = [feeds[s.name] for s in self.inputs]
-        out = self.torch_module(*args)
+        out = self.call(self.torch_module, args)
         return list(out) if isinstance(out, (tuple, list)) else [out]
+
+    def call(self, module: Any, args: list[torch.Tensor]) -> Any:
+        """``module(*args)`` (the torch graph, or a graph cut from it), run in chunks of the file's
+        fixed batch when the batch could not be relaxed (``batch_mode == "fixed"``): the last chunk
+        is padded by repeating its last sample and the padding dropped; autograd flows through."""
+        total = next((a.shape[0] for a in args if isinstance(a, torch.Tensor) and a.dim()), None)
+        fixed = self.fixed_batch
+        if self.batch_mode != "fixed" or fixed is None or total is None or total == fixed:
+            return module(*args)
+        parts, single = [], False
+        for start in range(0, total, fixed):
+            n = min(fixed, total - start)
+            chunk = []
+            for a in args:
+                if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] == total:
+                    a = a[start:start + n]
+                    if n < fixed:
+                        a = torch.cat([a, a[-1:].expand(fixed - n, *a.shape[1:])])
+                chunk.append(a)
+            out = module(*chunk)
+            single = not isinstance(out, (tuple, list))
+            outs = [out] if single else list(out)
+            if any(o.dim() == 0 or o.shape[0] != fixed for o in outs):
+                raise InputError(f"{self.source}: an output has no batch axis of {fixed}; the fixed-batch file "
+                                 f"runs {fixed} sample(s) per call: pass that many")
+            parts.append([o[:n] for o in outs])
+        joined = [torch.cat(column) for column in zip(*parts)]
+        return joined[0] if single else tuple(joined)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if len(args) > len(self.inputs):
@@ -159,6 +195,7 @@ def load(
     rtol: float | None = None,
     atol: float | None = None,
     seed: int = 0,
+    probe_shapes: Mapping[str, tuple[int, ...]] | None = None,
 ) -> Model:
     """Read, normalize, convert and verify an ONNX model.
 
@@ -172,13 +209,25 @@ def load(
     graphs from their epsilon and depth); a value given wins, and the report's rule says so.
     A float16/bfloat16 graph is widened to float32 arithmetic for explanation (see :class:`Model`).
 
+    When onnxruntime refuses the default probe sizes, the sizes of :func:`onnxxai.proto.specs.probe_sizes`
+    are tried for the dynamic dimensions before failing; ``probe_shapes`` (input name -> shape)
+    fixes the probe shapes instead, ``probe_inputs`` the probe arrays.
+
+    A file with a fixed batch (``torch.onnx.export`` without ``dynamic_axes``) takes any number of
+    samples: its batch is relaxed to a symbolic one when onnxruntime verifies that one call on
+    several samples equals per-sample runs of the file (:class:`onnxxai.runtime.RuntimeModel`),
+    else the graph runs in chunks of the fixed batch (:meth:`Model.call`). ``parity.batch_mode``
+    says which ("dynamic", "relaxed", "fixed") and ``parity.batch_note`` why; parity is checked on
+    one more sample than the fixed batch, against per-sample runs of the original.
+
     Parity compares tensor outputs. Outputs torch cannot hold are left to onnxruntime: a ZipMap's
     sequence of maps (skl2onnx classifiers) is converted to the probability tensor it wraps, which
     is what gets explained and what parity compares with onnxruntime's maps read in key order; a
     string tensor (string class labels) comes out as label indices and is reported "not compared".
     """
     original, label = read_model(source)
-    graph, passes, module = convert(original, label)
+    fixed, batch_mode, batch_note, runtime, relaxed = _batch_mode(original, label, seed)
+    graph, passes, module = convert(relaxed or original, label)
     device = torch.device(device)
     kind = artifact_kind(original)
     widened = kind.precision in ("float16", "bfloat16") and holds_half(module)
@@ -191,12 +240,14 @@ def load(
     outputs = tuple(spec_of(v) for v in graph.graph.output)
     model = Model(module, graph, inputs, outputs, None, passes, label, device, kind, widened,  # type: ignore[arg-type]
                   original=original)
+    model.fixed_batch, model.batch_mode, model._runtime = fixed, batch_mode, runtime
 
-    feeds = probe_feeds(inputs, probe_inputs, seed=seed, require_all=True, label=label)
     provider = execution_provider()
+    batch = DEFAULT_BATCH if fixed is None else fixed + 1  # a fixed-batch file is checked beyond its batch
+    feeds = _working_probes(original, inputs, probe_inputs, probe_shapes, batch, seed, label, provider, fixed)
     shapes = {k: tuple(v.shape) for k, v in feeds.items()}
     try:
-        reference = run_onnxruntime(original, feeds, provider)
+        reference = _run_original(original, feeds, provider, fixed)
     except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors have no common base
         raise ModelFileError(f"{label}: onnxruntime cannot run the original model on probe inputs {shapes}: {exc}") from exc
     try:
@@ -212,9 +263,79 @@ def load(
         [o.name for o in outputs], reference, actual, rtol=tolerance.rtol, atol=tolerance.atol, provider=provider,
         probe_shapes=shapes, tolerance_rule=tolerance.rule, artifact=kind.name,
     )
+    report = dataclasses.replace(report, batch_mode=batch_mode, batch_note=batch_note)
     model.parity = report
     if not report.ok:
         if strict:
             raise ParityError(report)
         warnings.warn(f"{label}: {report.summary()}; explanations carry this report", stacklevel=2)
     return model
+
+
+def _batch_mode(original: onnx.ModelProto, label: str, seed: int) -> tuple[int | None, str, str, Any, onnx.ModelProto | None]:
+    """(fixed batch, batch mode, why, RuntimeModel or None, relaxed graph or None) of ``original``:
+    a fixed batch is relaxed only when onnxruntime runs the relaxed graph on more samples than the
+    fixed batch and matches per-sample runs of the original (the rule of :mod:`onnxxai.runtime`)."""
+    fixed = fixed_batch(original)
+    if fixed is None:
+        return None, "dynamic", "", None, None
+    from onnxxai.runtime import RuntimeModel
+
+    runtime = RuntimeModel(original, label, seed=seed)
+    if runtime.batch_mode == "relaxed":
+        note = (f"fixed batch {fixed} relaxed: onnxruntime on {fixed + 2} samples at once equals per-sample runs "
+                "of the original file")
+        return fixed, "relaxed", note, runtime, relax_batch(original)
+    return fixed, "fixed", f"runs in chunks of the fixed batch {fixed}: {runtime.relax_error}", runtime, None
+
+
+def _run_original(original: onnx.ModelProto, feeds: Mapping[str, np.ndarray], provider: str, fixed: int | None) -> list:
+    """onnxruntime on the original file: one call, or (fixed batch) per chunk of the fixed batch, the
+    last chunk padded by repeating its last sample and the padding dropped."""
+    if fixed is None:
+        return run_onnxruntime(original, feeds, provider)
+    total = next(v.shape[0] for v in feeds.values() if v.ndim)
+    parts = []
+    for start in range(0, total, fixed):
+        n = min(fixed, total - start)
+        chunk = {k: v[start:start + n] if v.ndim else v for k, v in feeds.items()}
+        chunk = {k: np.concatenate([v, np.repeat(v[-1:], fixed - n, axis=0)]) if v.ndim and n < fixed else v
+                 for k, v in chunk.items()}
+        parts.append([np.asarray(o)[:n] for o in run_onnxruntime(original, chunk, provider)])
+    return [np.concatenate(column) for column in zip(*parts)]
+
+
+def _working_probes(original: onnx.ModelProto, inputs: tuple[TensorSpec, ...], given: Mapping[str, np.ndarray] | None,
+                    shapes: Mapping[str, tuple[int, ...]] | None, batch: int, seed: int, label: str, provider: str,
+                    fixed: int | None) -> dict[str, np.ndarray]:
+    """Probe inputs onnxruntime runs the original file on: the default ones (or those given), else
+    the first of :func:`onnxxai.proto.specs.probe_sizes` for the dynamic non-batch dimensions that it
+    accepts; a ModelFileError naming the dimensions and how to pass probes when none is."""
+    feeds = probe_feeds(inputs, given, seed=seed, batch=batch, shapes=shapes, require_all=True, label=label)
+    dims = dynamic_dims(inputs)
+    if given or shapes or not dims:
+        return feeds
+    try:
+        _run_original(original, feeds, provider, fixed)
+        return feeds
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors have no common base: try other sizes
+        first = f"{exc.__class__.__name__}: {exc}".splitlines()[0]
+    tried = [DEFAULT_DIM]
+    for size in probe_sizes(original):
+        candidate = sized_shapes(inputs, size, batch)
+        if candidate is None:
+            continue
+        tried.append(size)
+        feeds = probe_feeds(inputs, seed=seed, batch=batch, shapes=candidate, label=label)
+        try:
+            _run_original(original, feeds, provider, fixed)
+            return feeds
+        except Exception:  # noqa: BLE001 - the next size
+            continue
+    example = next(s for s in inputs if any(d in dims[0] for d in (repr(s.name),)))
+    shape = ",".join(str(d) if isinstance(d, int) and d > 0 else ("1" if i == 0 else "N") for i, d in enumerate(example.shape))
+    raise ModelFileError(
+        f"{label}: onnxruntime cannot run the original model on probe inputs: no size in {tried} fits the dynamic "
+        f"dimension(s) {', '.join(dims)} ({first}); pass probes: onnxxai.load(..., probe_shapes={{{example.name!r}: (...)}}) "
+        f"or probe_inputs={{name: array}}, or --probe-shape {example.name}={shape} on the command line"
+    )

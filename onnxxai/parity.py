@@ -128,6 +128,10 @@ class ParityReport:
     artifact: str = ""
     #: the CPU's integer-kernel instruction-set extensions (onnxruntime's int8 kernels differ with and without VNNI)
     cpu: str = field(default_factory=integer_isa)
+    #: how the file's batch is run: "dynamic" (declared so), "relaxed" (a fixed batch made symbolic after
+    #: batched == per-sample runs was verified) or "fixed" (chunks of the fixed batch); ``batch_note`` says why
+    batch_mode: str = "dynamic"
+    batch_note: str = ""
 
     @property
     def ok(self) -> bool:
@@ -148,8 +152,9 @@ class ParityReport:
         kind = f"{self.artifact}, " if self.artifact and self.artifact != "float32" else ""
         if "int" in kind:  # integer kernels depend on the CPU
             kind += f"CPU {self.cpu}, "
+        batch = f", batch {self.batch_mode}" if self.batch_mode != "dynamic" else ""
         return (f"parity {'ok' if self.ok else 'FAILED'} ({'; '.join(parts)}; rtol={self.rtol:g}{rule}, "
-                f"{kind}{self.provider})")
+                f"{kind}{self.provider}{batch})")
 
     def to_dict(self) -> dict:
         return {**asdict(self), "ok": self.ok}

@@ -100,7 +100,7 @@ class ModelFunction:
     def __call__(self, rows: torch.Tensor, sample_index: torch.Tensor) -> torch.Tensor:
         args = self._args(rows, sample_index)
         with self.numerics(rows.device):
-            out = self._module()(*args)
+            out = self.model.call(self._module(), args)
         out = out[self.output_index] if isinstance(out, (tuple, list)) else out
         return out.to(rows.dtype) if out.dtype != rows.dtype and out.is_floating_point() else out
 
@@ -153,7 +153,7 @@ class ModelFunction:
             raise AnalyzerError("embed() needs attribution at a tensor (integer input or attribute_at)")
         feeds = self.feeds(self.input_name, x, torch.arange(x.shape[0], device=x.device))
         with torch.no_grad():
-            return self.tap.embed(*[feeds[s.name] for s in self.model.inputs]).detach()
+            return self.model.call(self.tap.embed, [feeds[s.name] for s in self.model.inputs]).detach()
 
     @contextlib.contextmanager
     def numerics(self, device: torch.device):

@@ -11,6 +11,13 @@ LRP's canonization check and the gradient check. They all follow :func:`probe_fe
   indices for any table of ten or more rows), fair coin flips for boolean inputs; with
   ``integers="zeros"`` every non-float input is zero instead and draws nothing;
 * arrays the user gives (``given``) are taken as they are, cast to the input's dtype.
+
+When onnxruntime refuses these sizes (an audio model that frames its signal by 512 samples, a
+convolution with a kernel longer than :data:`DEFAULT_DIM`), :func:`probe_sizes` gives the other
+sizes to try for the dynamic non-batch dimensions, in order: the sizes the graph itself names
+(Reshape targets, convolution and pooling kernels, Split sizes, frame lengths), then a ladder.
+The same size goes to every dynamic non-batch dimension; ``shapes`` (``probe_inputs=``,
+``--probe-shape NAME=DIMS``) names exact shapes where that is not enough.
 """
 
 from __future__ import annotations
@@ -21,13 +28,13 @@ from typing import Literal
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from onnxxai.errors import InputError
 
 __all__ = [
     "TensorSpec", "spec_of", "dims_of", "graph_input_specs", "DEFAULT_BATCH", "DEFAULT_DIM", "probe_shape",
-    "probe_feeds", "select_input",
+    "probe_feeds", "select_input", "probe_sizes", "dynamic_dims", "sized_shapes", "parse_probe_shape", "PROBE_LADDER",
 ]
 
 #: Size given to a dynamic first (batch) dimension in probe inputs.
@@ -121,6 +128,80 @@ def probe_feeds(
         else:
             raise InputError(f"{label}: cannot make a probe for input {spec} (dtype {spec.dtype}); pass probe_inputs=")
     return feeds
+
+
+#: Sizes tried for dynamic non-batch dimensions after :data:`DEFAULT_DIM` and the graph's own sizes.
+PROBE_LADDER = (16, 32, 128, 256, 512, 1024, 2048, 4096, 16000)
+#: Most elements one probe input may have (a larger candidate is skipped).
+PROBE_MAX_ELEMENTS = 2**24
+#: Most candidate sizes :func:`probe_sizes` returns.
+PROBE_MAX_TRIES = 12
+
+
+def _graph_sizes(model: onnx.ModelProto) -> list[int]:
+    """Sizes the graph names: positive Reshape target entries, kernel lengths (attribute or weight),
+    Split sizes and their sum, frame lengths of STFT/DFT constants."""
+    consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            consts[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    sizes: list[int] = []
+    for node in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "Reshape" and len(node.input) > 1 and node.input[1] in consts:
+            sizes += [int(v) for v in consts[node.input[1]].ravel() if v > 1]
+        elif node.op_type in ("Conv", "ConvTranspose", "MaxPool", "AveragePool", "LpPool", "ConvInteger", "QLinearConv"):
+            kernel = list(attrs.get("kernel_shape", ()))
+            weight = node.input[3 if node.op_type == "QLinearConv" else 1] if len(node.input) > 1 else ""
+            if not kernel and weight in consts:
+                kernel = list(consts[weight].shape[2:])
+            sizes += [int(k) for k in kernel if k > 1]
+        elif node.op_type == "Split":
+            split = list(attrs.get("split", ())) or (list(consts[node.input[1]].ravel()) if len(node.input) > 1 and node.input[1] in consts else [])
+            if split:
+                sizes += [int(sum(split))] + [int(s) for s in split if s > 1]
+        elif node.op_type in ("STFT", "DFT"):
+            sizes += [int(consts[i].ravel()[0]) for i in node.input[2:4] if i in consts and consts[i].size == 1 and consts[i].ravel()[0] > 1]
+    return sizes
+
+
+def probe_sizes(model: onnx.ModelProto) -> list[int]:
+    """The sizes to try, in order, for the dynamic non-batch dimensions of probe inputs after
+    :data:`DEFAULT_DIM`: the graph's own sizes (each, largest first, then twice each) and
+    :data:`PROBE_LADDER`; at most :data:`PROBE_MAX_TRIES`."""
+    named = sorted(set(_graph_sizes(model)), reverse=True)
+    order: list[int] = []
+    for size in [*named, *(2 * s for s in named), *PROBE_LADDER]:
+        if size != DEFAULT_DIM and size not in order:
+            order.append(size)
+    return order[:PROBE_MAX_TRIES]
+
+
+def dynamic_dims(specs: Iterable[TensorSpec]) -> list[str]:
+    """The dynamic non-batch dimensions of ``specs``, as "input 'x' axis 2 ('time')"."""
+    return [f"input {s.name!r} axis {axis}" + (f" ({d!r})" if not str(d).startswith("?") else "")
+            for s in specs for axis, d in enumerate(s.shape) if axis > 0 and not (isinstance(d, int) and d > 0)]
+
+
+def sized_shapes(specs: Iterable[TensorSpec], size: int, batch: int = DEFAULT_BATCH) -> dict[str, tuple[int, ...]] | None:
+    """Probe shapes whose dynamic non-batch dimensions are all ``size`` (None when some input would
+    exceed :data:`PROBE_MAX_ELEMENTS` elements)."""
+    shapes = {}
+    for spec in specs:
+        shape = tuple(d if isinstance(d, int) and d > 0 else (batch if axis == 0 else size) for axis, d in enumerate(spec.shape))
+        if int(np.prod(shape, dtype=np.int64)) > PROBE_MAX_ELEMENTS:
+            return None
+        shapes[spec.name] = shape
+    return shapes
+
+
+def parse_probe_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """``NAME=DIMS`` (DIMS like ``1,16000`` or ``1x3x224x224``) as (name, shape); InputError otherwise."""
+    name, sep, dims = text.rpartition("=")
+    parts = [p for p in dims.replace("x", ",").replace("X", ",").split(",") if p.strip()]
+    if not sep or not name or not parts or not all(p.strip().isdigit() for p in parts):
+        raise InputError(f"--probe-shape must look like NAME=DIMS (e.g. audio=1,16000), not {text!r}")
+    return name, tuple(int(p) for p in parts)
 
 
 def select_input(specs: Iterable[TensorSpec], name: str | None, label: str = "<model>") -> TensorSpec:
