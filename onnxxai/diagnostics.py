@@ -128,8 +128,8 @@ def gradient_flow(model: Model, original: onnx.ModelProto | None = None, *, seed
     original file, with steps scaled to the input and to the gradient. A comparison that fails is
     repeated against onnxruntime before it is reported (a second reference: a failing verdict is
     confirmed, not taken from one rounding-prone computation). A quantized graph's integer forward
-    is piecewise constant, so its float64 copy computes the dequantized float surrogate instead
-    (:func:`onnxxai.convert.qlinear.surrogate_forward`),
+    is piecewise constant, so its float64 copy computes the dequantized float surrogate instead,
+    with each op's rounding residual frozen at the probe (:func:`onnxxai.convert.qlinear.surrogate_forward`),
     and ``reference`` says so. Inputs other than the analyzed one get the probes of
     :func:`onnxxai.load` (the shapes parity used, batch 1).
     """
@@ -278,7 +278,7 @@ def _float64_function(model: Model, function, probes: dict, target: int):
             args = [value if n == function.input_name else fixed[n] for n in names]
         else:  # t is the tapped tensor; the integer input keeps its probe
             args = [fixed[n] for n in names] + [value]
-        with torch.no_grad(), surrogate_forward(module), _float64_mode():
+        with torch.no_grad(), surrogate_forward(module, frozen=True), _float64_mode():
             out = module(*args)
         out = out[index] if isinstance(out, (tuple, list)) else out
         return float(out.reshape(out.shape[0], -1)[0, target])

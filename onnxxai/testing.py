@@ -263,7 +263,16 @@ def make_deployment_variant(source: Path, kind: str, folder: Path, calibration: 
     if kind not in _KIND_FILE:
         raise ValueError(f"unknown deployment variant kind {kind!r}; kinds are {DEPLOYMENT_KINDS}")
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{source.stem}.{_KIND_FILE[kind]}.onnx"
+    tag = ""
+    if kind in ("int8 QDQ", "int8 QOperator"):  # the calibration data is part of what the tool made
+        import hashlib
+
+        digest = hashlib.sha256()
+        for feeds in calibration:
+            for name in sorted(feeds):
+                digest.update(name.encode() + np.ascontiguousarray(feeds[name]).tobytes())
+        tag = "." + digest.hexdigest()[:8]
+    path = folder / f"{source.stem}.{_KIND_FILE[kind]}{tag}.onnx"
     if path.exists():
         return path
     pre = quantization_input(source, folder) if kind.startswith("int8") else source

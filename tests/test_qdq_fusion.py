@@ -334,3 +334,24 @@ def test_parity_report_records_the_integer_instruction_set(tmp_path, flags, vnni
     assert integer_isa(str(tmp_path / "missing")).endswith("unknown (no " + str(tmp_path / "missing") + ")")
     report = compare_outputs(["y"], [np.zeros(2, np.float32)], [np.zeros(2, np.float32)], artifact="int8 static QDQ")
     assert report.cpu == integer_isa() and f"CPU {integer_isa()}" in report.summary() and report.to_dict()["cpu"] == integer_isa()
+
+
+def test_split_verifies_with_the_models_derived_tolerance():
+    """graph.split checks head(features(x)) against the model with the model's own derived tolerance
+    (float16 here: onnxruntime no longer fuses across the cut), and a tolerance given wins."""
+    from onnxxai.graph.split import split, verify_split
+    from onnxxai.parity import parity_tolerance
+
+    rng = np.random.default_rng(6)
+    h = TensorProto.FLOAT16
+    w1, w2 = (numpy_helper.from_array(rng.standard_normal(s).astype(np.float16) * 0.3, n) for n, s in (("w1", (6, 3, 3, 3)), ("w2", (4, 6, 3, 3))))
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["y"], pads=[1, 1, 1, 1])]
+    graph = helper.make_graph(nodes, "half", [helper.make_tensor_value_info("x", h, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", h, [1, 4, 8, 8])], [w1, w2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    features, head, name = split(model, "r1")
+    report = verify_split(model, features, head)
+    assert report.ok and report.tolerance_rule == parity_tolerance(model).rule and report.tolerance_rule.startswith("float16 compute")
+    assert verify_split(model, features, head, rtol=0.5).tolerance_rule.startswith("user: rtol=0.5")

@@ -177,9 +177,21 @@ class StraightThrough(torch.nn.Module):
         return self.surrogate_mode or wants_grad(*tensors)
 
     def straight_through(self, exact: torch.Tensor, surrogate: torch.Tensor | None) -> torch.Tensor:
-        """:func:`straight_through`, or the surrogate itself in surrogate mode."""
+        """:func:`straight_through`, or in surrogate mode the surrogate itself (plus, with frozen
+        residuals, the rounding residual ``exact - surrogate`` recorded at the first forward)."""
         if self.surrogate_mode and surrogate is not None:
-            return surrogate
+            frozen = self.__dict__.get("_frozen")
+            if frozen is None:
+                return surrogate
+            call = self._call
+            self._call = call + 1
+            if self._recording:
+                frozen.append((exact.to(surrogate.dtype) - surrogate).detach())
+                return surrogate + frozen[-1]
+            residual = frozen[call] if call < len(frozen) else None
+            if residual is None or residual.shape != surrogate.shape:
+                raise RuntimeError(f"{type(self).__name__}: frozen-residual forward called with other shapes than at the first one")
+            return surrogate + residual
         return straight_through(exact, surrogate)
 
 
@@ -189,14 +201,27 @@ def straight_through_modules(module: torch.nn.Module) -> list[StraightThrough]:
 
 
 @contextlib.contextmanager
-def surrogate_forward(module: torch.nn.Module) -> Iterator[int]:
+def surrogate_forward(module: torch.nn.Module, *, frozen: bool = False) -> Iterator[int]:
     """Within the block, every straight-through submodule of ``module`` returns its dequantized float
     surrogate in forward (see :class:`StraightThrough`); yields how many there are. The exact
-    forward is restored on exit."""
+    forward is restored on exit.
+
+    ``frozen``: each module adds to its surrogate the rounding residual ``exact - surrogate`` it
+    recorded in the first frozen forward of ``module`` (the base point; later frozen blocks replay
+    the residuals, call by call). The frozen function equals the exact forward at the base point
+    and moves like the surrogates around it, so its finite differences there are the
+    straight-through gradient evaluated on the exact activations -- what the explanation uses --
+    instead of on the surrogate's own (unrounded) activations, which differ from them by the
+    quantization noise of every layer."""
     switched = straight_through_modules(module)
     before = [m.__dict__.get("surrogate_mode") for m in switched]
     for m in switched:
         m.surrogate_mode = True
+        if frozen:
+            m._recording = "_frozen" not in m.__dict__
+            if m._recording:
+                m._frozen = []
+            m._call = 0
     try:
         yield len(switched)
     finally:

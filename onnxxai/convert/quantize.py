@@ -72,7 +72,7 @@ class QuantizeLinear(StraightThrough):
         y = x / scale
         if self.target in _INT_RANGES:
             qmin, qmax = _INT_RANGES[self.target]
-            rounded = y if self.surrogate_mode else y + (torch.round(y) - y).detach()  # straight-through round
+            rounded = self.straight_through(torch.round(y), y)  # straight-through round
             if zero_point is not None:
                 zp = _broadcast_param(zero_point, x.shape, self.axis, self.block_size)
                 rounded = rounded.to(_float_container(x)) + zp.to(_float_container(x))
@@ -170,7 +170,9 @@ class DynamicQuantizeLinear(StraightThrough):
     """uint8 quantization with scale and zero point from the input's range (including 0), as
     onnxruntime computes it. With ``fake`` (the quantized output only feeds integer ops, see
     :mod:`onnxxai.convert.qlinear`) the values travel in a float tensor whose gradient is that of
-    ``x / scale + zero_point`` inside [0, 255] (scale and zero point held constant)."""
+    ``x / scale + zero_point`` inside [0, 255] with the scale (an output too) a function of the input's
+    range and the zero point held constant, so the dequantized surrogate ``(q - zp) * scale`` has the
+    input's gradient everywhere, the range's ends included."""
 
     def __init__(self, fake: bool = False) -> None:
         super().__init__()
@@ -186,8 +188,16 @@ class DynamicQuantizeLinear(StraightThrough):
         if not self.fake:
             return y.to(torch.uint8), scale.to(x.dtype), zp.to(torch.uint8)
         dtype = container(x)
-        surrogate = (x.to(dtype) / scale.to(dtype) + zp.to(dtype)).clamp(0, 255) if self.wants_surrogate(x) else None
-        return self.straight_through(y.to(dtype), surrogate), scale.to(x.dtype), zp.to(torch.uint8)
+        if not self.wants_surrogate(x):
+            return y.to(dtype), scale.to(x.dtype), zp.to(torch.uint8)
+        # the surrogate's scale follows the input's range (its gradient reaches the max and min entries,
+        # which the clamp to [0, 255] otherwise cuts off); the zero point is rounded, so constant
+        xs = x.to(dtype)
+        hi_s, lo_s = xs.max().clamp(min=0), xs.min().clamp(max=0)
+        scale_s = torch.where(hi_s == lo_s, torch.ones_like(hi_s), hi_s - lo_s) / 255.0
+        surrogate = (xs / scale_s + zp.to(dtype)).clamp(0, 255)
+        return (self.straight_through(y.to(dtype), surrogate), self.straight_through(scale.to(x.dtype), scale_s.to(x.dtype)),
+                zp.to(torch.uint8))
 
     def extra_repr(self) -> str:
         return f"fake={self.fake}"
