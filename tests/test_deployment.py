@@ -39,3 +39,45 @@ def test_variant_loads_matches_and_explains_like_float32(cnn, kind):
     assert result.artifact.startswith(kind.split()[0]) or kind.startswith("onnxruntime"), result.artifact
     assert result.gradient_ok, result.gradient
     assert result.ok
+
+
+class TokenNet(torch.nn.Module):
+    """Token ids -> embedding -> a linear layer per token -> mean over tokens -> classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = torch.nn.Embedding(50, 16)
+        self.mix = torch.nn.Linear(16, 16)
+        self.head = torch.nn.Linear(16, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = self.embedding(x)
+        return self.head(torch.relu(self.mix(e) + e).mean(1))
+
+
+@pytest.fixture(scope="module")
+def tokens(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("deployment_tokens")
+    torch.manual_seed(0)
+    path = export(TokenNet(), torch.randint(0, 50, (1, 7)), folder / "tokens.onnx")
+    model = onnxxai.load(path)
+    reference = deployment_reference(model, ig_steps=16)
+    calibration = [reference.feeds] + [probe_feeds(model.inputs, seed=100 + i, batch=1) for i in range(3)]
+    return path, folder, calibration, reference
+
+
+@pytest.mark.parametrize("kind", ["int8 QOperator", "int8 dynamic"])
+def test_int8_embedding_is_tapped_at_its_dequantized_lookup(tokens, kind):
+    """onnxruntime's int8 files look token ids up in a uint8 table and dequantize the result in several
+    places: the ids are attributed at the one lookup (its dequantized values), with a gradient that
+    reaches every consumer and follows the float32 model's."""
+    from onnxxai.analyzers.tap import choose_tensor, quantized_lookup
+
+    path, folder, calibration, reference = tokens
+    variant = make_deployment_variant(path, kind, folder, calibration)
+    model = onnxxai.load(variant)
+    tensor = choose_tensor(model, "x", None)
+    assert quantized_lookup(model, tensor) is not None
+    result = evaluate_variant(variant, reference, model="tokens", kind=kind)
+    assert result.ok, (result.cause, result.gradient)
+    assert f"at {tensor}" in result.gradient and result.cosine_ig >= 0.9, result

@@ -30,6 +30,86 @@ def _elem_types(graph: onnx.GraphProto) -> dict[str, int]:
     return types
 
 
+#: ops that move a quantized tensor's values without changing them (a quantized lookup's output may
+#: pass through them before it is dequantized)
+_MOVES = {"Transpose", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Slice", "Gather", "Split", "Expand"}
+#: quantized ops -> {data input index: (scale index, zero-point index)}
+_QPARAMS = {"DequantizeLinear": {0: (1, 2)}, "QLinearMatMul": {0: (1, 2), 3: (4, 5)}, "QLinearConv": {0: (1, 2)},
+            "QGemm": {0: (1, 2)}, "QLinearAdd": {0: (1, 2), 3: (4, 5)}, "QLinearMul": {0: (1, 2), 3: (4, 5)},
+            "QLinearSigmoid": {0: (1, 2)}, "QLinearLeakyRelu": {0: (1, 2)}, "QLinearSoftmax": {0: (1, 2)},
+            "QLinearGlobalAveragePool": {0: (1, 2)}, "QLinearAveragePool": {0: (1, 2)},
+            "MatMulInteger": {0: (-1, 2)}, "ConvInteger": {0: (-1, 2)}}  # -1: no scale (applied after)
+
+
+def quantized_lookup(model: Model, tensor: str) -> tuple[float, int, int, int] | None:
+    """``(scale, zero_point, qmin, qmax)`` when ``tensor`` is a lookup in a quantized (int8/uint8)
+    table -- ``Gather(table, ids)`` of an integer initializer -- whose values the graph reads through
+    DequantizeLinear or quantized ops with one scale and zero point; else None."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    from onnxxai.convert.qlinear import INT_RANGES
+
+    graph = model.onnx_model.graph
+    inits = {t.name: t for t in graph.initializer}
+    producer = next((n for n in graph.node if tensor in n.output), None)
+    if producer is None or producer.op_type != "Gather" or producer.input[0] not in inits \
+            or inits[producer.input[0]].data_type not in INT_RANGES:
+        return None
+    scales: set[float] = set()
+    zps: set[int] = set()
+    moved, readers = {tensor}, 0
+    for node in graph.node:  # topological order: a moved copy is produced before it is read
+        for index, name in enumerate(node.input):
+            if name not in moved:
+                continue
+            if node.op_type in _MOVES and index == 0:
+                moved.update(o for o in node.output if o)
+            elif node.op_type in _QPARAMS and index in _QPARAMS[node.op_type]:
+                i_scale, i_zp = _QPARAMS[node.op_type][index]
+                names = [node.input[i] if 0 <= i < len(node.input) else "" for i in (i_scale, i_zp)]
+                if (i_scale >= 0 and names[0] not in inits) or (names[1] and names[1] not in inits):
+                    return None
+                zp = numpy_helper.to_array(inits[names[1]]) if names[1] else np.zeros(1)
+                scale = numpy_helper.to_array(inits[names[0]]) if i_scale >= 0 else None
+                if zp.size != 1 or (scale is not None and scale.size != 1):
+                    return None
+                zps.add(int(zp.reshape(())))
+                if scale is not None:
+                    scales.add(float(np.asarray(scale, np.float32).reshape(())))
+                readers += 1
+            elif node.op_type not in ("Shape", "Size"):
+                return None  # read as something else than a quantized value
+    if len(scales) != 1 or len(zps) != 1 or not readers:
+        return None
+    qmin, qmax = INT_RANGES[inits[producer.input[0]].data_type]
+    return scales.pop(), zps.pop(), qmin, qmax
+
+
+def _through_lookups(model: Model, input_name: str, found: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``found`` with the float tensors computed from a quantized lookup of the input (an int8
+    embedding table: its output is dequantized, or read by quantized ops, in several places) replaced
+    by that lookup, where attributions of the token ids belong."""
+    graph = model.onnx_model.graph
+    lookups = [n.output[0] for n in graph.node if n.op_type == "Gather" and len(n.input) > 1 and n.input[1] == input_name
+               and quantized_lookup(model, n.output[0]) is not None]
+    if not lookups:
+        return found
+    below: dict[str, str] = {name: name for name in lookups}  # integer tensor -> the lookup it comes from
+    for node in graph.node:
+        origin = {below[i] for i in node.input if i in below}
+        if len(origin) == 1 and node.output and node.output[0] not in below:
+            for out in node.output:
+                if out:
+                    below[out] = next(iter(origin))
+    result: list[tuple[str, str]] = []
+    for name, op in found:
+        entry = (below[name], "Gather") if name in below else (name, op)
+        if entry not in result:
+            result.append(entry)
+    return result
+
+
 def float_frontier(model: Model, input_name: str) -> list[tuple[str, str]]:
     """The float tensors computed directly from input ``input_name`` through integer-only values:
     ``(tensor name, producing op type)`` in graph order."""
@@ -47,7 +127,7 @@ def float_frontier(model: Model, input_name: str) -> list[tuple[str, str]]:
                 found.append((out, node.op_type))
             else:
                 integer.add(out)
-    return found
+    return _through_lookups(model, input_name, found)
 
 
 def choose_tensor(model: Model, input_name: str, tensor: str | None) -> str:
@@ -89,3 +169,9 @@ class Tap:
         self.substitute = substitute(model.torch_module, source, class_name="TapGraphModule")
         if self.embed is None or self.substitute is None:
             raise AnalyzerError(f"{model.source}: tensor {tensor!r} is not computed by a module of the converted graph")
+        quantized = quantized_lookup(model, tensor)
+        if quantized is not None:  # an int8 lookup: attributed at its dequantized values, fed back quantized
+            from onnxxai.convert.qlinear import DequantizedTap, RequantizedTap
+
+            self.embed = DequantizedTap(self.embed, *quantized[:2])
+            self.substitute = RequantizedTap(self.substitute, *quantized)

@@ -232,6 +232,39 @@ def surrogate_forward(module: torch.nn.Module, *, frozen: bool = False) -> Itera
                 m.surrogate_mode = was
 
 
+class DequantizedTap(torch.nn.Module):
+    """``embed`` (a graph computing a quantized integer tensor, e.g. a lookup in an int8 embedding
+    table) followed by its dequantization ``(q - zero_point) * scale``: the float values the graph
+    means by it, which an attribution is taken at."""
+
+    def __init__(self, embed: torch.nn.Module, scale: float, zero_point: int) -> None:
+        super().__init__()
+        self.embed, self.scale, self.zero_point = embed, float(scale), int(zero_point)
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        q = self.embed(*inputs)
+        dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+        return (q.to(dtype) - self.zero_point) * self.scale
+
+
+class RequantizedTap(StraightThrough):
+    """``substitute`` (the graph with a quantized integer tensor taken as its last argument) fed the
+    quantization of a float value: ``round(value / scale) + zero_point`` saturated to ``[qmin, qmax]``,
+    as exact integers in a float container, with the straight-through gradient of the unrounded
+    quantization (so the attribution at the dequantized tensor reaches every consumer)."""
+
+    def __init__(self, substitute: torch.nn.Module, scale: float, zero_point: int, qmin: int, qmax: int) -> None:
+        super().__init__()
+        self.substitute, self.scale, self.zero_point = substitute, float(scale), int(zero_point)
+        self.qmin, self.qmax = int(qmin), int(qmax)
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        *inputs, value = args
+        y = value / self.scale + self.zero_point
+        q = self.straight_through(torch.round(y).clamp(self.qmin, self.qmax), y.clamp(self.qmin, self.qmax))
+        return self.substitute(*inputs, q)
+
+
 class Quantized(StraightThrough):
     """Base of the quantized ops: the output's integer range, dtype and whether it travels in a float
     container (``fake``, with the surrogate's gradient) or as the exact integer dtype."""
@@ -811,5 +844,5 @@ def convert_qlinear_softmax(node: OnnxNode, graph: OnnxGraph) -> OperationConver
     return optional_result(module, node, 5)
 
 
-__all__ = ["INT_RANGES", "float_container_ok", "straight_through", "StraightThrough", "straight_through_modules", "surrogate_forward", "requantize", "quantize_mlas", "Quantized", "QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearBinary",
+__all__ = ["INT_RANGES", "float_container_ok", "DequantizedTap", "RequantizedTap", "straight_through", "StraightThrough", "straight_through_modules", "surrogate_forward", "requantize", "quantize_mlas", "Quantized", "QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearBinary",
            "QLinearLookup", "QLinearConcat", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSoftmax"]
