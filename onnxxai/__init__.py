@@ -11,6 +11,9 @@ from typing import Any
 
 from onnxxai.errors import (
     AnalyzerError,
+    MemoryLimitError,
+    ResourceLimitError,
+    TimeLimitError,
     ConversionError,
     ExternalDataError,
     InputError,
@@ -50,6 +53,7 @@ _LAZY: dict[str, str] = {
 __all__ = [
     "AnalyzerError", "ConversionError", "ExternalDataError", "InputError", "ModelFileError", "NormalizationError",
     "NotDifferentiableError", "OnnxxaiError", "ParityError", "UnsupportedOpError", "Explanation",
+    "ResourceLimitError", "TimeLimitError", "MemoryLimitError",
     "IndexSelector", "MaxActivation", "OutputSelector", "PerSampleSelector", *_LAZY,
 ]
 

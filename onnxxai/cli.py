@@ -10,7 +10,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import onnx
 
@@ -23,6 +23,7 @@ from onnxxai.parity import parity_tolerance
 from onnxxai.proto.artifact import artifact_kind
 from onnxxai.proto.cpu import integer_isa
 from onnxxai.proto.normalize import normalize
+from onnxxai.proto import limits
 from onnxxai.proto.reading import read_model
 from onnxxai.runtime import load_runtime
 
@@ -335,7 +336,7 @@ def _layers(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="onnxxai", description="Verified explanations for ONNX models.")
+    parser = _Parser(prog="onnxxai", description="Verified explanations for ONNX models.")
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="convert and verify a model (parity with onnxruntime, gradient flow); print the report")
     check.add_argument("model", help="path to an .onnx file")
@@ -381,19 +382,87 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
     run.add_argument("--quiet", action="store_true", help="no progress bar, no per-image lines")
     run.set_defaults(func=_run)
+    _common_options(sub)
     return parser
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line usage errors (exit 2) that point to --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _common_options(sub: Any) -> None:
+    """Options every command (of the subparsers action ``sub``) takes: budgets for untrusted files, and --debug."""
+    for command in sub.choices.values():
+        command.add_argument("--timeout", type=_seconds, default=limits.DEFAULT_TIMEOUT, metavar="SECONDS",
+                             help=f"time budget of each stage that runs the model: parity probes, gradient check, "
+                                  f"boundary probing, each analysis forward (default {limits.DEFAULT_TIMEOUT:g}; 0: none)")
+        command.add_argument("--memory-limit", type=_bytes, default=None, metavar="SIZE",
+                             help="largest tensor or allocation a file may ask for, e.g. 8G (default: "
+                                  f"{limits.MEMORY_FRACTION:g} of this machine's memory)")
+        command.add_argument("--debug", action="store_true", help="print the traceback of an internal error")
+
+
+def _seconds(text: str) -> float | None:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError(f"a timeout must be >= 0 seconds, not {text!r}")
+    return value or None
+
+
+def _bytes(text: str) -> int:
+    try:
+        return limits.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; every failure is one line on stderr: exit 2 for what the user can fix
+    (a named onnxxai error, an unreadable or unwritable file), exit 3 for an internal error, whose
+    traceback goes to a file (printed with --debug)."""
     args = _parser().parse_args(argv)
     try:
-        return args.func(args)
+        with limits.stage_timeouts(args.timeout), limits.budget(memory=args.memory_limit):
+            return args.func(args)
     except OnnxxaiError as exc:
-        print(f"onnxxai: error: {exc}", file=sys.stderr)
+        print(f"onnxxai: error: {_one_line(exc)}", file=sys.stderr)
         return 2
-    except onnx.checker.ValidationError as exc:  # pragma: no cover - read_model wraps these
-        print(f"onnxxai: error: {exc}", file=sys.stderr)
+    except OSError as exc:  # a file the user named cannot be read or written (--out, --labels, ...)
+        if exc.filename is None:
+            return _internal_error(exc, args)
+        print(f"onnxxai: error: {exc.filename}: {exc.strerror or _one_line(exc)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("onnxxai: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - an internal error: one line, the traceback kept in a file
+        return _internal_error(exc, args)
+
+
+def _internal_error(exc: BaseException, args: argparse.Namespace) -> int:
+    """One line naming the internal error and where its traceback is (or the traceback, with --debug)."""
+    import tempfile
+    import traceback
+
+    text = "".join(traceback.format_exception(exc))
+    if getattr(args, "debug", False):
+        print(text, file=sys.stderr, end="")
+        return 3
+    with tempfile.NamedTemporaryFile("w", prefix="onnxxai-traceback-", suffix=".txt", delete=False) as f:
+        f.write(text)
+    print(f"onnxxai: internal error: {exc.__class__.__name__}: {_one_line(exc)[:300]} (a bug in onnxxai; traceback in "
+          f"{f.name}; --debug prints it)", file=sys.stderr)
+    return 3
 
 
 if __name__ == "__main__":

@@ -9,10 +9,11 @@ import numpy as np
 import onnx
 
 from onnxxai.convert.qlinear import straight_through_modules, surrogate_forward
-from onnxxai.errors import AnalyzerError, InputError
+from onnxxai.errors import AnalyzerError, InputError, ResourceLimitError
 from onnxxai.model import Model
 from onnxxai.proto.specs import probe_feeds
-from onnxxai.parity import onnxruntime_session, tensor_of
+from onnxxai.parity import onnxruntime_session, run_onnxruntime, tensor_of
+from onnxxai.proto import limits
 
 __all__ = ["GradientReport", "gradient_flow", "gradient_targets"]
 
@@ -131,13 +132,14 @@ def gradient_flow(model: Model, original: onnx.ModelProto | None = None, *, seed
     is piecewise constant, so its float64 copy computes the dequantized float surrogate instead,
     with each op's rounding residual frozen at the probe (:func:`onnxxai.convert.qlinear.surrogate_forward`),
     and ``reference`` says so. Inputs other than the analyzed one get the probes of
-    :func:`onnxxai.load` (the shapes parity used, batch 1).
+    :func:`onnxxai.load` (the shapes parity used, batch 1). The check has ``model.timeout`` seconds.
     """
     original = model.original if original is None else original
     if original is None:
         raise InputError(f"{model.source}: the gradient check needs the original file (onnxxai.load keeps it)")
-    reports = [_check(model, original, name, tensor, seed, directions, tolerance)
-               for name, tensor in gradient_targets(model, input_name)]
+    with limits.budget(timeout=model.timeout, memory=model.memory_limit, stage="gradient check", label=model.source):
+        reports = [_check(model, original, name, tensor, seed, directions, tolerance)
+                   for name, tensor in gradient_targets(model, input_name)]
     if len(reports) == 1:
         return reports[0]
     first = next((r for r in reports if not r.ok), reports[0])
@@ -184,6 +186,8 @@ def _check(model: Model, original: onnx.ModelProto, input_name: str, tensor: str
     try:
         f, quantized = _float64_function(model, function, probes, target)
         steps, reference = STEPS64, "float64 dequantized surrogate" if quantized else "float64"
+    except ResourceLimitError:
+        raise
     except Exception as exc:  # noqa: BLE001 - a module that cannot run in float64: onnxruntime instead, saying why
         if function.tap is not None:  # onnxruntime cannot substitute an inner tensor
             raise AnalyzerError(
@@ -294,7 +298,8 @@ def _onnxruntime_function(original: onnx.ModelProto, function, probes: dict, tar
     dtype = probes[function.input_name].dtype
 
     def f(t: np.ndarray) -> float:
-        (out,) = session.run([function.output_name], {**probes, function.input_name: np.asarray(t).astype(dtype)})
+        (out,) = run_onnxruntime(session, {**probes, function.input_name: np.asarray(t).astype(dtype)},
+                                 outputs=[function.output_name])
         out = tensor_of(out)  # a ZipMap's sequence of maps: the tensor it wraps
         return float(np.asarray(out, dtype=np.float64).reshape(out.shape[0], -1)[0, target])
 

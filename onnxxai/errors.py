@@ -27,6 +27,9 @@ __all__ = [
     "AnalyzerError",
     "NotDifferentiableError",
     "BoundaryError",
+    "ResourceLimitError",
+    "TimeLimitError",
+    "MemoryLimitError",
 ]
 
 
@@ -69,10 +72,10 @@ class NormalizationError(ConversionError):
 class ParityError(OnnxxaiError):
     """The converted torch graph does not compute what onnxruntime computes on the original file."""
 
-    def __init__(self, report: _Report) -> None:
+    def __init__(self, report: _Report, label: str = "") -> None:
         self.report = report  #: the failing :class:`onnxxai.parity.ParityReport`
         super().__init__(
-            f"converted graph disagrees with onnxruntime: {report.summary()}. "
+            f"{label + ': ' if label else ''}converted graph disagrees with onnxruntime: {report.summary()}. "
             "Explanations of this graph would not explain the original model; "
             "pass strict=False to load it anyway (every explanation then carries this report)."
         )
@@ -94,3 +97,41 @@ class NotDifferentiableError(AnalyzerError):
 
 class BoundaryError(OnnxxaiError):
     """A boundary is not a cut of the graph, or no tensor fits as a GradCAM boundary."""
+
+
+class ResourceLimitError(OnnxxaiError):
+    """A file or input asks for more time or memory than the budget allows (see :mod:`onnxxai.proto.limits`)."""
+
+
+class TimeLimitError(ResourceLimitError):
+    """A stage that runs the model (parity probe, gradient check, boundary probe, analysis) ran past its
+    time budget; names the file, the stage and the node running when it was stopped (when known)."""
+
+    def __init__(self, label: str, stage: str, seconds: float, node: str = "") -> None:
+        self.label, self.stage, self.seconds, self.node = label, stage, seconds, node
+        where = f" (stopped at {node})" if node else ""
+        super().__init__(
+            f"{label}: {stage} ran past its time budget of {seconds:g} s{where}; "
+            "a loop that never ends? pass a larger timeout (load(timeout=...), --timeout) if the file is known to be slow"
+        )
+
+
+class MemoryLimitError(ResourceLimitError):
+    """A tensor the file declares, or one a node would allocate, is larger than the memory budget; names
+    the file, the node (or tensor) and the size."""
+
+    def __init__(self, label: str, what: str, nbytes: int, budget: int, node: str = "") -> None:
+        self.label, self.what, self.nbytes, self.budget, self.node = label, what, nbytes, budget, node
+        super().__init__(
+            f"{label}: {what} would need {_size(nbytes)}, more than the memory budget of {_size(budget)}; "
+            "refused before allocating it (pass a larger memory_limit / --memory-limit if the file is meant to be this big)"
+        )
+
+
+def _size(nbytes: int) -> str:
+    value = float(nbytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if value < 1024 or unit == "EiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.3g} {unit}"
+        value /= 1024
+    return f"{nbytes} B"  # pragma: no cover

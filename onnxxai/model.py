@@ -13,11 +13,12 @@ import onnx
 import torch
 
 from onnxxai.convert.pipeline import convert
-from onnxxai.errors import ConversionError, InputError, ModelFileError, ParityError
+from onnxxai.errors import ConversionError, InputError, ModelFileError, ParityError, ResourceLimitError
 from onnxxai.graph.widen import HALF_DTYPES, holds_half, widen
 from onnxxai.proto.artifact import ArtifactKind, artifact_kind
 from onnxxai.proto.normalize import PassResult
 from onnxxai.parity import ParityReport, compare_outputs, execution_provider, parity_tolerance, run_onnxruntime
+from onnxxai.proto import limits
 from onnxxai.proto.batch import fixed_batch, relax_batch
 from onnxxai.proto.reading import read_model
 from onnxxai.proto.specs import DEFAULT_BATCH, DEFAULT_DIM, TensorSpec, dynamic_dims, probe_sizes, sized_shapes, probe_feeds, select_input, spec_of
@@ -68,6 +69,9 @@ class Model:
         #: batch made symbolic after batched == per-sample was verified) or "fixed" (chunks of the fixed batch)
         self.fixed_batch: int | None = None
         self.batch_mode = "dynamic"
+        #: seconds each forward may take (None: unbounded), and the memory budget in bytes (None: the default)
+        self.timeout: float | None = limits.stage_timeout()
+        self.memory_limit: int | None = None
 
     def __repr__(self) -> str:
         ins = ", ".join(str(s) for s in self.inputs)
@@ -129,7 +133,8 @@ class Model:
     def forward(self, feeds: Mapping[str, torch.Tensor]) -> list[torch.Tensor]:
         """Run the torch graph on validated tensors keyed by input name; returns all outputs (autograd kept)."""
         args = [feeds[s.name] for s in self.inputs]
-        out = self.call(self.torch_module, args)
+        with limits.budget(timeout=self.timeout, memory=self.memory_limit, label=self.source):
+            out = self.call(self.torch_module, args)
         return list(out) if isinstance(out, (tuple, list)) else [out]
 
     def call(self, module: Any, args: list[torch.Tensor]) -> Any:
@@ -196,6 +201,8 @@ def load(
     atol: float | None = None,
     seed: int = 0,
     probe_shapes: Mapping[str, tuple[int, ...]] | None = None,
+    timeout: float | str | None = limits.DEFAULT,
+    memory_limit: int | None = None,
 ) -> Model:
     """Read, normalize, convert and verify an ONNX model.
 
@@ -209,6 +216,11 @@ def load(
     graphs from their epsilon and depth); a value given wins, and the report's rule says so.
     A float16/bfloat16 graph is widened to float32 arithmetic for explanation (see :class:`Model`).
 
+    Parity compares tensor outputs. Outputs torch cannot hold are left to onnxruntime: a ZipMap's
+    sequence of maps (skl2onnx classifiers) is converted to the probability tensor it wraps, which
+    is what gets explained and what parity compares with onnxruntime's maps read in key order; a
+    string tensor (string class labels) comes out as label indices and is reported "not compared".
+
     When onnxruntime refuses the default probe sizes, the sizes of :func:`onnxxai.proto.specs.probe_sizes`
     are tried for the dynamic dimensions before failing; ``probe_shapes`` (input name -> shape)
     fixes the probe shapes instead, ``probe_inputs`` the probe arrays.
@@ -220,14 +232,28 @@ def load(
     says which ("dynamic", "relaxed", "fixed") and ``parity.batch_note`` why; parity is checked on
     one more sample than the fixed batch, against per-sample runs of the original.
 
-    Parity compares tensor outputs. Outputs torch cannot hold are left to onnxruntime: a ZipMap's
-    sequence of maps (skl2onnx classifiers) is converted to the probability tensor it wraps, which
-    is what gets explained and what parity compares with onnxruntime's maps read in key order; a
-    string tensor (string class labels) comes out as label indices and is reported "not compared".
+    The file is not trusted: loading takes at most ``timeout`` seconds ("default":
+    :func:`onnxxai.proto.limits.stage_timeout`, 900 s unless set; None: unbounded), else
+    :class:`~onnxxai.errors.TimeLimitError` names the stage and the node that was running; a tensor
+    or node allocation over ``memory_limit`` bytes (None: :func:`onnxxai.proto.limits.default_memory_budget`)
+    is refused with :class:`~onnxxai.errors.MemoryLimitError` before it is allocated. The Model keeps
+    both: each forward of its torch graph has ``timeout`` seconds.
     """
+    timeout = limits.resolve_timeout(timeout)
+    with limits.budget(timeout=timeout, memory=memory_limit, stage="reading the file",
+                       label="<ModelProto>" if isinstance(source, onnx.ModelProto) else str(source)):
+        model = _load(source, device, strict, probe_inputs, rtol, atol, seed, probe_shapes)
+    model.timeout, model.memory_limit = timeout, memory_limit
+    return model
+
+
+def _load(source: str | os.PathLike | onnx.ModelProto, device: str | torch.device, strict: bool,
+          probe_inputs: Mapping[str, np.ndarray] | None, rtol: float | None, atol: float | None, seed: int,
+          probe_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Model:
     original, label = read_model(source)
     fixed, batch_mode, batch_note, runtime, relaxed = _batch_mode(original, label, seed)
-    graph, passes, module = convert(relaxed or original, label)
+    with limits.budget(stage="normalization and conversion", label=label):
+        graph, passes, module = convert(relaxed or original, label)
     device = torch.device(device)
     kind = artifact_kind(original)
     widened = kind.precision in ("float16", "bfloat16") and holds_half(module)
@@ -247,15 +273,20 @@ def load(
     feeds = _working_probes(original, inputs, probe_inputs, probe_shapes, batch, seed, label, provider, fixed)
     shapes = {k: tuple(v.shape) for k, v in feeds.items()}
     try:
-        reference = _run_original(original, feeds, provider, fixed)
+        with limits.budget(stage="parity probe (onnxruntime on the original file)"):
+            reference = _run_original(original, feeds, provider, fixed)
+    except ResourceLimitError:
+        raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors have no common base
         raise ModelFileError(f"{label}: onnxruntime cannot run the original model on probe inputs {shapes}: {exc}") from exc
     try:
-        with torch.no_grad():
+        with torch.no_grad(), limits.budget(stage="parity probe (converted torch graph)"):
             tensors = {k: torch.from_numpy(v).to(device) for k, v in feeds.items()}
             if widened:
                 tensors = {k: v.to(torch.float32) if v.dtype in HALF_DTYPES else v for k, v in tensors.items()}
             outs = model.forward(tensors)
+    except ResourceLimitError:
+        raise
     except Exception as exc:  # noqa: BLE001
         raise ConversionError(f"{label}: the converted graph fails on probe inputs {shapes}: {exc.__class__.__name__}: {exc}") from exc
     actual = [o.detach().cpu().numpy() for o in outs]
@@ -267,7 +298,7 @@ def load(
     model.parity = report
     if not report.ok:
         if strict:
-            raise ParityError(report)
+            raise ParityError(report, label)
         warnings.warn(f"{label}: {report.summary()}; explanations carry this report", stacklevel=2)
     return model
 

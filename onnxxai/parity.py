@@ -6,13 +6,17 @@ converter or a wrong opset alias all show up here, before any explanation is com
 
 from __future__ import annotations
 
+import re
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
+from onnxxai.proto import limits
 from onnxxai.proto.artifact import FLOAT_WIDTH, compute_float_types, graph_depth
 from onnxxai.proto.cpu import integer_isa
 from onnxxai.proto.qdq import output_steps
@@ -170,12 +174,78 @@ def onnxruntime_session(model: onnx.ModelProto, provider: str | None = None) -> 
     """An onnxruntime session for ``model`` on ``provider`` (default: :func:`execution_provider`)."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), sess_options=options, providers=[provider or execution_provider()])
+    data, providers = model.SerializeToString(), [provider or execution_provider()]
+    left = limits.remaining()
+    if left is None:
+        return ort.InferenceSession(data, sess_options=options, providers=providers)
+    # Under a time budget: building a session of a pathological file (thousands of nested subgraphs)
+    # can take minutes and cannot be cancelled, so it runs in a daemon thread that is abandoned at
+    # the deadline (it finishes, or dies with the process, in the background).
+    built: dict[str, Any] = {}
+
+    def build() -> None:
+        try:
+            built["session"] = ort.InferenceSession(data, sess_options=options, providers=providers)
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+            built["error"] = exc
+
+    thread = threading.Thread(target=build, name="onnxxai-onnxruntime-session", daemon=True)
+    thread.start()
+    thread.join(max(left, 0.0))
+    if thread.is_alive():
+        raise limits.time_error("onnxruntime's session creation (graph optimization), left to finish in the background")
+    if "error" in built:
+        raise built["error"]
+    return built["session"]
 
 
-def run_onnxruntime(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray], provider: str | None = None) -> list[np.ndarray]:
-    """Run the model in onnxruntime on ``feeds``; returns every graph output in order."""
-    return onnxruntime_session(model, provider).run(None, dict(feeds))
+#: onnxruntime names the node a run failed in: "... while running Loop node. Name:'spin' ..."
+_ORT_NODE = re.compile(r"running (\S+) node\. Name:'([^']*)'")
+
+
+def run_onnxruntime(
+    model: onnx.ModelProto | ort.InferenceSession,
+    feeds: Mapping[str, np.ndarray],
+    provider: str | None = None,
+    *,
+    outputs: Sequence[str] | None = None,
+) -> list[np.ndarray]:
+    """Run ``model`` (a ModelProto, or a session made by :func:`onnxruntime_session`) in onnxruntime on
+    ``feeds``; returns the requested outputs (default: every graph output) in order.
+
+    Every onnxruntime run of onnxxai goes through here, under the current time budget
+    (:func:`onnxxai.proto.limits.budget`): a watchdog thread sets ``RunOptions.terminate`` at the
+    deadline, and the run then raises :class:`~onnxxai.errors.TimeLimitError` naming the stage and
+    the node onnxruntime was running. Without a budget the run is not watched.
+    """
+    session = model if isinstance(model, ort.InferenceSession) else onnxruntime_session(model, provider)
+    options = ort.RunOptions()
+    options.log_severity_level = 4  # failures come back as exceptions; keep stderr to one line
+    names = list(outputs) if outputs is not None else None
+    left = limits.remaining()
+    if left is None:
+        return session.run(names, dict(feeds), options)
+    if left <= 0:
+        raise limits.time_error("onnxruntime (before the run started)")
+    stopped = threading.Event()
+
+    def stop() -> None:
+        stopped.set()
+        options.terminate = True
+
+    watchdog = threading.Timer(left, stop)
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        return session.run(names, dict(feeds), options)
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors have no common base; re-raised unless we stopped it
+        if not stopped.is_set():
+            raise
+        found = _ORT_NODE.search(str(exc))
+        node = f"{found.group(1)} node {found.group(2)!r} in onnxruntime" if found else "onnxruntime"
+        raise limits.time_error(node) from exc
+    finally:
+        watchdog.cancel()
 
 
 def compare_outputs(

@@ -13,7 +13,7 @@ from onnxxai.errors import InputError
 from onnxxai.proto.layout import IMAGE_CHANNELS, LAYOUTS, image_layout
 from onnxxai.proto.specs import TensorSpec
 
-__all__ = ["ImageSpec", "image_spec", "load_images", "IMAGE_SUFFIXES", "find_images"]
+__all__ = ["ImageSpec", "image_spec", "load_images", "read_image", "MAX_PIXELS", "IMAGE_SUFFIXES", "find_images"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -72,6 +72,88 @@ def image_spec(
     return ImageSpec(layout, channels, size, 1 / 255 if scale is None else float(scale), mean, std)
 
 
+#: Most pixels an image file may decode to: a 50-megapixel photo passes, a decompression bomb does not.
+#: (Pillow refuses images over twice its own ``Image.MAX_IMAGE_PIXELS`` whatever this says.)
+MAX_PIXELS = 100_000_000
+#: Modes holding 16-bit (or wider integer) gray values: scaled by 255/65535 into the 8-bit range.
+_WIDE_GRAY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def read_image(path: str | os.PathLike, channels: int, size: tuple[int, int] | None = None, *,
+               max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """One image file as a float64 array (H, W) or (H, W, 3) of values in [0, 255].
+
+    The file is not trusted: an empty, truncated or undecodable file, one over ``max_pixels`` pixels
+    (decompression bombs), and modes that do not convert raise :class:`InputError` naming the file,
+    before the pixels are decoded where the header tells. Conversions: palette, bilevel, CMYK and
+    YCbCr images become RGB or grayscale as Pillow converts them; an alpha channel is dropped (as
+    torchvision's loaders do; a warning says so when some pixels are transparent); 16-bit grayscale
+    is scaled into [0, 255] with its precision kept; 32-bit float images are refused (their range is
+    unknown: give the model an array instead). Only the first frame of an animation is read.
+    """
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise InputError(f"{path}: empty file, not an image")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the image file ({exc.strerror})") from exc
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own pixel limit decides below
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise InputError(
+                        f"{path}: the image is {width}x{height} = {width * height / 1e6:.1f} megapixels, over the "
+                        f"limit of {max_pixels / 1e6:g} megapixels (a decompression bomb?); pass max_pixels to allow it"
+                    )
+                mode = img.mode
+                if mode == "F":
+                    raise InputError(f"{path}: 32-bit float images (mode F) are not converted, their value range is "
+                                     "unknown; pass the array to the model instead")
+                img.load()
+                if mode in _WIDE_GRAY:
+                    wide = np.asarray(img, dtype=np.float64)
+                    if wide.size and (wide.min() < 0 or wide.max() > 65535):
+                        raise InputError(f"{path}: {mode} image with values outside [0, 65535]; not converted")
+                    return _gray_to(wide * (255 / 65535), channels, size)
+                if "A" in mode or (mode == "P" and "transparency" in img.info):
+                    alpha = np.asarray(img.convert("RGBA"))[..., 3]
+                    if alpha.size and alpha.min() < 255:
+                        warnings.warn(f"{path}: the alpha channel is dropped ({int((alpha < 255).sum())} pixels are "
+                                      "not opaque)", stacklevel=2)
+                img = img.convert("L" if channels == 1 else "RGB")
+                if size is not None and img.size != (size[1], size[0]):
+                    img = img.resize((size[1], size[0]), Image.BILINEAR)
+                return np.asarray(img, dtype=np.float64)
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path}: refused as a decompression bomb by Pillow ({_first_line(exc)}); the limit is "
+                         f"{min(max_pixels, 2 * Image.MAX_IMAGE_PIXELS) / 1e6:g} megapixels") from exc
+    except UnidentifiedImageError as exc:
+        raise InputError(f"{path}: not an image file Pillow can identify") from exc
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated or corrupt data, a mode Pillow cannot convert
+        raise InputError(f"{path}: not a readable image ({exc.__class__.__name__}: {_first_line(exc)})") from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else exc.__class__.__name__
+
+
+def _gray_to(gray: np.ndarray, channels: int, size: tuple[int, int] | None) -> np.ndarray:
+    """A float gray image in [0, 255] resized to ``size`` (bilinear) and repeated to ``channels``."""
+    from PIL import Image
+
+    if size is not None and gray.shape != size:
+        gray = np.asarray(Image.fromarray(gray.astype(np.float32)).resize((size[1], size[0]), Image.BILINEAR),
+                          dtype=np.float64)
+    return gray if channels == 1 else np.repeat(gray[..., None], 3, axis=2)
+
+
 def find_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
     """Files given directly, plus the image files (by suffix, sorted) inside given directories."""
     found: list[Path] = []
@@ -87,20 +169,13 @@ def find_images(paths: Sequence[str | os.PathLike]) -> list[Path]:
     return found
 
 
-def load_images(paths: Sequence[Path], spec: ImageSpec, dtype: np.dtype = np.dtype("float32")) -> np.ndarray:
-    """Decode, convert (grayscale/RGB), resize and normalize image files into one batch."""
-    from PIL import Image, UnidentifiedImageError
-
+def load_images(paths: Sequence[Path], spec: ImageSpec, dtype: np.dtype = np.dtype("float32"),
+                max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode, convert (grayscale/RGB), resize and normalize image files into one batch
+    (:func:`read_image` says what each file may be)."""
     arrays = []
     for path in paths:
-        try:
-            with Image.open(path) as img:
-                img = img.convert("L" if spec.channels == 1 else "RGB")
-                if spec.size is not None and img.size != (spec.size[1], spec.size[0]):
-                    img = img.resize((spec.size[1], spec.size[0]), Image.BILINEAR)
-                a = np.asarray(img, dtype=np.float64)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InputError(f"{path}: not a readable image ({exc.__class__.__name__})") from exc
+        a = read_image(path, spec.channels, spec.size, max_pixels=max_pixels)
         if a.ndim == 2:
             a = a[..., None]
         arrays.append(a)

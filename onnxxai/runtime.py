@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 import onnx
 
-from onnxxai.errors import InputError, ModelFileError
-from onnxxai.parity import compare_outputs, execution_provider, onnxruntime_session, parity_tolerance
+from onnxxai.errors import InputError, ModelFileError, ResourceLimitError
+from onnxxai.parity import compare_outputs, execution_provider, onnxruntime_session, parity_tolerance, run_onnxruntime
+from onnxxai.proto import limits
 from onnxxai.proto.artifact import ArtifactKind, artifact_kind
 from onnxxai.proto.batch import fixed_batch, relax_batch
 from onnxxai.proto.reading import read_model
@@ -58,6 +59,7 @@ class RuntimeModel:
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         seed: int = 0,
         conversion_error: str | None = None,
+        timeout: float | str | None = limits.DEFAULT,
     ) -> None:
         if max_batch < 1:
             raise InputError(f"max_batch must be at least 1, got {max_batch}")
@@ -72,13 +74,19 @@ class RuntimeModel:
         self.max_batch = int(max_batch)
         self.chunk_bytes = int(chunk_bytes)
         self.calls = 0
+        #: seconds one :meth:`run` may take (None: unbounded); past it, TimeLimitError names the node
+        self.timeout = timeout = limits.resolve_timeout(timeout)
         self.relax_error: str | None = None
         try:
-            self._session = onnxruntime_session(onnx_model, self.provider)
+            with limits.budget(timeout=timeout, stage="onnxruntime session creation", label=source):
+                self._session = onnxruntime_session(onnx_model, self.provider)
+        except ResourceLimitError:
+            raise
         except Exception as exc:  # noqa: BLE001 - onnxruntime's errors have no common base
             raise ModelFileError(f"{source}: onnxruntime cannot create a session for this file: {exc}") from exc
         self.fixed_batch = fixed_batch(onnx_model)
-        self.batch_mode = "dynamic" if self.fixed_batch is None else self._relax(seed)
+        with limits.budget(timeout=timeout, stage="relaxed-batch check (onnxruntime)", label=source):
+            self.batch_mode = "dynamic" if self.fixed_batch is None else self._relax(seed)
         self.calls = 0  # the relaxation check's runs are not the caller's
 
     def __repr__(self) -> str:
@@ -96,7 +104,9 @@ class RuntimeModel:
         try:
             feeds = probe_feeds(self.inputs, seed=seed, shapes=shapes, label=self.source)
             session = onnxruntime_session(relaxed, self.provider)
-            batched = session.run(None, feeds)
+            batched = run_onnxruntime(session, feeds)
+        except ResourceLimitError:
+            raise
         except Exception as exc:  # noqa: BLE001 - any refusal means: keep the fixed batch
             self.relax_error = f"onnxruntime refuses the relaxed batch: {exc.__class__.__name__}: {exc}".splitlines()[0]
             return "fixed"
@@ -130,7 +140,12 @@ class RuntimeModel:
 
     def run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None = None) -> list[np.ndarray]:
         """Run every sample of ``feeds`` (all inputs share the first axis) through the session in
-        chunks; returns the requested outputs (default all) concatenated along the first axis."""
+        chunks; returns the requested outputs (default all) concatenated along the first axis.
+        The whole call has :attr:`timeout` seconds (TimeLimitError past it)."""
+        with limits.budget(timeout=self.timeout, stage="onnxruntime run", label=self.source):
+            return self._run(feeds, outputs)
+
+    def _run(self, feeds: Mapping[str, np.ndarray], outputs: Sequence[str] | None) -> list[np.ndarray]:
         feeds = {k: np.ascontiguousarray(v) for k, v in feeds.items()}
         sizes = {v.shape[0] for v in feeds.values() if v.ndim}
         if len(sizes) > 1:
@@ -138,14 +153,15 @@ class RuntimeModel:
         names = list(outputs) if outputs is not None else None
         if not sizes:  # no batch axis at all: one call
             self.calls += 1
-            return self._session.run(names, feeds)
+            return run_onnxruntime(self._session, feeds, outputs=names)
         if self.batch_mode == "fixed":
             return self._run_fixed(feeds, names)
         total, step = sizes.pop(), self.chunk_size(feeds)
         parts = []
         for start in range(0, total, step):
             self.calls += 1
-            parts.append(self._session.run(names, {k: v[start:start + step] if v.ndim else v for k, v in feeds.items()}))
+            parts.append(run_onnxruntime(self._session, {k: v[start:start + step] if v.ndim else v for k, v in feeds.items()},
+                                         outputs=names))
         return _concat(parts, self.source)
 
     def _run_fixed(self, feeds: Mapping[str, np.ndarray], names: list[str] | None = None) -> list[np.ndarray]:
@@ -161,7 +177,7 @@ class RuntimeModel:
                     part = np.concatenate([part, np.repeat(part[-1:], fixed - part.shape[0], axis=0)])
                 chunk[k] = part
             self.calls += 1
-            parts.append(self._session.run(names, chunk))
+            parts.append(run_onnxruntime(self._session, chunk, outputs=names))
             keep.append(min(fixed, total - start))
         return _concat([[o[:n] if o.ndim and o.shape[0] == fixed else o for o in p] for p, n in zip(parts, keep)],
                        self.source)
@@ -221,8 +237,13 @@ def load_runtime(
     max_batch: int = DEFAULT_MAX_BATCH,
     seed: int = 0,
     conversion_error: str | None = None,
+    timeout: float | str | None = limits.DEFAULT,
+    memory_limit: int | None = None,
 ) -> RuntimeModel:
-    """Read ``source`` and open it in onnxruntime as it ships (no conversion, no torch)."""
-    original, label = read_model(source)
+    """Read ``source`` and open it in onnxruntime as it ships (no conversion, no torch). The file is
+    not trusted: tensors and node allocations over ``memory_limit`` bytes are refused
+    (MemoryLimitError), and each run has ``timeout`` seconds (TimeLimitError)."""
+    with limits.budget(memory=memory_limit):
+        original, label = read_model(source)
     return RuntimeModel(original, label, provider=provider, max_batch=max_batch, seed=seed,
-                        conversion_error=conversion_error)
+                        conversion_error=conversion_error, timeout=timeout)

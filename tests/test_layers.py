@@ -27,7 +27,7 @@ LAYERS: dict[str, int] = {
     "onnxxai.model": 5,
     "onnxxai.analyzers": 6, "onnxxai.methods": 6, "onnxxai.blackbox": 6, "onnxxai.dispatch": 6,
     "onnxxai.diagnostics": 7, "onnxxai.heatmap": 7, "onnxxai.preprocess": 7, "onnxxai.metrics": 7,
-    "onnxxai.cli": 8, "onnxxai.testing": 8, "onnxxai.dataset": 8,
+    "onnxxai.cli": 8, "onnxxai.testing": 8, "onnxxai.fuzz": 8, "onnxxai.dataset": 8,
     "onnxxai": 9,
 }
 

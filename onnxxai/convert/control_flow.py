@@ -28,7 +28,8 @@ from onnx2torch.utils.common import OnnxMapping, OperationConverterResult
 
 from onnxxai.convert.pipeline import convert, converting_model
 from onnxxai.convert.registry import register, since
-from onnxxai.errors import OnnxxaiError
+from onnxxai.errors import OnnxxaiError, ResourceLimitError
+from onnxxai.proto import limits
 from onnxxai.proto.names import fresh_name
 from onnxxai.proto.walk import outer_scope_names
 
@@ -84,9 +85,12 @@ def convert_body(node: OnnxNode, attr: str, body: onnx.GraphProto, extra_inputs:
     parent = converting_model()
     if parent is None:
         raise NotImplementedError(f"{what}: cannot find the model holding the node, so its opset for the {attr} body is unknown")
+    limits.check_time(f"{what} (converting its {attr} body)")
     model = body_model(body, extra_inputs, parent, input_types)
     try:
         _, _, module = convert(model, f"{what} ({attr} body)")
+    except ResourceLimitError:
+        raise
     except (OnnxxaiError, NotImplementedError) as exc:
         raise NotImplementedError(f"{what}: its {attr} body cannot be converted ({exc})") from exc
     return module
@@ -193,10 +197,12 @@ class OnnxLoop(torch.nn.Module):
     dimensions come from one dry run of the body on the initial values.
     """
 
-    def __init__(self, body: torch.nn.Module, has_trip_count: bool, has_cond: bool, n_carried: int, n_scan: int) -> None:
+    def __init__(self, body: torch.nn.Module, has_trip_count: bool, has_cond: bool, n_carried: int, n_scan: int,
+                 name: str = "") -> None:
         super().__init__()
         self.body = body
         self.has_trip_count, self.has_cond, self.n_carried, self.n_scan = has_trip_count, has_cond, n_carried, n_scan
+        self.node_name = name
 
     def extra_repr(self) -> str:
         return f"trip_count={self.has_trip_count}, cond={self.has_cond}, carried={self.n_carried}, scan_outputs={self.n_scan}"
@@ -215,7 +221,9 @@ class OnnxLoop(torch.nn.Module):
         going = bool(cond.reshape(-1)[0]) if cond is not None else True
         scans: list[list[torch.Tensor]] = [[] for _ in range(self.n_scan)]
         it = 0
+        where, stacked_bytes = f"Loop node {self.node_name!r} (iteration {{}})", 0
         while going and (max_trip is None or it < max_trip):
+            limits.check_time(where.format(it))  # a loop whose condition stays true ends at the deadline
             outs = _run(self.body, [torch.tensor(it, dtype=torch.int64, device=device),
                                     torch.tensor(going, dtype=torch.bool, device=device), *carried, *outer])
             if self.has_cond:
@@ -223,6 +231,10 @@ class OnnxLoop(torch.nn.Module):
             carried = outs[1:1 + self.n_carried]
             for k in range(self.n_scan):
                 scans[k].append(outs[1 + self.n_carried + k])
+                stacked_bytes += outs[1 + self.n_carried + k].nbytes
+            if self.n_scan:  # the scan outputs grow with every trip: stop them at the memory budget
+                limits.check_bytes(2 * stacked_bytes, f"the scan outputs of Loop node {self.node_name!r} after {it + 1} "
+                                   "iterations (stacked at the end)", f"Loop node {self.node_name!r}")
             it += 1
         if it == 0 and self.n_scan:
             with torch.no_grad():
@@ -251,7 +263,8 @@ def convert_loop(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     names = outer_scope_names(body)
     hints = [helper.make_tensor_type_proto(onnx.TensorProto.INT64, []), helper.make_tensor_type_proto(onnx.TensorProto.BOOL, [])]
     hints += [_elem_type(name, graph) for name in carried]  # carried shapes may change per iteration
-    module = OnnxLoop(convert_body(node, "body", body, names, graph, hints), has_m, has_cond, len(carried), n_scan)
+    module = OnnxLoop(convert_body(node, "body", body, names, graph, hints), has_m, has_cond, len(carried), n_scan,
+                      node.name)
     present = [name for name in inputs[:2] if name]
     return OperationConverterResult(torch_module=module,
                                     onnx_mapping=OnnxMapping(inputs=(*present, *carried, *names), outputs=node.output_values))
@@ -268,9 +281,9 @@ class OnnxScan(torch.nn.Module):
     """
 
     def __init__(self, body: torch.nn.Module, n_states: int, input_axes: list[int], input_directions: list[int],
-                 output_axes: list[int], output_directions: list[int]) -> None:
+                 output_axes: list[int], output_directions: list[int], name: str = "") -> None:
         super().__init__()
-        self.body, self.n_states = body, n_states
+        self.body, self.n_states, self.node_name = body, n_states, name
         self.input_axes, self.input_directions = input_axes, input_directions
         self.output_axes, self.output_directions = output_axes, output_directions
 
@@ -285,6 +298,7 @@ class OnnxScan(torch.nn.Module):
         length = xs[0].shape[axes[0]]
         scans: list[list[torch.Tensor]] = [[] for _ in self.output_axes]
         for t in range(length):
+            limits.check_time(f"Scan node {self.node_name!r} (iteration {t})")
             elements = [x.select(a, length - 1 - t if d else t) for x, a, d in zip(xs, axes, self.input_directions)]
             outs = _run(self.body, [*states, *elements, *outer])
             states = outs[:n]
@@ -317,9 +331,10 @@ class OnnxScan8(torch.nn.Module):
     own valid part backwards.
     """
 
-    def __init__(self, body: torch.nn.Module, has_lens: bool, n_states: int, directions: list[int]) -> None:
+    def __init__(self, body: torch.nn.Module, has_lens: bool, n_states: int, directions: list[int], name: str = "") -> None:
         super().__init__()
         self.body, self.has_lens, self.n_states, self.directions = body, has_lens, n_states, directions
+        self.node_name = name
 
     def extra_repr(self) -> str:
         return f"sequence_lens={self.has_lens}, states={self.n_states}, directions={self.directions}"
@@ -334,6 +349,7 @@ class OnnxScan8(torch.nn.Module):
         rows = torch.arange(batch, device=xs[0].device)
         scans: list[list[torch.Tensor]] = []
         for t in range(length):
+            limits.check_time(f"Scan node {self.node_name!r} (iteration {t})")
             if lens is None:
                 elements = [x[:, length - 1 - t if d else t] for x, d in zip(xs, self.directions)]
             else:
@@ -377,7 +393,7 @@ def convert_scan(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     module = OnnxScan(
         convert_body(node, "body", body, names, graph, hints), n,
         list(_attr(node, "scan_input_axes", [0] * m)), list(_attr(node, "scan_input_directions", [0] * m)),
-        list(_attr(node, "scan_output_axes", [0] * k)), list(_attr(node, "scan_output_directions", [0] * k)),
+        list(_attr(node, "scan_output_axes", [0] * k)), list(_attr(node, "scan_output_directions", [0] * k)), node.name,
     )
     return OperationConverterResult(torch_module=module, onnx_mapping=OnnxMapping(inputs=(*inputs, *names), outputs=node.output_values))
 
@@ -393,6 +409,6 @@ def convert_scan8(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
     names = outer_scope_names(body)
     hints = [_elem_type(name, graph) for name in inputs[1:]]
     module = OnnxScan8(convert_body(node, "body", body, names, graph, hints), has_lens, n,
-                       list(_attr(node, "directions", [0] * m)))
+                       list(_attr(node, "directions", [0] * m)), node.name)
     present = inputs if has_lens else inputs[1:]
     return OperationConverterResult(torch_module=module, onnx_mapping=OnnxMapping(inputs=(*present, *names), outputs=node.output_values))

@@ -20,7 +20,7 @@ from onnx2torch.node_converters.registry import get_converter
 from onnx2torch.onnx_graph import OnnxGraph
 
 from onnxxai.convert.registry import Registered, overridden_upstream, register_all
-from onnxxai.errors import ConversionError, OnnxxaiError, UnsupportedOpError
+from onnxxai.errors import ConversionError, OnnxxaiError, ResourceLimitError, UnsupportedOpError
 from onnxxai.proto.normalize import PassResult, normalize
 
 __all__ = ["convert", "unsupported_nodes", "overriding_converters", "converting_model", "CONVERTING"]
@@ -104,6 +104,8 @@ def _convert(model: onnx.ModelProto, label: str) -> torch.fx.GraphModule:
     try:
         try:
             module = onnx2torch.convert(model)
+        except ResourceLimitError:  # a body's folding ran past the budget: that is the answer, not the converter
+            raise
         except Exception as exc:  # noqa: BLE001 - find which node's converter failed and name it
             raise _conversion_error(model, label, exc) from exc
     finally:

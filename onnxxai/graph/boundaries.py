@@ -32,9 +32,10 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from onnxxai.errors import BoundaryError
+from onnxxai.errors import BoundaryError, ResourceLimitError
 from onnxxai.graph.dataflow import DataFlow, graph_of, head_graph
-from onnxxai.parity import onnxruntime_session
+from onnxxai.parity import onnxruntime_session, run_onnxruntime
+from onnxxai.proto import limits
 from onnxxai.proto.layout import image_layout
 from onnxxai.proto.specs import dims_of, graph_input_specs, probe_feeds
 
@@ -126,7 +127,7 @@ def _run_tensors(model: onnx.ModelProto, names: Iterable[str], feeds: Mapping[st
     for n in names:
         if n not in have:
             probe.graph.output.append(helper.make_tensor_value_info(n, types.get(n) or onnx.TensorProto.FLOAT, None))
-    values = onnxruntime_session(probe).run(names, dict(feeds))
+    values = run_onnxruntime(probe, feeds, outputs=names)
     return dict(zip(names, values))
 
 
@@ -140,7 +141,12 @@ def boundaries(model_or_path: Any, *, input_name: str | None = None, output_name
 
 def candidates(flow: DataFlow, probe_inputs: Mapping[str, np.ndarray] | None = None) -> list[Boundary]:
     """Every cut of ``flow`` with shape and kind, input to output; the default one marked (see
-    :func:`boundaries`)."""
+    :func:`boundaries`). Its onnxruntime probes have the default stage timeout (TimeLimitError)."""
+    with limits.budget(timeout=limits.stage_timeout(), stage="GradCAM boundary probing", label=flow.label):
+        return _candidates(flow, probe_inputs)
+
+
+def _candidates(flow: DataFlow, probe_inputs: Mapping[str, np.ndarray] | None) -> list[Boundary]:
     shapes = {n: dims_of(flow.infos.get(n)) for n in flow.cuts}
     input_shape = dims_of(flow.infos.get(flow.input_name)) or ()
     feeds = None
@@ -156,6 +162,8 @@ def candidates(flow: DataFlow, probe_inputs: Mapping[str, np.ndarray] | None = N
         if probe_names:
             try:
                 values = _run_tensors(flow.model, probe_names, feeds, flow.types)
+            except ResourceLimitError:
+                raise
             except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors have no common base
                 raise BoundaryError(f"{flow.label}: onnxruntime cannot run the model on probe inputs to read the "
                                     f"shapes of its cut tensors ({exc}); pass probe_inputs=") from exc
@@ -214,8 +222,8 @@ def _patches_matter(flow: DataFlow, name: str, values: Mapping[str, np.ndarray],
     moved[:, grid[0]:, :] += (rng.standard_normal(moved[:, grid[0]:, :].shape) * scale).astype(act.dtype)
     session = onnxruntime_session(head)
     out = [o.name for o in head.graph.output].index(flow.output_name)
-    a = session.run(None, head_feeds)[out]
-    b = session.run(None, {**head_feeds, name: moved})[out]
+    a = run_onnxruntime(session, head_feeds)[out]
+    b = run_onnxruntime(session, {**head_feeds, name: moved})[out]
     return bool(np.abs(a.astype(np.float64) - b).max() > 1e-6 * max(float(np.abs(a).max()), 1e-30))
 
 

@@ -20,9 +20,9 @@ import onnx
 from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
-from onnxxai.errors import NormalizationError
+from onnxxai.errors import NormalizationError, ResourceLimitError
 from onnxxai.proto.dtypes import NARROW_NUMPY_NAMES, NARROW_WIDENED
-from onnxxai.proto import contrib_shapes
+from onnxxai.proto import contrib_shapes, limits
 from onnxxai.proto.names import fresh_name
 from onnxxai.proto.qdq import fuse_qdq_groups
 from onnxxai.proto.walk import node_reads, subgraphs, walk_nodes
@@ -187,6 +187,8 @@ def fold_constants(model: onnx.ModelProto, skipped: list[str] | None = None) -> 
         if not foldable:
             kept.append(node)
             continue
+        limits.check_time(f"{node.op_type} node {node.name!r} (constant folding)")
+        _check_fold_allocation(node, value)
         try:
             outputs = _evaluate(node, {i: value(i) for i in inputs}, opsets)
         except Exception as exc:  # noqa: BLE001 - an op the reference evaluator cannot run: the converter computes it
@@ -213,6 +215,17 @@ def fold_constants(model: onnx.ModelProto, skipped: list[str] | None = None) -> 
         graph.initializer.extend(new_inits)
         _drop_unused_initializers(model)
     return folded
+
+
+def _check_fold_allocation(node: onnx.NodeProto, value: Callable[[str], np.ndarray]) -> None:
+    """Refuse (MemoryLimitError) folding a node whose output would exceed the memory budget, before
+    the reference evaluator allocates it (ConstantOfShape, Expand, Tile, Range, Resize, Pad, ...)."""
+    found = limits.node_allocation(node, lambda n: value(n) if n else None,
+                                   lambda n: tuple(value(n).shape) if n else None)
+    if found is not None:
+        where = f"{node.op_type} node {node.name!r}"
+        itemsize = max((value(i).dtype.itemsize for i in node.input[:1] if i), default=4)
+        limits.check_bytes(found[0] * itemsize, f"{where} ({found[1]}, constant folding)", where)
 
 
 def inline_constant_if(model: onnx.ModelProto) -> int:
@@ -482,12 +495,15 @@ def normalize(model: onnx.ModelProto) -> list[PassResult]:
     """
     results = []
     for name, fn, desc in PASSES:
+        limits.check_time(f"normalization pass {name!r}")
         try:
             outcome = fn(model)
             changed, skipped = outcome if isinstance(outcome, tuple) else (outcome, [])
             results.append(PassResult(name, changed, desc, skipped=tuple(skipped)))
         except PassNotRun as exc:
             results.append(PassResult(name, 0, desc, str(exc)))
+        except ResourceLimitError:  # the file asks too much time or memory: that is the answer
+            raise
         except Exception as exc:  # noqa: BLE001 - re-raised as a named error
             raise NormalizationError(
                 f"normalization pass {name!r} ({desc}) failed and may have left the graph half edited: "

@@ -1,8 +1,11 @@
-"""Read an ONNX model safely: decode, confine external data to the model's folder, run the checker."""
+"""Read an ONNX model safely: decode, refuse tensors over the memory budget or with truncated data,
+confine external data to the model's folder, run the checker, refuse nodes that would allocate more
+than the memory budget (:mod:`onnxxai.proto.limits`)."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import onnx
@@ -10,6 +13,7 @@ from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
 from onnxxai.errors import ExternalDataError, ModelFileError
+from onnxxai.proto import limits
 
 __all__ = ["read_model"]
 
@@ -31,6 +35,7 @@ def read_model(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelP
                 f"{label}: the ModelProto refers to external data; pass the file path instead so the "
                 "data can be read from the model's folder"
             )
+        limits.check_tensors(model, label)
     else:
         path = Path(source)
         label = str(path)
@@ -40,6 +45,7 @@ def read_model(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelP
             model = onnx.load(str(path), load_external_data=False)
         except (DecodeError, RuntimeError, ValueError) as exc:
             raise ModelFileError(f"{label}: not a readable ONNX model ({exc.__class__.__name__}: {exc})") from exc
+        limits.check_tensors(model, label)  # declared sizes and truncated data, before external data is read
         _load_confined_external_data(model, path, label)
     if not model.graph.node:
         raise ModelFileError(f"{label}: the graph has no nodes (empty or not an ONNX model)")
@@ -50,8 +56,22 @@ def read_model(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelP
             onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise ModelFileError(f"{label}: fails the ONNX checker: {first}") from exc
+        node = _CHECKER_NODE.search(str(exc))
+        where = f" (at {node.group(2)} node {node.group(1)!r})" if node else ""
+        raise ModelFileError(f"{label}: fails the ONNX checker{where}: {first}") from exc
+    limits.check_allocations(model, label, _probe_dims(model))
     return model, label
+
+
+#: the checker's context line naming the node it refused
+_CHECKER_NODE = re.compile(r"Bad node spec for node\. Name: (\S*) OpType: (\S+)")
+
+
+def _probe_dims(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """The shapes probes give the graph's inputs (:func:`onnxxai.proto.specs.probe_shape`)."""
+    from onnxxai.proto.specs import graph_input_specs, probe_shape
+
+    return {s.name: probe_shape(s) for s in graph_input_specs(model)}
 
 
 def _all_tensors(model: onnx.ModelProto):

@@ -1,0 +1,543 @@
+"""Resource budgets for untrusted files: a time budget for every stage that runs the model, and a
+memory budget checked before anything big is allocated.
+
+**Time.** :func:`budget` opens a deadline for a stage (a nested budget never extends an outer one)
+and names the stage and the file. Code that runs the model checks it: onnxruntime runs go through
+:func:`onnxxai.parity.run_onnxruntime`, whose watchdog thread sets ``RunOptions.terminate``; the
+torch Loop/Scan modules and constant folding call :func:`check_time` once per iteration or node.
+Past the deadline they raise :class:`~onnxxai.errors.TimeLimitError` naming the file, the stage and
+the node. A signal cannot stop native code, so nothing here relies on one.
+
+**Memory.** :func:`check_tensors` (declared sizes of initializers and Constant values; data present
+versus dims) and :func:`check_allocations` (what ConstantOfShape, Expand, Tile, Range, Resize,
+Upsample, Pad, OneHot and the scan outputs of a Loop would allocate, from constant inputs and static
+shapes, plus every statically inferred tensor at the probe shapes) run before folding or probing,
+and refuse a file asking more than :func:`memory_budget` with :class:`~onnxxai.errors.MemoryLimitError`.
+The default budget is :data:`MEMORY_FRACTION` of the machine's memory (or of the address space
+left under ``RLIMIT_AS``, when that is lower).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from onnxxai.errors import MemoryLimitError, ModelFileError, TimeLimitError
+
+__all__ = [
+    "DEFAULT_TIMEOUT", "DEFAULT", "MEMORY_FRACTION", "budget", "stage_timeout", "stage_timeouts", "resolve_timeout", "remaining", "check_time", "time_error", "current_stage",
+    "current_label", "memory_budget", "default_memory_budget", "check_bytes", "check_tensors", "check_allocations",
+    "node_allocation", "parse_size",
+]
+
+#: Seconds each stage that runs the model may take by default (generous: large models on a CPU).
+DEFAULT_TIMEOUT = 900.0
+#: Share of the machine's memory one tensor or allocation may take by default.
+MEMORY_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class _Budget:
+    expires: float | None  # time.monotonic() deadline
+    seconds: float | None  # the budget that set it (for messages)
+    stage: str
+    label: str
+    memory: int | None  # bytes; None: the default
+
+
+_CURRENT: ContextVar[_Budget] = ContextVar("onnxxai_budget", default=_Budget(None, None, "running the model", "<model>", None))
+
+
+@contextmanager
+def budget(*, timeout: float | None = None, memory: int | None = None, stage: str | None = None,
+           label: str | None = None) -> Iterator[None]:
+    """Run the block under a time budget of ``timeout`` seconds (None: the enclosing one, if any),
+    a memory budget of ``memory`` bytes (None: the enclosing one or the default), named ``stage`` for
+    the file ``label``. An inner budget never extends an outer deadline."""
+    outer = _CURRENT.get()
+    expires, seconds = outer.expires, outer.seconds
+    if timeout is not None:
+        if not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        mine = time.monotonic() + float(timeout)
+        if expires is None or mine < expires:
+            expires, seconds = mine, float(timeout)
+    if memory is not None and memory <= 0:
+        raise ValueError(f"memory limit must be a positive number of bytes, got {memory!r}")
+    token = _CURRENT.set(_Budget(expires, seconds, stage or outer.stage, label or outer.label,
+                                 memory if memory is not None else outer.memory))
+    try:
+        yield
+    finally:
+        _CURRENT.reset(token)
+
+
+#: What a ``timeout="default"`` argument means: :func:`stage_timeout`.
+DEFAULT = "default"
+_STAGE_TIMEOUT: ContextVar[float | None] = ContextVar("onnxxai_stage_timeout", default=DEFAULT_TIMEOUT)
+
+
+def stage_timeout() -> float | None:
+    """Seconds a stage that runs the model gets when its caller names no timeout (:data:`DEFAULT_TIMEOUT`
+    unless :func:`stage_timeouts` set another; None: unbounded)."""
+    return _STAGE_TIMEOUT.get()
+
+
+@contextmanager
+def stage_timeouts(seconds: float | None) -> Iterator[None]:
+    """Give every stage that runs the model inside the block ``seconds`` unless told otherwise (the
+    command line's ``--timeout``)."""
+    if seconds is not None and not seconds > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {seconds!r}")
+    token = _STAGE_TIMEOUT.set(seconds)
+    try:
+        yield
+    finally:
+        _STAGE_TIMEOUT.reset(token)
+
+
+def resolve_timeout(timeout: float | str | None) -> float | None:
+    """``timeout`` as seconds: :data:`DEFAULT` means :func:`stage_timeout`, None unbounded."""
+    return stage_timeout() if timeout == DEFAULT else timeout  # type: ignore[return-value]
+
+
+def remaining() -> float | None:
+    """Seconds left in the current time budget (None: no budget)."""
+    current = _CURRENT.get()
+    return None if current.expires is None else current.expires - time.monotonic()
+
+
+def current_stage() -> str:
+    """The stage the current budget names."""
+    return _CURRENT.get().stage
+
+
+def current_label() -> str:
+    """The file the current budget names."""
+    return _CURRENT.get().label
+
+
+def time_error(node: str = "") -> TimeLimitError:
+    """The error of the current stage past its deadline, naming ``node`` (e.g. ``"Loop node 'spin'"``)."""
+    current = _CURRENT.get()
+    return TimeLimitError(current.label, current.stage, current.seconds or 0.0, node)
+
+
+def check_time(node: str = "") -> None:
+    """Raise :class:`TimeLimitError` (naming ``node``) when the current budget's deadline has passed."""
+    current = _CURRENT.get()
+    if current.expires is not None and time.monotonic() > current.expires:
+        raise time_error(node)
+
+
+# -- memory -----------------------------------------------------------------------------------------
+def default_memory_budget() -> int:
+    """:data:`MEMORY_FRACTION` of the machine's physical memory, or of the address space still free
+    under ``RLIMIT_AS`` when that is smaller."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX: assume 16 GiB
+        total = 16 * 2**30
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            with open("/proc/self/statm") as f:
+                used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            total = min(total, max(soft - used, 0))
+    except (ImportError, OSError, ValueError):
+        pass
+    return max(int(total * MEMORY_FRACTION), 1)
+
+
+def memory_budget() -> int:
+    """Bytes one tensor or allocation may take under the current budget."""
+    memory = _CURRENT.get().memory
+    return memory if memory is not None else default_memory_budget()
+
+
+def parse_size(text: str) -> int:
+    """Bytes from ``"8G"``, ``"512M"``, ``"1.5GiB"``, ``"1000000"`` (command-line memory limits)."""
+    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    value = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = value[-1:] if value[-1:] in units and value[-1:] else ""
+    number = value[:-1] if unit else value
+    try:
+        size = float(number) * units[unit]
+    except ValueError:
+        raise ValueError(f"not a size: {text!r} (use e.g. 8G, 512M or a number of bytes)") from None
+    if not size > 0:
+        raise ValueError(f"a size must be positive, not {text!r}")
+    return int(size)
+
+
+def check_bytes(nbytes: int, what: str, node: str = "") -> None:
+    """Refuse (MemoryLimitError naming ``what`` and the file) an allocation of ``nbytes`` over the budget."""
+    limit = memory_budget()
+    if nbytes > limit:
+        raise MemoryLimitError(current_label(), what, int(nbytes), limit, node)
+
+
+def _itemsize(elem_type: int) -> float:
+    """Bytes per element of an ONNX element type (fractions for sub-byte types; strings count 1)."""
+    if elem_type in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+        return 1
+    bits = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4, onnx.TensorProto.FLOAT4E2M1: 4}
+    bits.update({getattr(onnx.TensorProto, n): 2 for n in ("INT2", "UINT2") if hasattr(onnx.TensorProto, n)})
+    if elem_type in bits:
+        return bits[elem_type] / 8
+    try:
+        return float(np.dtype(helper.tensor_dtype_to_np_dtype(elem_type)).itemsize)
+    except (KeyError, TypeError, ValueError):  # an element type this onnx does not know
+        return 1
+
+
+def _dtype_name(elem_type: int) -> str:
+    try:
+        return onnx.TensorProto.DataType.Name(elem_type).lower()
+    except ValueError:
+        return f"type {elem_type}"
+
+
+def _all_tensors(model: onnx.ModelProto) -> Iterator[tuple[onnx.TensorProto, str]]:
+    """Every tensor a model holds, with where it sits: initializers (of every graph) and tensor
+    attributes (Constant values, ConstantOfShape fill values, ...)."""
+
+    def graph_tensors(graph: onnx.GraphProto) -> Iterator[tuple[onnx.TensorProto, str]]:
+        for t in graph.initializer:
+            yield t, f"initializer {t.name!r}"
+        for s in graph.sparse_initializer:
+            yield s.values, f"sparse initializer {s.values.name!r}"
+        for node in graph.node:
+            yield from node_tensors(node)
+
+    def node_tensors(node: onnx.NodeProto) -> Iterator[tuple[onnx.TensorProto, str]]:
+        where = f"{node.op_type} node {node.name!r}"
+        for a in node.attribute:
+            if a.type == onnx.AttributeProto.TENSOR or a.HasField("t"):
+                yield a.t, f"attribute {a.name!r} of {where}"
+            for t in a.tensors:
+                yield t, f"attribute {a.name!r} of {where}"
+            if a.HasField("sparse_tensor"):
+                yield a.sparse_tensor.values, f"sparse attribute {a.name!r} of {where}"
+            if a.HasField("g"):
+                yield from graph_tensors(a.g)
+            for g in a.graphs:
+                yield from graph_tensors(g)
+
+    yield from graph_tensors(model.graph)
+    for function in model.functions:
+        for node in function.node:
+            yield from node_tensors(node)
+
+
+def _stored_elements(t: onnx.TensorProto) -> tuple[int, str] | None:
+    """How many elements the tensor's data holds and in which field; None when it cannot be told
+    (strings, packed sub-byte types in typed fields, external data)."""
+    elem = t.data_type
+    if t.data_location == onnx.TensorProto.EXTERNAL or elem in (onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+        return None
+    size = _itemsize(elem)
+    if t.HasField("raw_data"):
+        return int(len(t.raw_data) / size) if size >= 1 else int(len(t.raw_data) * round(1 / size)), "raw_data"
+    fields = {
+        onnx.TensorProto.FLOAT: ("float_data", 1), onnx.TensorProto.COMPLEX64: ("float_data", 2),
+        onnx.TensorProto.DOUBLE: ("double_data", 1), onnx.TensorProto.COMPLEX128: ("double_data", 2),
+        onnx.TensorProto.INT64: ("int64_data", 1), onnx.TensorProto.UINT64: ("uint64_data", 1),
+        onnx.TensorProto.UINT32: ("uint64_data", 1), onnx.TensorProto.INT32: ("int32_data", 1),
+    }
+    if elem in fields:
+        name, per = fields[elem]
+        return len(getattr(t, name)) // per, name
+    if size == 1 or size == 2:  # 8/16-bit types, bool, float16/bfloat16, float8: one per int32_data entry
+        return len(t.int32_data), "int32_data"
+    return None
+
+
+def check_tensors(model: onnx.ModelProto, label: str, memory: int | None = None) -> None:
+    """Refuse, before any of it is decoded into arrays, a tensor whose declared dims are negative
+    (ModelFileError), whose declared size exceeds the memory budget (MemoryLimitError), or whose data
+    holds a different number of elements than its dims declare (ModelFileError: truncated data).
+    External-data tensors get the size check here; their bytes are checked when they are read."""
+    with budget(memory=memory, label=label):
+        limit = memory_budget()
+        for tensor, where in _all_tensors(model):
+            dims = list(tensor.dims)
+            if any(d < 0 for d in dims):
+                raise ModelFileError(f"{label}: {where} declares negative dimensions {dims}")
+            elements = math.prod(dims)
+            nbytes = int(elements * _itemsize(tensor.data_type))
+            if nbytes > limit:
+                raise MemoryLimitError(label, f"{where} ({_dtype_name(tensor.data_type)}{dims}, {elements} elements)",
+                                       nbytes, limit, where)
+            stored = _stored_elements(tensor)
+            if stored is not None and stored[0] != elements and not (elements == 0 and stored[0] == 0):
+                raise ModelFileError(
+                    f"{label}: {where} declares dims {dims} ({elements} elements of {_dtype_name(tensor.data_type)}) "
+                    f"but its {stored[1]} holds {stored[0]}; the file is truncated or corrupt"
+                )
+            if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                info = {e.key: e.value for e in tensor.external_data}
+                length = info.get("length")
+                if length is not None and length.isdigit() and int(length) != math.ceil(nbytes):
+                    raise ModelFileError(
+                        f"{label}: {where} declares dims {dims} ({nbytes} bytes) but its external data length is "
+                        f"{length} bytes; the file is corrupt"
+                    )
+
+
+# -- allocations of nodes ---------------------------------------------------------------------------
+Value = Callable[[str], "np.ndarray | None"]
+Shape = Callable[[str], "tuple[int, ...] | None"]
+
+
+def _ints(array: np.ndarray | None) -> list[int] | None:
+    if array is None or array.dtype.kind not in "iu":
+        return None
+    return [int(v) for v in array.reshape(-1)]
+
+
+def _broadcast(a: list[int], b: list[int]) -> list[int]:
+    rank = max(len(a), len(b))
+    a, b = [1] * (rank - len(a)) + a, [1] * (rank - len(b)) + b
+    return [max(x, y) for x, y in zip(a, b)]
+
+
+def node_allocation(node: onnx.NodeProto, value: Value, shape: Shape) -> tuple[int, str] | None:
+    """(elements, description) of the largest output ``node`` would allocate, worked out from its
+    constant inputs (``value``) and static input shapes (``shape``); None when they do not tell
+    (inputs of the wrong kind included: the node's own run names those).
+    Covers the ops whose output can be far larger than their inputs."""
+    try:
+        return _node_allocation(node, value, shape)
+    except (ValueError, TypeError, IndexError, OverflowError, KeyError):
+        return None
+
+
+def _node_allocation(node: onnx.NodeProto, value: Value, shape: Shape) -> tuple[int, str] | None:
+    op, ins = node.op_type, list(node.input)
+
+    def arg(k: int) -> str:
+        return ins[k] if len(ins) > k else ""
+
+    def attr(name: str, default=None):
+        for a in node.attribute:
+            if a.name == name:
+                return helper.get_attribute_value(a)
+        return default
+
+    if node.domain not in ("", "ai.onnx"):
+        return None
+    if op == "ConstantOfShape":
+        dims = _ints(value(arg(0)))
+        return (math.prod(max(d, 0) for d in dims), f"output shape {dims}") if dims is not None else None
+    if op == "Expand":
+        target = _ints(value(arg(1)))
+        if target is None:
+            return None
+        source = shape(arg(0)) or []
+        dims = _broadcast(list(source), target)
+        return math.prod(max(d, 0) for d in dims), f"output shape {dims}"
+    if op == "Tile":
+        repeats, source = _ints(value(arg(1))), shape(arg(0))
+        if repeats is None or source is None or len(repeats) != len(source):
+            return None
+        dims = [s * r for s, r in zip(source, repeats)]
+        return math.prod(max(d, 0) for d in dims), f"output shape {dims}"
+    if op == "Range":
+        start, limit, delta = (value(arg(k)) for k in range(3))
+        if start is None or limit is None or delta is None or start.size != 1 or limit.size != 1 or delta.size != 1:
+            return None
+        s, lim, d = (float(np.asarray(v).reshape(-1)[0]) for v in (start, limit, delta))
+        if d == 0 or not all(math.isfinite(x) for x in (s, lim, d)):
+            return None
+        count = max(math.ceil((lim - s) / d), 0)
+        return count, f"{count} elements from Range({s:g}, {lim:g}, {d:g})"
+    if op in ("Resize", "Upsample"):
+        source = shape(arg(0))
+        sizes = _ints(value(arg(3))) if op == "Resize" else None
+        if sizes:
+            if source is not None and len(sizes) != len(source):
+                axes = attr("axes")
+                if axes is None or len(axes) != len(sizes):
+                    return None
+                dims = list(source)
+                for a, s in zip(axes, sizes):
+                    dims[a] = s
+            else:
+                dims = sizes
+            return math.prod(max(d, 0) for d in dims), f"output shape {dims}"
+        scales_name = arg(2) if op == "Resize" else arg(1)
+        scales = value(scales_name) if scales_name else None
+        if scales is None and op == "Upsample":
+            scales = np.asarray(attr("scales", []), dtype=np.float64)
+        if source is None or scales is None or scales.size != len(source) or scales.dtype.kind != "f":
+            return None
+        dims = [int(math.floor(d * float(s))) for d, s in zip(source, scales.reshape(-1)) if math.isfinite(float(s))]
+        if len(dims) != len(source):
+            return None
+        return math.prod(max(d, 0) for d in dims), f"output shape {dims}"
+    if op == "Pad":
+        source = shape(arg(0))
+        pads = _ints(value(arg(1))) if arg(1) else list(attr("pads", []) or [])
+        if source is None or pads is None or len(pads) != 2 * len(source):
+            return None  # pads of some axes only (opset 18 axes input): not estimated
+        dims = [d + pads[i] + pads[i + len(source)] for i, d in enumerate(source)]
+        return math.prod(max(d, 0) for d in dims), f"output shape {dims}"
+    if op == "OneHot":
+        depth, indices = value(arg(1)), shape(arg(0))
+        if depth is None or depth.size != 1 or indices is None:
+            return None
+        count = math.prod(indices) * max(int(np.asarray(depth).reshape(-1)[0]), 0)
+        return count, f"{count} elements (indices {list(indices)} x depth {int(np.asarray(depth).reshape(-1)[0])})"
+    return None
+
+
+def _value_dims(v: onnx.ValueInfoProto) -> tuple[int, ...] | None:
+    t = v.type.tensor_type
+    if not v.type.HasField("tensor_type") or not t.HasField("shape"):
+        return None
+    if not all(d.HasField("dim_value") for d in t.shape.dim):
+        return None
+    return tuple(int(d.dim_value) for d in t.shape.dim)
+
+
+def _light(model: onnx.ModelProto, probe_dims: Mapping[str, tuple[int, ...]]) -> onnx.ModelProto:
+    """A copy of ``model`` without its large weights (kept as typed graph inputs), whose inputs take
+    the probe shapes: cheap to run shape inference on."""
+    light = onnx.ModelProto()
+    light.ir_version = max(model.ir_version, 4)
+    light.opset_import.extend(model.opset_import)
+    light.functions.extend(model.functions)
+    g, src = light.graph, model.graph
+    g.name = src.name
+    g.node.extend(src.node)
+    g.output.extend(src.output)
+    inits = {t.name for t in src.initializer}
+    for value in src.input:
+        if value.name in inits:
+            continue
+        copy = g.input.add()
+        copy.CopyFrom(value)
+        dims = probe_dims.get(value.name)
+        if dims is not None and copy.type.tensor_type.HasField("shape") and len(copy.type.tensor_type.shape.dim) == len(dims):
+            for d, n in zip(copy.type.tensor_type.shape.dim, dims):
+                d.Clear()
+                d.dim_value = int(n)
+    for t in src.initializer:
+        if math.prod(t.dims) <= 64 and t.data_location != onnx.TensorProto.EXTERNAL:
+            g.initializer.add().CopyFrom(t)
+        else:
+            g.input.append(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+    return light
+
+
+def check_allocations(model: onnx.ModelProto, label: str, probe_dims: Mapping[str, tuple[int, ...]] | None = None,
+                      memory: int | None = None) -> None:
+    """Refuse (MemoryLimitError naming the node, its op and the size) a node that would allocate more
+    than the memory budget: ConstantOfShape/Expand/Tile/Range/Resize/Upsample/Pad/OneHot outputs
+    from constant inputs (:func:`node_allocation`), a Loop whose constant trip count times its scan
+    outputs does, and any tensor whose static shape, inferred at the probe shapes
+    (``probe_dims``: input name -> dims), does."""
+    with budget(memory=memory, label=label):
+        limit = memory_budget()
+        inferred: dict[str, tuple[tuple[int, ...], int]] = {}
+        try:
+            from onnxxai.proto.contrib_shapes import infer_shapes
+
+            done = infer_shapes(_light(model, probe_dims or {}), data_prop=True)
+            for v in list(done.graph.input) + list(done.graph.value_info) + list(done.graph.output):
+                dims = _value_dims(v)
+                if dims is not None:
+                    inferred[v.name] = dims, v.type.tensor_type.elem_type
+        except Exception:  # noqa: BLE001 - no static shapes: the constant-input checks below still run
+            inferred = {}
+        _check_graph(model.graph, {}, inferred, limit, label, top=True)
+
+
+def _check_graph(graph: onnx.GraphProto, outer: dict[str, onnx.TensorProto], inferred: Mapping, limit: int,
+                 label: str, top: bool) -> None:
+    check_time(f"checking the allocations of graph {graph.name!r}")
+    consts: dict[str, onnx.TensorProto] = {**outer, **{t.name: t for t in graph.initializer}}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
+            for a in node.attribute:
+                if a.name == "value" and a.HasField("t"):
+                    consts[node.output[0]] = a.t
+    cache: dict[str, np.ndarray | None] = {}
+
+    def value(name: str) -> np.ndarray | None:
+        if name not in cache:
+            t = consts.get(name)
+            small = t is not None and math.prod(t.dims) <= 4096 and t.data_location != onnx.TensorProto.EXTERNAL
+            try:
+                cache[name] = numpy_helper.to_array(t) if small else None
+            except (ValueError, TypeError, KeyError):
+                cache[name] = None
+        return cache[name]
+
+    def shape(name: str) -> tuple[int, ...] | None:
+        if name in consts:
+            return tuple(consts[name].dims)
+        found = inferred.get(name) if top else None
+        return found[0] if found is not None else None
+
+    producers = {o: n for n in graph.node for o in n.output if o}
+    inputs = {v.name for v in graph.input} - set(consts)
+    if top:
+        for name, (dims, elem) in inferred.items():
+            node = producers.get(name)
+            nbytes = int(math.prod(dims) * _itemsize(elem))
+            if nbytes <= limit:
+                continue
+            if node is not None:
+                where = f"{node.op_type} node {node.name!r}"
+                raise MemoryLimitError(label, f"{where} (output {name!r} of shape {list(dims)} at the probe shapes)",
+                                       nbytes, limit, where)
+            if name in inputs:
+                raise MemoryLimitError(label, f"a probe of graph input {name!r} (static shape {list(dims)})", nbytes, limit)
+    for node in graph.node:
+        where = f"{node.op_type} node {node.name!r}"
+        found = node_allocation(node, value, shape)
+        if found is not None:
+            elements, what = found
+            elem = inferred.get(node.output[0], ((), onnx.TensorProto.FLOAT))[1] if node.output else onnx.TensorProto.FLOAT
+            nbytes = int(elements * _itemsize(elem))
+            if nbytes > limit:
+                raise MemoryLimitError(label, f"{where} ({what})", nbytes, limit, where)
+        if node.op_type == "Loop" and node.domain in ("", "ai.onnx"):
+            _check_loop(node, value, limit, label)
+        for a in node.attribute:
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                _check_graph(g, consts, inferred, limit, label, top=False)
+
+
+def _check_loop(node: onnx.NodeProto, value: Value, limit: int, label: str) -> None:
+    """A Loop with a constant trip count M and scan outputs stacks M of them: refuse when that is over budget."""
+    trips = _ints(value(node.input[0])) if node.input and node.input[0] else None
+    body = next((a.g for a in node.attribute if a.name == "body"), None)
+    if not trips or body is None:
+        return
+    n_carried = max(len(node.input) - 2, 0)
+    scan_outputs = list(body.output)[1 + n_carried:]
+    if not scan_outputs:
+        return
+    per_trip = 0
+    for out in scan_outputs:
+        dims = _value_dims(out) or ()
+        per_trip += int(max(math.prod(dims), 1) * _itemsize(out.type.tensor_type.elem_type or onnx.TensorProto.FLOAT))
+    nbytes = max(trips[0], 0) * per_trip
+    if nbytes > limit:
+        where = f"Loop node {node.name!r}"
+        raise MemoryLimitError(label, f"{where} (trip count {trips[0]} x {per_trip} bytes of scan outputs per trip)",
+                               nbytes, limit, where)
