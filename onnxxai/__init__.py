@@ -36,6 +36,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["RuntimeModel", "load_runtime"], "onnxxai.runtime"),
     **dict.fromkeys(["BoundaryError", "split"], "onnxxai.graph"),
     **dict.fromkeys(["heatmap", "save_png"], "onnxxai.heatmap"),
+    **dict.fromkeys(["explain_dataset", "read_results"], "onnxxai.dataset"),
     **dict.fromkeys([
         "Analyzer", "Target", "Execution", "ModelFunction",
         "Gradient", "GradientAnalyzer", "InputTimesGradient",
