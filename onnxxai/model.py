@@ -312,7 +312,10 @@ def _batch_mode(original: onnx.ModelProto, label: str, seed: int) -> tuple[int |
         return None, "dynamic", "", None, None
     from onnxxai.runtime import RuntimeModel
 
-    runtime = RuntimeModel(original, label, seed=seed)
+    try:
+        runtime = RuntimeModel(original, label, seed=seed)
+    except ModelFileError as exc:  # onnxruntime cannot open the file: conversion and parity say why, as before
+        return fixed, "fixed", f"runs in chunks of the fixed batch {fixed}: {exc}", None, None
     if runtime.batch_mode == "relaxed":
         note = (f"fixed batch {fixed} relaxed: onnxruntime on {fixed + 2} samples at once equals per-sample runs "
                 "of the original file")

@@ -43,15 +43,15 @@ def resnets(tmp_path_factory):
     net = torchvision.models.resnet18(num_classes=10).eval()
     folder = tmp_path_factory.mktemp("fixed")
     example = torch.randn(1, 3, 64, 64)
-    return net, export(net, example, folder / "fixed.onnx", dynamic_batch=False), export(net, example, folder / "dynamic.onnx")
+    fixed, dynamic = export(net, example, folder / "fixed.onnx", dynamic_batch=False), export(net, example, folder / "dynamic.onnx")
+    return net, fixed, dynamic, onnxxai.load(fixed), onnxxai.load(dynamic)
 
 
 def test_fixed_batch_resnet_loads_relaxed_and_takes_any_batch(resnets):
-    net, fixed_path, dynamic_path = resnets
-    model = onnxxai.load(fixed_path)
+    net, _, _, model, dynamic = resnets
     assert model.parity.ok
     assert model.parity.batch_mode == "relaxed" and "per-sample" in model.parity.batch_note
-    assert onnxxai.load(dynamic_path).parity.batch_mode == "dynamic"
+    assert dynamic.parity.batch_mode == "dynamic"
     x = np.random.default_rng(0).standard_normal((3, 3, 64, 64)).astype(np.float32)
     with torch.no_grad():
         want = net(torch.from_numpy(x)).numpy()
@@ -59,9 +59,8 @@ def test_fixed_batch_resnet_loads_relaxed_and_takes_any_batch(resnets):
 
 
 def test_integrated_gradients_on_fixed_batch_equals_dynamic_export(resnets):
-    _, fixed_path, dynamic_path = resnets
+    _, _, _, fixed, dynamic = resnets
     x = np.random.default_rng(1).standard_normal((3, 3, 64, 64)).astype(np.float32)
-    fixed, dynamic = onnxxai.load(fixed_path), onnxxai.load(dynamic_path)
     a = onnxxai.analyze(x[:2], onnxxai.IntegratedGradients(fixed, n=8))
     b = onnxxai.analyze(x[:2], onnxxai.IntegratedGradients(dynamic, n=8))
     assert a.val.shape == (2, 3, 64, 64)
@@ -101,7 +100,7 @@ def test_batch_mixing_graph_is_not_relaxed(tmp_path):
 def test_cli_run_on_a_folder_with_a_fixed_batch_export(resnets, tmp_path, capsys):
     from PIL import Image
 
-    _, fixed_path, _ = resnets
+    fixed_path = resnets[1]
     folder = tmp_path / "images"
     folder.mkdir()
     rng = np.random.default_rng(4)

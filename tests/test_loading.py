@@ -59,7 +59,7 @@ def test_light_model_zoo_loads_with_parity(name):
     assert model.parity.ok, model.parity.summary()
     assert model.parity.max_rel <= 1e-4
     # a second input, unlike load's probe: scaled images in [0, 255]
-    x = np.random.default_rng(3).uniform(0, 255, size=model.inputs[0].shape).astype(np.float32)
+    x = np.random.default_rng(3).uniform(0, 255, size=(1, *model.inputs[0].shape[1:])).astype(np.float32)
     refs = ort.InferenceSession(original.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {model.inputs[0].name: x})
     outs = model(x)
     outs = outs if isinstance(outs, tuple) else (outs,)
