@@ -14,7 +14,8 @@ from onnxxai.errors import AnalyzerError
 from onnxxai.explanation import Explanation
 from onnxxai.proto.layout import LAYOUTS, image_layout
 
-__all__ = ["heatmap", "save_png", "PRESETS", "to_image_layout"]
+__all__ = ["heatmap", "save_png", "PRESETS", "to_image_layout", "scaled_maps", "colorize", "save_bar_chart",
+           "save_series_plot"]
 
 #: preset -> (reduce, rangescale, colormap, overlay alpha or None)
 PRESETS: dict[str, tuple[str, str, str, float | None]] = {
@@ -133,10 +134,35 @@ def heatmap(
     if overlay is None:
         overlay = p_alpha is not None
     alpha = (p_alpha if p_alpha is not None else 0.5) if alpha is None else float(alpha)
-    values = to_image_layout(expl.val, layout)
-    colored = _colorize(_rangescale(_reduce(values, reduce), rangescale), colormap)
+    colored = _colorize(scaled_maps(expl, reduce=reduce, rangescale=rangescale, layout=layout), colormap)
     if overlay:
         colored = (1 - alpha) * _background(expl.input, layout, colored.shape[1:3]) + alpha * colored
+    return (np.clip(colored, 0, 1) * 255).round().astype(np.uint8)
+
+
+def scaled_maps(expl: Explanation, *, reduce: str | None = None, rangescale: str | None = None,
+                layout: str = "auto") -> np.ndarray:
+    """The maps :func:`heatmap` colours: ``(B, H, W)`` in [0, 1], channels reduced and each sample
+    range-scaled by the preset of ``expl.heatmap`` (or the given ``reduce`` / ``rangescale``)."""
+    p_reduce, p_range, _, _ = PRESETS[expl.heatmap]
+    return _rangescale(_reduce(to_image_layout(expl.val, layout), reduce or p_reduce), rangescale or p_range)
+
+
+def colorize(scaled: np.ndarray, colormap: str, *, background: np.ndarray | None = None, alpha: float = 0.5,
+             missing: tuple[float, float, float] = (0.85, 0.85, 0.85)) -> np.ndarray:
+    """One scaled map ``(H, W)`` in [0, 1] as an RGB uint8 image; blended over ``background`` (an
+    ``(H, W, 3)`` uint8 image, e.g. the photo the map was resized onto) with ``alpha`` when given.
+    NaN (pixels the model never saw: cropped off) shows the background alone, else ``missing`` grey."""
+    scaled = np.asarray(scaled, dtype=np.float64)
+    seen = ~np.isnan(scaled)
+    colored = _colorize(np.where(seen, scaled, 0.0), colormap)
+    if background is not None:
+        base = np.asarray(background, dtype=np.float64)[..., :3] / 255.0
+        if base.shape[:2] != scaled.shape:
+            raise AnalyzerError(f"background of shape {base.shape} for a map of shape {scaled.shape}")
+        colored = np.where(seen[..., None], (1 - alpha) * base + alpha * colored, base)
+    else:
+        colored = np.where(seen[..., None], colored, np.asarray(missing))
     return (np.clip(colored, 0, 1) * 255).round().astype(np.uint8)
 
 
@@ -166,3 +192,45 @@ def save_bar_chart(values: Any, labels: list[str], path: str | os.PathLike, titl
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(str(path), format="png", dpi=100)
+
+
+def save_series_plot(signal: Any, values: Any, path: str | os.PathLike, title: str = "", *, max_channels: int = 8) -> None:
+    """Write a line plot of a sequence ``(T,)`` or ``(T, F)`` with its attribution (same shape)
+    shaded under the signal (red positive, blue negative, one colour scale for all channels). More
+    than ``max_channels`` channels: the most attributed ones (by sum of |attribution|) are drawn."""
+    from matplotlib import colormaps
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    x = _numpy(signal)
+    a = _numpy(values)
+    if x.shape != a.shape or x.ndim not in (1, 2):
+        raise AnalyzerError(f"a series plot takes a signal (T,) or (T, F) and attributions of the same shape, "
+                            f"got {x.shape} and {a.shape}")
+    if x.ndim == 1:
+        x, a = x[:, None], a[:, None]
+    order = np.argsort(-np.abs(a).sum(axis=0), kind="stable")[:max_channels]
+    shown = sorted(order.tolist())
+    scale = float(np.abs(a).max()) or 1.0
+    t = np.arange(x.shape[0])
+    fig = Figure(figsize=(8, 1.2 * len(shown) + 0.9))
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(len(shown), 1, sharex=True, squeeze=False)[:, 0]
+    cmap = colormaps["bwr"]
+    for ax, f in zip(axes, shown):
+        lo, hi = min(0.0, float(x[:, f].min())), max(0.0, float(x[:, f].max()))
+        pad = 0.05 * (hi - lo or 1.0)
+        band = ax.imshow(a[None, :, f], cmap=cmap, vmin=-scale, vmax=scale, aspect="auto", interpolation="nearest",
+                         extent=(-0.5, x.shape[0] - 0.5, lo - pad, hi + pad), origin="lower")
+        area = ax.fill_between(t, 0, x[:, f], facecolor="none", edgecolor="none", step="mid")
+        band.set_clip_path(area.get_paths()[0], transform=ax.transData)
+        ax.plot(t, x[:, f], color="black", linewidth=0.9, drawstyle="steps-mid" if len(t) < 64 else "default")
+        ax.axhline(0, color="#888888", linewidth=0.5)
+        ax.set_ylim(lo - pad, hi + pad)
+        ax.set_ylabel(f"ch {f}" if x.shape[1] > 1 else "signal", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[-1].set_xlabel("step")
+    note = f" ({len(shown)} of {x.shape[1]} channels, most attributed)" if len(shown) < x.shape[1] else ""
+    fig.suptitle((title + note) if title or note else "", fontsize=9)
+    fig.colorbar(axes[0].images[0], ax=list(axes), fraction=0.03, pad=0.02, label="attribution")
+    fig.savefig(str(path), format="png", dpi=100, bbox_inches="tight")

@@ -17,7 +17,7 @@ from onnxxai.errors import InputError
 from onnxxai.model import Model
 from onnxxai.proto.layout import image_layout
 
-__all__ = ["METHODS", "Method", "MethodOptions", "method", "DEFAULT_SAMPLES"]
+__all__ = ["METHODS", "Method", "MethodOptions", "method", "methods", "DEFAULT_SAMPLES"]
 
 #: noisy copies (SmoothGrad) or path steps (Integrated Gradients) when no number is given
 DEFAULT_SAMPLES = 50
@@ -27,12 +27,16 @@ DEFAULT_SAMPLES = 50
 class MethodOptions:
     """What a caller may set on any method: ``batch_size`` rows per forward/backward (None: the
     method's default), ``samples`` for sampled methods (None: :data:`DEFAULT_SAMPLES`), ``seed`` of
-    SmoothGrad's noise, ``background`` rows of the analyzed input (TreeSHAP's reference set)."""
+    SmoothGrad's noise, ``background`` rows of the analyzed input (TreeSHAP's reference set), ``target``
+    of the gradient methods."""
 
     batch_size: int | None = None
     samples: int | None = None
     seed: int = 0
     background: Any = None
+    #: where gradient methods attribute (an :class:`onnxxai.Target`: input name, fixed inputs such as an
+    #: attention mask); None: the model's single analyzed input
+    target: Any = None
 
     @property
     def n(self) -> int:
@@ -58,15 +62,15 @@ class Method:
 
 
 METHODS: dict[str, Method] = {
-    "gradient": Method("Gradient (sensitivity)", lambda m, o: Gradient(m, batch_size=o.batch_size)),
-    "input-x-gradient": Method("Input×Gradient", lambda m, o: InputTimesGradient(m, batch_size=o.batch_size)),
+    "gradient": Method("Gradient (sensitivity)", lambda m, o: Gradient(m, target=o.target, batch_size=o.batch_size)),
+    "input-x-gradient": Method("Input×Gradient", lambda m, o: InputTimesGradient(m, target=o.target, batch_size=o.batch_size)),
     "smoothgrad": Method(f"SmoothGrad, --samples noisy copies (default {DEFAULT_SAMPLES})",
-                         lambda m, o: SmoothGrad(m, n=o.n, generator=o.seed, batch_size=o.batch_size), sampled=True,
+                         lambda m, o: SmoothGrad(m, n=o.n, generator=o.seed, target=o.target, batch_size=o.batch_size), sampled=True,
                          seeded=True),
     "integrated-gradients": Method(f"Integrated Gradients, --samples steps (default {DEFAULT_SAMPLES}), zero baseline",
-                                   lambda m, o: IntegratedGradients(m, n=o.n, batch_size=o.batch_size), sampled=True),
-    "gradcam": Method("GradCAM", lambda m, o: GradCAM(m, batch_size=o.batch_size)),
-    "lrp": Method("LRP, EpsilonPlusFlat composite", lambda m, o: LRP(m, batch_size=o.batch_size)),
+                                   lambda m, o: IntegratedGradients(m, n=o.n, target=o.target, batch_size=o.batch_size), sampled=True),
+    "gradcam": Method("GradCAM", lambda m, o: GradCAM(m, target=o.target, batch_size=o.batch_size)),
+    "lrp": Method("LRP, EpsilonPlusFlat composite", lambda m, o: LRP(m, target=o.target, batch_size=o.batch_size)),
     "occlusion": Method("Occlusion (onnxruntime only), windows of 1/8 of the image side, stride half a window, "
                         "zero baseline; one column at a time for tables", lambda m, o: _occlusion(m, o), blackbox=True),
     "feature-ablation": Method("Feature ablation (onnxruntime only): 8x8 image grid, or each column / token, to zero",
@@ -101,6 +105,18 @@ def _occlusion(model: Any, options: MethodOptions) -> Occlusion:
         window = max(1, -(-min(found.size) // 8))
         return Occlusion(model, window, max(1, window // 2), batch_size=options.batch_size)
     return Occlusion(model, 1, 1, batch_size=options.batch_size)
+
+
+def methods(spec: str) -> list[str]:
+    """Method names from ``"a,b,c"`` or ``"all"`` (every method in the table), each checked."""
+    if spec.strip() == "all":
+        return list(METHODS)
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        raise InputError(f"no method named in {spec!r}; choose from {', '.join(METHODS)} or all")
+    for name in names:
+        method(name)
+    return list(dict.fromkeys(names))
 
 
 def method(name: str) -> Method:

@@ -4,7 +4,7 @@ the importing module's own layer or a lower one, and no modules import each othe
 Layers, lowest first (a new module must be placed in one, or this test fails):
 
     0 errors, explanation, selectors   1 proto   2 convert   3 parity   4 graph   5 model
-    6 analyzers, methods, blackbox, dispatch   7 diagnostics, heatmap, preprocess, metrics   8 cli, testing   9 onnxxai/__init__ (public names)
+    6 analyzers, methods, blackbox, dispatch   7 diagnostics, heatmap, preprocess, metrics   8 cli, audit, testing   9 onnxxai/__init__ (public names)
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ LAYERS: dict[str, int] = {
     "onnxxai.graph": 4,
     "onnxxai.model": 5,
     "onnxxai.analyzers": 6, "onnxxai.methods": 6, "onnxxai.blackbox": 6, "onnxxai.dispatch": 6,
-    "onnxxai.diagnostics": 7, "onnxxai.heatmap": 7, "onnxxai.preprocess": 7, "onnxxai.metrics": 7,
-    "onnxxai.cli": 8, "onnxxai.testing": 8, "onnxxai.fuzz": 8, "onnxxai.dataset": 8,
+    "onnxxai.diagnostics": 7, "onnxxai.heatmap": 7, "onnxxai.preprocess": 7, "onnxxai.metrics": 7, "onnxxai.sheet": 7, "onnxxai.text": 7,
+    "onnxxai.cli": 8, "onnxxai.audit": 8, "onnxxai.testing": 8, "onnxxai.fuzz": 8, "onnxxai.dataset": 8,
     "onnxxai": 9,
 }
 
