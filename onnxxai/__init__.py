@@ -37,6 +37,7 @@ _LAZY: dict[str, str] = {
     **dict.fromkeys(["BoundaryError", "split"], "onnxxai.graph"),
     **dict.fromkeys(["heatmap", "save_png"], "onnxxai.heatmap"),
     **dict.fromkeys(["explain_dataset", "read_results"], "onnxxai.dataset"),
+    **dict.fromkeys(["run_audit", "write_report", "AuditSettings"], "onnxxai.audit"),
     **dict.fromkeys([
         "Analyzer", "Target", "Execution", "ModelFunction",
         "Gradient", "GradientAnalyzer", "InputTimesGradient",
