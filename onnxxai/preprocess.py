@@ -274,7 +274,7 @@ def read_image(path: str | os.PathLike, channels: int, size: tuple[int, int] | N
         raise InputError(f"{path}: refused as a decompression bomb by Pillow ({_first_line(exc)}); the limit is "
                          f"{min(max_pixels, 2 * Image.MAX_IMAGE_PIXELS) / 1e6:g} megapixels") from exc
     except UnidentifiedImageError as exc:
-        raise InputError(f"{path}: not an image file Pillow can identify") from exc
+        raise InputError(f"{path}: not a readable image (not a format Pillow can identify)") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated or corrupt data, a mode Pillow cannot convert
         raise InputError(f"{path}: not a readable image ({exc.__class__.__name__}: {_first_line(exc)})") from exc
 

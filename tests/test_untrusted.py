@@ -200,7 +200,7 @@ def test_image_modes_are_converted_or_refused_with_a_message(tmp_path: Path) -> 
     with pytest.raises(InputError, match="32-bit float"):
         read_image(tmp_path / "float.tif", 1)
     (tmp_path / "text.png").write_text("not an image")
-    with pytest.raises(InputError, match="not an image file"):
+    with pytest.raises(InputError, match="not a readable image"):
         read_image(tmp_path / "text.png", 3)
 
 
