@@ -87,6 +87,7 @@ def main() -> None:
     parser.add_argument("--memory", type=float, default=4.0, help="GiB of address space per child beyond its imports")
     parser.add_argument("--only", nargs="*", help="only these mutations")
     parser.add_argument("--json", help="write every record and the summary here")
+    parser.add_argument("--jsonl", help="append each record here as it is made (a run stopped early keeps its records)")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="onnxxai-fuzz-") as tmp:
@@ -95,6 +96,9 @@ def main() -> None:
         start = time.perf_counter()
 
         def report(k: int, seed: str, mutation: str, outcome: fuzz.Outcome) -> None:
+            if args.jsonl:
+                with open(args.jsonl, "a") as f:
+                    f.write(json.dumps({"k": k, "seed": seed, "mutation": mutation, **outcome.to_dict()}) + "\n")
             bad = outcome.outcome not in fuzz.GOOD
             if bad or not args.quiet:
                 print(f"{k:5d} {seed:32s} {mutation:20s} {outcome.outcome:8s} {outcome.seconds:6.2f}s "
