@@ -61,8 +61,8 @@ def test_fixed_batch_resnet_loads_relaxed_and_takes_any_batch(resnets):
 def test_integrated_gradients_on_fixed_batch_equals_dynamic_export(resnets):
     _, _, _, fixed, dynamic = resnets
     x = np.random.default_rng(1).standard_normal((3, 3, 64, 64)).astype(np.float32)
-    a = onnxxai.analyze(x[:2], onnxxai.IntegratedGradients(fixed, n=8))
-    b = onnxxai.analyze(x[:2], onnxxai.IntegratedGradients(dynamic, n=8))
+    a = onnxxai.analyze(x[:2], onnxxai.IntegratedGradients(fixed, n=4))
+    b = onnxxai.analyze(x[:2], onnxxai.IntegratedGradients(dynamic, n=4))
     assert a.val.shape == (2, 3, 64, 64)
     np.testing.assert_array_equal(a.output_selection, b.output_selection)
     np.testing.assert_allclose(a.val, b.val, rtol=1e-3, atol=1e-5 * np.abs(b.val).max())
