@@ -62,10 +62,10 @@ def comparison_sheet(input_image: np.ndarray, panels: list[Panel], path: str | o
             ax.set_title(f"{panel.name} (refused)", fontsize=9, color="#a0322b")
             ax.text(0.5, 0.5, "\n".join(textwrap.wrap(panel.reason or "refused", 28)[:10]), ha="center", va="center",
                     fontsize=6.5, transform=ax.transAxes, wrap=True)
+    bars = grid[1, :].subgridspec(1, len(presets), wspace=0.3) if presets else None
     for j, preset in enumerate(presets):
         _, rangescale, colormap, _ = PRESETS[preset]
-        span = max(1, len(tiles) // max(1, len(presets)))
-        ax = fig.add_subplot(grid[1, min(j * span, len(tiles) - 1): min((j + 1) * span, len(tiles))])
+        ax = fig.add_subplot(bars[0, j])
         bar = fig.colorbar(ScalarMappable(Normalize(0, 1), colormaps[colormap]), cax=ax, orientation="horizontal")
         low, mid, high = _BAR_LABELS[rangescale]
         bar.set_ticks([0, 0.5, 1] if mid else [0, 1], labels=[low, mid, high] if mid else [low, high], fontsize=7)
