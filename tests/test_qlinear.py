@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 import torch
 from onnx import TensorProto
@@ -292,3 +293,38 @@ def test_quantized_lenet_runs_bit_exact_and_explains_like_float32(kind, tmp_path
     ig = onnxxai.analyze(digits, onnxxai.IntegratedGradients(model, n=32), classes).val.reshape(len(digits), -1)
     cosine = (ig * float_ig).sum(1) / np.linalg.norm(ig, axis=1) / np.linalg.norm(float_ig, axis=1)
     assert cosine.min() >= 0.95, cosine
+
+
+@pytest.mark.parametrize("bidirectional", [False, True], ids=["forward", "bidirectional"])
+def test_dynamic_quantize_lstm_matches_onnxruntime_and_gradchecks(bidirectional, tmp_path):
+    """quantize_dynamic turns an LSTM into com.microsoft DynamicQuantizeLSTM (int8 W and R, X and the
+    hidden state quantized at run time): its integer products are onnxruntime's (a quantization step
+    off would move outputs by ~1e-3), the gates' float arithmetic agrees to float32 rounding, and its
+    straight-through gradient passes the gradient check against the float64 surrogate."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    import onnxxai
+    from onnxxai.diagnostics import gradient_flow
+    from onnxxai.testing import export
+
+    class Net(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.rnn = torch.nn.LSTM(6, 12, bidirectional=bidirectional, batch_first=True)
+            self.head = torch.nn.Linear(24 if bidirectional else 12, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.rnn(x)[0][:, -1])
+
+    torch.manual_seed(0)
+    source = export(Net(), torch.randn(2, 5, 6), tmp_path / "lstm.onnx")
+    path = tmp_path / "lstm_dynamic.onnx"
+    quantize_dynamic(source, path)
+    assert "DynamicQuantizeLSTM" in {n.op_type for n in onnx.load(path).graph.node}
+    model = onnxxai.load(path)
+    x = np.random.default_rng(3).standard_normal((2, 5, 6)).astype(np.float32)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(model(x), session.run(None, {session.get_inputs()[0].name: x})[0], rtol=1e-5, atol=1e-6)
+    assert model.parity.ok and model.parity.max_rel < 1e-5, model.parity.summary()
+    report = gradient_flow(model, onnx.load(path))
+    assert report.ok and report.reference.endswith("surrogate"), report.summary()

@@ -1,6 +1,7 @@
 """Quantized integer arithmetic as onnxruntime runs it: QLinearConv, QLinearMatMul, MatMulInteger,
 ConvInteger and the com.microsoft QOperator ops (QGemm, QLinearAdd, QLinearMul, QLinearConcat,
-QLinearGlobalAveragePool, QLinearAveragePool, QLinearSigmoid, QLinearLeakyRelu, QLinearSoftmax).
+QLinearGlobalAveragePool, QLinearAveragePool, QLinearSigmoid, QLinearLeakyRelu, QLinearSoftmax,
+DynamicQuantizeLSTM).
 
 Forward: integer accumulation (exact, in float64 or int64), then onnxruntime's requantization: the
 multiplier computed in float32 as its kernels do (``a_scale * b_scale / y_scale``), the int32
@@ -844,5 +845,105 @@ def convert_qlinear_softmax(node: OnnxNode, graph: OnnxGraph) -> OperationConver
     return optional_result(module, node, 5)
 
 
-__all__ = ["INT_RANGES", "float_container_ok", "DequantizedTap", "RequantizedTap", "straight_through", "StraightThrough", "straight_through_modules", "surrogate_forward", "requantize", "quantize_mlas", "Quantized", "QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearBinary",
+
+def _dynamic_params(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """onnxruntime's dynamic uint8 quantization parameters of ``x`` (its range with 0, in float32):
+    ``(scale, zero_point)``, as DynamicQuantizeLinear and its quantized recurrent kernels compute them."""
+    xf = x.detach().to(torch.float32)
+    hi, lo = xf.max().clamp(min=0), xf.min().clamp(max=0)
+    scale = torch.where(hi == lo, torch.ones_like(hi), (hi - lo) / 255.0)
+    return scale, torch.round((0.0 - lo / scale).clamp(0, 255))
+
+
+class DynamicQuantizeLSTM(StraightThrough):
+    """com.microsoft DynamicQuantizeLSTM: an LSTM whose W ``(directions, input, 4*hidden)`` and R
+    ``(directions, hidden, 4*hidden)`` are int8/uint8 with per-direction or per-column scales, run as
+    onnxruntime's quantized LSTM does: each matrix product quantizes its float operand (all time
+    steps of X at once, then the hidden state at every step) to uint8 with dynamic parameters,
+    accumulates exactly in int32 and scales the accumulator by ``a_scale * w_scale`` in float32; the
+    recurrent product is accumulated onto the input product, then the bias is added. Gradient: the
+    float LSTM on the dequantized weights (each product straight-through)."""
+
+    def __init__(self, lstm: torch.nn.Module, chunk: int = 1) -> None:
+        super().__init__()
+        self.lstm = lstm  # an OnnxLSTM: directions, layout, activations, clip, outputs
+        self.chunk = chunk
+
+    def _product(self, a: torch.Tensor, w_q: torch.Tensor, w_zp: torch.Tensor, w_scale: torch.Tensor,
+                 w_float: torch.Tensor, chunk: int = 0) -> torch.Tensor:
+        """``a @ w`` for every direction d: a (d, rows, k), w (d, k, n) -> (d, rows, n); the operand is
+        quantized per direction, and per ``chunk`` rows when given (onnxruntime's batch-parallel
+        recurrence quantizes each thread's rows of the hidden state on their own)."""
+        exact = []
+        for d in range(a.shape[0]):
+            for start in range(0, a.shape[1], chunk or a.shape[1]):
+                rows = a[d, start:start + (chunk or a.shape[1])]
+                scale, zp = _dynamic_params(rows)
+                q = (torch.round(rows.detach().to(torch.float32) / scale) + zp).clamp(0, 255)
+                acc = torch.matmul((q - zp).to(torch.float64), (w_q[d].to(torch.float64) - w_zp[d].to(torch.float64)))
+                exact.append(acc.to(torch.float32) * (scale * w_scale[d].to(torch.float32)))
+        exact = torch.cat(exact).reshape(a.shape[0], a.shape[1], -1)
+        surrogate = torch.matmul(a, w_float.to(a.dtype)) if self.wants_surrogate(a) else None
+        return self.straight_through(exact.to(a.dtype), surrogate)
+
+    def forward(self, *inputs: torch.Tensor | None):
+        lstm = self.lstm
+        if lstm.input_slots is not None:
+            full: list[torch.Tensor | None] = [None] * (max(lstm.input_slots) + 1)
+            for slot, value in zip(lstm.input_slots, inputs):
+                full[slot] = value
+            inputs = tuple(full)
+        inputs = tuple(inputs) + (None,) * (12 - len(inputs))
+        X, W, R, B, sequence_lens, initial_h, initial_c, P, w_scale, w_zp, r_scale, r_zp = inputs[:12]
+        x = X.transpose(0, 1) if lstm.layout else X
+        n_dirs, hidden = W.shape[0], R.shape[1]
+        dtype = x.dtype
+
+        def per_column(scale: torch.Tensor, zp: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            scale = scale.reshape(n_dirs, 1, -1)
+            zp = torch.zeros_like(scale) if zp is None else zp.reshape(n_dirs, 1, -1)
+            return scale, zp
+
+        ws, wz = per_column(w_scale, w_zp)
+        rs, rz = per_column(r_scale, r_zp)
+        w_float = (W.to(torch.float32) - wz.to(torch.float32)) * ws.to(torch.float32)
+        r_float = (R.to(torch.float32) - rz.to(torch.float32)) * rs.to(torch.float32)
+        bias = None if B is None else (B[:, : 4 * hidden] + B[:, 4 * hidden:]).to(dtype)
+        steps, batch = x.shape[0], x.shape[1]
+        flat = x.reshape(1, steps * batch, -1).expand(n_dirs, -1, -1)
+        xw = self._product(flat, W, wz, ws, w_float).reshape(n_dirs, steps, batch, 4 * hidden)
+        xw = lstm._orient(xw)
+        p_i = p_o = p_f = None
+        if P is not None:
+            p_i, p_o, p_f = (p[:, None, :] for p in P.to(dtype).chunk(3, -1))
+
+        def step(s: int, states: list[torch.Tensor]) -> list[torch.Tensor]:
+            h, c = states
+            gates = xw[:, s] + self._product(h, R, rz, rs, r_float, chunk=self.chunk)
+            if bias is not None:
+                gates = gates + bias[:, None, :]
+            gi, go, gf, gc = gates.chunk(4, -1)
+            if p_i is not None:
+                gi, gf = gi + p_i * c, gf + p_f * c
+            i = lstm._act(0, gi)
+            f = 1 - i if lstm.input_forget else lstm._act(0, gf)
+            c = f * c + i * lstm._act(1, gc)
+            if p_o is not None:
+                go = go + p_o * c
+            return [lstm._act(0, go) * lstm._act(2, c, clip=False), c]
+
+        states = [lstm._states(x, initial_h, n_dirs, hidden), lstm._states(x, initial_c, n_dirs, hidden)]
+        return lstm._outputs(lstm._run(x, sequence_lens, states, step))
+
+
+@register("DynamicQuantizeLSTM", [1], domain=MS)
+def convert_dynamic_quantize_lstm(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:  # noqa: ARG001
+    """com.microsoft DynamicQuantizeLSTM-1 (quantize_dynamic's LSTM): see :class:`DynamicQuantizeLSTM`."""
+    from onnxxai.convert.recurrent import OnnxLSTM, _common, _result
+
+    lstm = OnnxLSTM(**_common(node), input_forget=bool(int(node.attributes.get("input_forget", 0))))
+    converted = _result(lstm, node)
+    return OperationConverterResult(torch_module=DynamicQuantizeLSTM(lstm), onnx_mapping=converted.onnx_mapping)
+
+__all__ = ["INT_RANGES", "float_container_ok", "DequantizedTap", "RequantizedTap", "DynamicQuantizeLSTM", "straight_through", "StraightThrough", "straight_through_modules", "surrogate_forward", "requantize", "quantize_mlas", "Quantized", "QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearBinary",
            "QLinearLookup", "QLinearConcat", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSoftmax"]

@@ -238,7 +238,8 @@ class OnnxLSTM(_OnnxRecurrent):
         return self._run(x, sequence_lens, states, step)
 
 
-_DEFAULT_ACTIVATIONS = {"RNN": ["Tanh"], "GRU": ["Sigmoid", "Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"]}
+_DEFAULT_ACTIVATIONS = {"RNN": ["Tanh"], "GRU": ["Sigmoid", "Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"],
+                        "DynamicQuantizeLSTM": ["Sigmoid", "Tanh", "Tanh"]}  # com.microsoft: the LSTM on int8 weights
 
 
 def _activations(node: OnnxNode, n_dirs: int) -> list[list[Activation]]:
