@@ -378,7 +378,7 @@ def m_subgraph(model, data, rng):
 
 def m_nested_if(model, data, rng):
     m = _copy(model)
-    depth = int(rng.integers(1, 22))  # both branches hold the level below: 2^depth nodes in all
+    depth = int(rng.integers(1, 17))  # both branches hold the level below: 2^depth nodes in all
     value = helper.make_tensor("fz_leaf", TensorProto.FLOAT, [1], [1.0])
     graph = helper.make_graph([helper.make_node("Constant", [], ["fz_out0"], value=value, name="fz_leaf")], "leaf", [],
                               [helper.make_tensor_value_info("fz_out0", TensorProto.FLOAT, [1])])

@@ -18,7 +18,7 @@ from PIL import Image
 from onnxxai import fuzz
 from onnxxai.cli import main
 from onnxxai.convert.pipeline import convert
-from onnxxai.errors import ExternalDataError, InputError, MemoryLimitError, ModelFileError, TimeLimitError
+from onnxxai.errors import ExternalDataError, InputError, MemoryLimitError, ModelFileError, ResourceLimitError, TimeLimitError
 from onnxxai.model import load
 from onnxxai.parity import run_onnxruntime
 from onnxxai.preprocess import read_image
@@ -134,6 +134,19 @@ def test_external_data_cannot_leave_the_model_folder(tmp_path: Path) -> None:
     onnx.save(model, str(tmp_path / "m" / "model.onnx"))
     with pytest.raises(ExternalDataError, match="escapes the model's folder"):
         load(tmp_path / "m" / "model.onnx")
+
+
+def test_a_file_of_too_many_nodes_is_refused_while_counting() -> None:
+    model = fuzz.huge_constant_model(12, "initializer")
+    then = helper.make_graph([helper.make_node("Identity", ["x"], ["t"], name=f"copy{k}") for k in range(1)], "b", [],
+                             [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)])
+    for _ in range(4):  # both branches hold the level below: 2^5 - 1 nodes per branch
+        node = helper.make_node("If", ["cond"], ["t"], then_branch=then, else_branch=then, name="nest")
+        then = helper.make_graph([node], "b", [], [helper.make_tensor_value_info("t", TensorProto.FLOAT, None)])
+    model.graph.node.append(helper.make_node("If", ["cond"], ["z"], then_branch=then, else_branch=then, name="top"))
+    assert limits.check_size(model, "nested.onnx") == 2 + 2 * (2**5 - 1)  # Add, If, and 31 nodes per branch
+    with pytest.raises(ResourceLimitError, match="nested.onnx: the file holds more than 40 nodes"):
+        limits.check_size(model, "nested.onnx", max_nodes=40)
 
 
 # -- images -------------------------------------------------------------------------------------------

@@ -31,12 +31,12 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from onnxxai.errors import MemoryLimitError, ModelFileError, TimeLimitError
+from onnxxai.errors import MemoryLimitError, ModelFileError, ResourceLimitError, TimeLimitError
 
 __all__ = [
     "DEFAULT_TIMEOUT", "DEFAULT", "MEMORY_FRACTION", "budget", "stage_timeout", "stage_timeouts", "resolve_timeout", "remaining", "check_time", "time_error", "current_stage",
     "current_label", "memory_budget", "default_memory_budget", "check_bytes", "check_tensors", "check_allocations",
-    "node_allocation", "parse_size",
+    "node_allocation", "parse_size", "check_size", "MAX_NODES",
 ]
 
 #: Seconds each stage that runs the model may take by default (generous: large models on a CPU).
@@ -264,14 +264,47 @@ def _stored_elements(t: onnx.TensorProto) -> tuple[int, str] | None:
     return None
 
 
+#: Most nodes a file may hold, subgraphs included (the largest real graphs hold tens of thousands;
+#: a pathological nesting of If branches can hold millions, which no stage could walk in bounded time).
+MAX_NODES = 1_000_000
+
+
+def check_size(model: onnx.ModelProto, label: str, max_nodes: int = MAX_NODES) -> int:
+    """The number of nodes in ``model`` (subgraphs and functions included); ResourceLimitError naming
+    the count when it exceeds ``max_nodes``. Checks the time budget as it walks."""
+    count, stack = 0, [model.graph]
+    for function in model.functions:
+        count += len(function.node)
+    graphs = 0
+    while stack:
+        graph = stack.pop()
+        graphs += 1
+        count += len(graph.node)
+        if count > max_nodes:
+            raise ResourceLimitError(f"{label}: the file holds more than {max_nodes} nodes (subgraphs included, "
+                                     f"{graphs} graphs walked so far); refused, since no stage could handle it in "
+                                     "bounded time")
+        if graphs % 256 == 0:
+            check_time(f"counting the nodes of graph {graph.name!r}")
+        for node in graph.node:
+            for a in node.attribute:
+                if a.HasField("g"):
+                    stack.append(a.g)
+                stack.extend(a.graphs)
+    return count
+
+
 def check_tensors(model: onnx.ModelProto, label: str, memory: int | None = None) -> None:
     """Refuse, before any of it is decoded into arrays, a tensor whose declared dims are negative
     (ModelFileError), whose declared size exceeds the memory budget (MemoryLimitError), or whose data
     holds a different number of elements than its dims declare (ModelFileError: truncated data).
     External-data tensors get the size check here; their bytes are checked when they are read."""
     with budget(memory=memory, label=label):
+        check_size(model, label)
         limit = memory_budget()
-        for tensor, where in _all_tensors(model):
+        for k, (tensor, where) in enumerate(_all_tensors(model)):
+            if k % 4096 == 4095:
+                check_time(f"checking the declared size of {where}")
             dims = list(tensor.dims)
             if any(d < 0 for d in dims):
                 raise ModelFileError(f"{label}: {where} declares negative dimensions {dims}")
