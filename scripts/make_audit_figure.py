@@ -40,12 +40,13 @@ def held_out(count: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 
 def trim(png: Path, margin: int = 16) -> None:
-    """Cut the blank bottom of a screenshot taken in a tall window."""
+    """Cut the blank bottom of a screenshot taken in a tall window; store it with a 256-colour palette."""
     with Image.open(png) as shot:
         gray = np.asarray(shot.convert("L"))
         rows = np.nonzero((gray < 250).any(axis=1))[0]
         bottom = min(gray.shape[0], int(rows[-1]) + margin) if rows.size else gray.shape[0]
-        shot.crop((0, 0, gray.shape[1], bottom)).save(png)
+        # 256 colours keep the page legible at a fraction of the bytes
+        shot.convert("RGB").crop((0, 0, gray.shape[1], bottom)).quantize(256).save(png, optimize=True)
 
 
 def main() -> None:

@@ -282,6 +282,9 @@ def run_audit(model_path: str | Path, input_paths: Sequence[str | Path], *, refe
     clock = _Clock()
     model = clock("load", lambda: load_model(model_path, settings.methods, settings.device))
     runtime = model.runtime if isinstance(model, Model) else model
+    reference_model = None
+    if reference is not None:  # loaded first: a wrong reference fails before the audit's work
+        reference_model = clock("load reference", lambda: load_model(reference, settings.methods, settings.device))
     inputs = read_inputs(input_paths, model, **(image_options or {}))
     x, n = inputs.x, len(inputs.x)
     total = total_units(n, settings, reference is not None)
@@ -367,7 +370,6 @@ def run_audit(model_path: str | Path, input_paths: Sequence[str | Path], *, refe
         row["chance"] = jsonable(chance.get(row["name"]))
         row["verdict"] = _verdict(row, chance.get(row["name"]))
     if reference is not None:
-        reference_model = clock("load reference", lambda: load_model(reference, settings.methods, settings.device))
         # the reference's parity is reported; its gradient check is left to `onnxxai check` (the audited file's is here)
         report["reference"] = clock("reference checks", lambda: model_facts(reference, reference_model, gradient=False))
         shift = clock("deployment shift", lambda: mx.deployment_shift(
