@@ -25,6 +25,9 @@ from onnxxai.errors import (
     UnsupportedOpError,
 )
 from onnxxai.explanation import Explanation
+# eager, not lazy: the submodule onnxxai.heatmap shares the function's name, and importing the module
+# anywhere would otherwise leave the module, not the function, as onnxxai.heatmap
+from onnxxai.heatmap import heatmap, save_png
 from onnxxai.selectors import IndexSelector, MaxActivation, OutputSelector, PerSampleSelector
 
 __version__ = "0.1.0"
@@ -35,7 +38,6 @@ _LAZY: dict[str, str] = {
     "ParityReport": "onnxxai.parity",
     **dict.fromkeys(["RuntimeModel", "load_runtime"], "onnxxai.runtime"),
     **dict.fromkeys(["BoundaryError", "split"], "onnxxai.graph"),
-    **dict.fromkeys(["heatmap", "save_png"], "onnxxai.heatmap"),
     **dict.fromkeys(["explain_dataset", "read_results"], "onnxxai.dataset"),
     **dict.fromkeys(["run_audit", "write_report", "AuditSettings"], "onnxxai.audit"),
     **dict.fromkeys([
