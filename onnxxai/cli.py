@@ -691,8 +691,10 @@ def _audit(args: argparse.Namespace) -> int:
         bar[0].advance(units)
 
     image_options = {"layout": args.layout, "size": _size(args.size), "scale": args.scale, "mean": args.mean, "std": args.std}
+    engine = None if args.engine is None else {"engine": args.engine, "address": args.address, "actors": args.actors}
     audit = run_audit(args.model, args.inputs, reference=args.reference, settings=settings, progress=progress,
-                      image_options=image_options)
+                      image_options=image_options, engine=engine,
+                      work_dir=None if engine is None else Path(args.out) / "explanations")
     if bar:
         bar[0].close()
     paths = write_report(audit, args.out)
@@ -833,6 +835,11 @@ def _parser() -> argparse.ArgumentParser:
     audit.add_argument("--scale", type=float, help="pixel scale applied first (default 1/255)")
     audit.add_argument("--layout", default="auto", help="auto|nchw|nhwc (default: read off the model's input)")
     audit.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    audit.add_argument("--engine", choices=("local", "ray"), default=None,
+                       help="compute the explanations as a dataset run (onnxxai.explain_dataset) on this engine, "
+                            "resumable under --out/explanations: local or ray (Ray Data actors); metrics run here")
+    audit.add_argument("--address", help="with --engine ray: the Ray cluster to join (default: start a local Ray)")
+    audit.add_argument("--actors", type=int, help="with --engine ray: actors, each loading the model once (default 1)")
     audit.add_argument("--quiet", action="store_true", help="no progress bar, no summary line")
     audit.set_defaults(func=_audit)
     _common_options(sub)

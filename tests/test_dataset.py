@@ -186,3 +186,23 @@ def test_cli_run_engine_writes_the_dataset(tmp_path, digits):
     assert len(list((out / "png" / "gradient").glob("*.png"))) == 3
     assert main(argv) == 0  # a second run finds every shard written and skips them
     assert main(argv[:-1] + ["--quiet", "--shard-size", "3"]) == 2  # another run in the same folder: one-line error
+
+
+def test_audit_explains_on_the_ray_engine(local_ray, digits, tmp_path):
+    from PIL import Image
+
+    from onnxxai.audit import AuditSettings, run_audit
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray((digits[i, 0] * 255).round().astype(np.uint8)).save(folder / f"d{i}.png")
+    settings = AuditSettings(methods=("gradient",), metrics=("deletion",), steps=8)
+    here = run_audit(LENET, [folder], settings=settings)
+    there = run_audit(LENET, [folder], settings=settings, engine={"engine": "ray", "actors": 1},
+                      work_dir=tmp_path / "work")
+    np.testing.assert_allclose(there.attributions["gradient"], here.attributions["gradient"], rtol=1e-6, atol=1e-9)
+    assert there.env["engine"]["engine"] == "ray" and (tmp_path / "work" / "shard=0").is_dir()
+    ours = [r for r in there.report["results"] if r["name"] == "deletion_auc"]
+    theirs = [r for r in here.report["results"] if r["name"] == "deletion_auc"]
+    assert ours[0]["value"] == pytest.approx(theirs[0]["value"], rel=1e-6)

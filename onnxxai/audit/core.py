@@ -273,12 +273,34 @@ def _metric_results(name: str, model: Any, analyzer: Any, expl: Any, method_name
     raise InputError(f"metric {name!r} ({info.description}) is not run by the audit")
 
 
+def _explained_by_dataset_engine(model_path: str | Path, x: np.ndarray, settings: AuditSettings, engine: dict[str, Any],
+                                  work: Path) -> dict[str, np.ndarray]:
+    """Every method's attributions of ``x`` computed by :func:`onnxxai.dataset.explain_dataset` on the
+    engine ``engine["engine"]`` (e.g. Ray actors), resumable in ``work``; ``{method: (N, ...) array}``."""
+    from onnxxai.dataset import explain_dataset
+    from onnxxai.dataset.core import attributions
+
+    run = explain_dataset(x, model_path, settings.methods, out=work, engine=engine.get("engine", "local"),
+                          address=engine.get("address"), actors=engine.get("actors"),
+                          output_selection=settings.target, samples=settings.samples, batch_size=settings.batch_size,
+                          seed=settings.seed, device=settings.device)
+    table = run.table()
+    return {name: np.stack([by_id[str(i)] for i in range(len(x))])
+            for name in settings.methods for by_id in [attributions(table, name)]}
+
+
 def run_audit(model_path: str | Path, input_paths: Sequence[str | Path], *, reference: str | Path | None = None,
               settings: AuditSettings = AuditSettings(), progress: Callable[[int, int], None] | None = None,
-              image_options: dict[str, Any] | None = None) -> Audit:
+              image_options: dict[str, Any] | None = None, engine: dict[str, Any] | None = None,
+              work_dir: str | Path | None = None) -> Audit:
     """Audit ``model_path`` on the inputs: see the module docstring. ``progress(n, total)`` is called
     as work of ``n`` units is done, out of ``total`` (:func:`total_units`: inputs × methods × metrics
-    and the rest). ``image_options``: layout, size, scale, mean, std for :func:`read_inputs`."""
+    and the rest). ``image_options``: layout, size, scale, mean, std for :func:`read_inputs`.
+
+    ``engine`` (e.g. ``{"engine": "ray", "actors": 2, "address": None}``) computes the methods'
+    explanations with :func:`onnxxai.dataset.explain_dataset` on that engine, in shards written under
+    ``work_dir`` (a stopped audit resumes them), instead of in this process; the metrics then score those
+    attributions here. A seeded method (SmoothGrad) then draws per input, as dataset runs do."""
     clock = _Clock()
     model = clock("load", lambda: load_model(model_path, settings.methods, settings.device))
     runtime = model.runtime if isinstance(model, Model) else model
@@ -315,13 +337,24 @@ def run_audit(model_path: str | Path, input_paths: Sequence[str | Path], *, refe
     explanation_metrics = [m for m in settings.metrics if mx.METRICS[m].takes == "explanation"]
     chance: dict[str, float] = {}
     first_expl = None
+    precomputed: dict[str, np.ndarray] = {}
+    if engine is not None:
+        if work_dir is None:
+            raise InputError("an audit on a dataset engine needs a work folder for its shards (work_dir)")
+        precomputed = clock("explain (dataset engine)", lambda: _explained_by_dataset_engine(
+            model_path, x, settings, engine or {}, Path(work_dir)))
     for name in settings.methods:
         chosen = method(name)
         entry: dict[str, Any] = {"description": chosen.description}
         report["methods"][name] = entry
         try:
             analyzer = chosen.build(model, options)
-            expl = clock(f"{name}/explain", lambda: analyze(x, analyzer, target))
+            if name in precomputed:  # the preset and output of one sample; the values from the engine
+                probe = analyze(x[:1], analyzer, target[:1])
+                expl = dataclasses.replace(mx.explanation_of(x, precomputed[name], target, output=out,
+                                                             analyzer=probe.analyzer), heatmap=probe.heatmap)
+            else:
+                expl = clock(f"{name}/explain", lambda: analyze(x, analyzer, target))
         except OnnxxaiError as exc:  # recorded: the other methods still run
             entry["error"] = _cause(exc)
             report["errors"].append({"method": name, "metric": None, "error": entry["error"]})
@@ -378,7 +411,7 @@ def run_audit(model_path: str | Path, input_paths: Sequence[str | Path], *, refe
         step(n * len(settings.methods))
     audit.report = jsonable(report)
     audit.env = {"versions": versions(), "platform": platform.platform(), "cpu_integer_isa": integer_isa(),
-                 "timings_s": clock.times}
+                 "timings_s": clock.times, "engine": engine or {"engine": "in-process"}}
     return audit
 
 
