@@ -123,6 +123,17 @@ def test_raw_data_shorter_than_its_dims_is_a_named_error(tmp_path: Path) -> None
         load(model)
 
 
+def test_element_types_onnx_does_not_define_are_named_errors() -> None:
+    model = fuzz.loop_model(trips=3)
+    model.graph.input[0].type.tensor_type.elem_type = 999
+    with pytest.raises(ModelFileError, match="graph input 'x' has element type 999"):
+        load(model)
+    model = fuzz.loop_model(trips=3)
+    model.graph.initializer[0].data_type = 999
+    with pytest.raises(ModelFileError, match="initializer 'M' has element type 999"):
+        load(model)
+
+
 def test_external_data_cannot_leave_the_model_folder(tmp_path: Path) -> None:
     model = fuzz.huge_constant_model(12, "initializer")
     t = model.graph.initializer[0]

@@ -306,6 +306,8 @@ def check_tensors(model: onnx.ModelProto, label: str, memory: int | None = None)
             if k % 4096 == 4095:
                 check_time(f"checking the declared size of {where}")
             dims = list(tensor.dims)
+            if tensor.data_type not in onnx.TensorProto.DataType.values():
+                raise ModelFileError(f"{label}: {where} has element type {tensor.data_type}, which ONNX does not define")
             if any(d < 0 for d in dims):
                 raise ModelFileError(f"{label}: {where} declares negative dimensions {dims}")
             elements = math.prod(dims)

@@ -59,8 +59,23 @@ def read_model(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelP
         node = _CHECKER_NODE.search(str(exc))
         where = f" (at {node.group(2)} node {node.group(1)!r})" if node else ""
         raise ModelFileError(f"{label}: fails the ONNX checker{where}: {first}") from exc
+    _check_value_types(model, label)
     limits.check_allocations(model, label, _probe_dims(model))
     return model, label
+
+
+def _check_value_types(model: onnx.ModelProto, label: str) -> None:
+    """ModelFileError naming a graph input or output whose element type ONNX does not define."""
+    for kind, values in (("input", model.graph.input), ("output", model.graph.output)):
+        for value in values:
+            elem = value.type.tensor_type.elem_type if value.type.HasField("tensor_type") else 0
+            if elem and elem not in _KNOWN_TYPES:
+                raise ModelFileError(f"{label}: graph {kind} {value.name!r} has element type {elem}, which ONNX does not define")
+
+
+#: element types this onnx knows a numpy type for
+_KNOWN_TYPES = frozenset(onnx.mapping.TENSOR_TYPE_MAP) if hasattr(onnx, "mapping") else frozenset(
+    t for t in onnx.TensorProto.DataType.values() if t)
 
 
 #: the checker's context line naming the node it refused
