@@ -21,7 +21,7 @@ from onnxxai.parity import ParityReport, compare_outputs, execution_provider, pa
 from onnxxai.proto import limits
 from onnxxai.proto.batch import fixed_batch, relax_batch
 from onnxxai.proto.reading import read_model
-from onnxxai.proto.specs import DEFAULT_BATCH, DEFAULT_DIM, TensorSpec, dynamic_dims, probe_sizes, sized_shapes, probe_feeds, select_input, spec_of
+from onnxxai.proto.specs import DEFAULT_BATCH, DEFAULT_DIM, TensorSpec, dynamic_dims, probe_sizes, sized_shapes, index_bounds, probe_feeds, select_input, spec_of
 
 __all__ = ["load", "Model", "TensorSpec", "DEFAULT_BATCH", "DEFAULT_DIM"]
 
@@ -262,7 +262,8 @@ def _load(source: str | os.PathLike | onnx.ModelProto, device: str | torch.devic
     module = module.to(device)
     tolerance = parity_tolerance(original, rtol, atol)
 
-    inputs = tuple(spec_of(v) for v in graph.graph.input)
+    bounds = index_bounds(graph)  # integer inputs that index small tables (token types) get probes below their rows
+    inputs = tuple(spec_of(v, bounds.get(v.name)) for v in graph.graph.input)
     outputs = tuple(spec_of(v) for v in graph.graph.output)
     model = Model(module, graph, inputs, outputs, None, passes, label, device, kind, widened,  # type: ignore[arg-type]
                   original=original)

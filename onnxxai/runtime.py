@@ -32,7 +32,7 @@ from onnxxai.proto import limits
 from onnxxai.proto.artifact import ArtifactKind, artifact_kind
 from onnxxai.proto.batch import fixed_batch, relax_batch
 from onnxxai.proto.reading import read_model
-from onnxxai.proto.specs import TensorSpec, probe_feeds, probe_shape, select_input, spec_of
+from onnxxai.proto.specs import TensorSpec, graph_input_specs, probe_feeds, probe_shape, select_input, spec_of
 
 __all__ = ["RuntimeModel", "load_runtime", "DEFAULT_MAX_BATCH", "DEFAULT_CHUNK_BYTES"]
 
@@ -67,8 +67,7 @@ class RuntimeModel:
         self.source = source
         self.provider = provider or execution_provider()
         self.artifact: ArtifactKind = artifact_kind(onnx_model)
-        inits = {t.name for t in onnx_model.graph.initializer}
-        self.inputs: tuple[TensorSpec, ...] = tuple(spec_of(v) for v in onnx_model.graph.input if v.name not in inits)
+        self.inputs: tuple[TensorSpec, ...] = tuple(graph_input_specs(onnx_model))
         self.outputs: tuple[TensorSpec, ...] = tuple(spec_of(v) for v in onnx_model.graph.output)
         self.conversion_error = conversion_error
         self.max_batch = int(max_batch)

@@ -28,6 +28,7 @@ __all__ = [
     "FLOATS", "export", "graph_outputs", "is_float_case", "is_tensor_sequence", "run_case", "to_numpy", "to_torch",
     "DEPLOYMENT_KINDS", "DeploymentReference", "VariantResult", "deployment_reference", "evaluate_variant",
     "make_deployment_variant", "quantization_input", "calibration_reader",
+    "TRANSFORMERS_KINDS", "FirstOutput", "transformers_model", "export_transformers", "SIMPLIFIERS", "simplified",
 ]
 
 #: ONNX element types of the float tensors gradient methods explain.
@@ -517,3 +518,138 @@ def export_classical(name: str, *, zipmap: bool = True) -> onnx.ModelProto:
 
         convert = convert_lightgbm if module == "lightgbm" else convert_xgboost
         return convert(estimator, initial_types=[("X", FloatTensorType([None, x.shape[1]]))], target_opset=CLASSICAL_OPSET[producer])
+
+
+# -- transformers models from small configs ---------------------------------------------------------
+# Hugging Face models as users export them, built offline from small configs (2 layers, hidden size
+# <= 64) with seeded random weights: no download. scripts/corpus.py exports each with both torch.onnx
+# exporters; tests/test_producers.py runs a tiny one.
+
+#: transformers model kinds :func:`transformers_model` builds, in corpus order
+TRANSFORMERS_KINDS = ("bert", "distilbert", "roberta", "gpt2", "t5-encoder", "vit", "clip-vision", "whisper-encoder")
+
+
+class FirstOutput(torch.nn.Module):
+    """A transformers model called with keyword inputs, returning one named field of its output (the
+    logits, a hidden state, a pooled embedding) as a tensor, so every exporter writes one graph output."""
+
+    def __init__(self, model: torch.nn.Module, field: str, input_names: Sequence[str]) -> None:
+        super().__init__()
+        self.model, self.field, self.input_names = model, field, tuple(input_names)
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return getattr(self.model(**dict(zip(self.input_names, args))), self.field)
+
+
+def transformers_model(kind: str, *, seed: int = 0, batch: int = 2, seq: int = 8,
+                       attn_implementation: str | None = None) -> tuple[torch.nn.Module, dict[str, torch.Tensor], str]:
+    """A small seeded ``transformers`` model of ``kind`` (one of :data:`TRANSFORMERS_KINDS`), an
+    example input per input name (token ids, an attention mask of ones with the last token of the
+    second row masked, token types of zeros; images and audio features standard normal), and the
+    name of the output field exported (``logits``, ``last_hidden_state``, ``pooler_output``).
+    ``attn_implementation`` (``"eager"``, ``"sdpa"``) overrides transformers' default attention code."""
+    import transformers as tf
+
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    text = {"vocab_size": 96, "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 4,
+            "intermediate_size": 64, "max_position_embeddings": 128}
+    common = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    if kind == "bert":
+        model, field = tf.BertForSequenceClassification(tf.BertConfig(**common, **text, num_labels=3)), "logits"
+    elif kind == "distilbert":
+        config = tf.DistilBertConfig(**common, vocab_size=96, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                                     max_position_embeddings=128, num_labels=3)
+        model, field = tf.DistilBertForSequenceClassification(config), "logits"
+    elif kind == "roberta":
+        model, field = tf.RobertaForSequenceClassification(tf.RobertaConfig(**common, **text, type_vocab_size=1, num_labels=3)), "logits"
+    elif kind == "gpt2":
+        config = tf.GPT2Config(**common, vocab_size=96, n_embd=32, n_layer=2, n_head=4, n_positions=128, use_cache=False)
+        model, field = tf.GPT2LMHeadModel(config), "logits"
+    elif kind == "t5-encoder":
+        config = tf.T5Config(**common, vocab_size=96, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, use_cache=False)
+        model, field = tf.T5EncoderModel(config), "last_hidden_state"
+    elif kind == "vit":
+        config = tf.ViTConfig(**common, image_size=32, patch_size=8, num_channels=3, hidden_size=32, num_hidden_layers=2,
+                              num_attention_heads=4, intermediate_size=64, num_labels=5)
+        model, field = tf.ViTForImageClassification(config), "logits"
+    elif kind == "clip-vision":
+        config = tf.CLIPVisionConfig(**common, image_size=32, patch_size=8, hidden_size=32, intermediate_size=64,
+                                     num_hidden_layers=2, num_attention_heads=4, projection_dim=16)
+        model, field = tf.CLIPVisionModel(config), "pooler_output"
+    elif kind == "whisper-encoder":
+        config = tf.WhisperConfig(**common, vocab_size=96, num_mel_bins=16, d_model=32, encoder_layers=2, encoder_attention_heads=4,
+                                  decoder_layers=1, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+                                  max_source_positions=16, max_target_positions=16, pad_token_id=0, bos_token_id=1,
+                                  eos_token_id=2, decoder_start_token_id=1)
+        model, field = tf.WhisperModel(config).get_encoder(), "last_hidden_state"
+    else:
+        raise ValueError(f"unknown transformers kind {kind!r}; kinds are {TRANSFORMERS_KINDS}")
+    model.eval()
+    if kind in ("vit", "clip-vision"):
+        example = {"pixel_values": torch.randn(batch, 3, 32, 32, generator=gen)}
+    elif kind == "whisper-encoder":
+        example = {"input_features": torch.randn(batch, 16, 32, generator=gen)}
+    else:
+        mask = torch.ones(batch, seq, dtype=torch.int64)
+        mask[1:, -1] = 0
+        example = {"input_ids": torch.randint(0, 96, (batch, seq), generator=gen), "attention_mask": mask}
+        if kind == "bert":
+            example["token_type_ids"] = torch.zeros(batch, seq, dtype=torch.int64)
+    return FirstOutput(model, field, list(example)), example, field
+
+
+def export_transformers(kind: str, path: Path, *, dynamo: bool, seed: int = 0) -> Path:
+    """Export :func:`transformers_model` ``kind`` to ``path`` with torch.onnx: ``dynamo=False`` at
+    opset 17 with dynamic batch and sequence axes (``dynamic_axes``), or the dynamo exporter with a
+    dynamic batch (and sequence for token inputs). Inputs keep the transformers names; the output is
+    named after the exported field."""
+    # T5's default (sdpa) attention output is reshaped from a transposed view, which torch's dynamo
+    # decomposition refuses (torch 2.14: "Cannot view a tensor ... as a tensor with shape"): eager attention
+    attn = "eager" if dynamo and kind == "t5-encoder" else None
+    module, example, field = transformers_model(kind, seed=seed, attn_implementation=attn)
+    names = list(example)
+    args = tuple(example.values())
+    text = "input_ids" in example
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if dynamo:
+            batch, seq = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("seq", min=2, max=120)
+            shapes = (tuple({0: batch, 1: seq} if text else {0: batch} for _ in names),)  # forward(*args)
+            torch.onnx.export(module, args, str(path), input_names=names, output_names=[field],
+                              dynamic_shapes=shapes, verbose=False)
+        else:
+            axes = {n: ({0: "batch", 1: "seq"} if text else {0: "batch"}) for n in names}
+            axes[field] = {0: "batch", 1: "seq"} if kind in ("gpt2", "t5-encoder") else {0: "batch"}
+            torch.onnx.export(module, args, str(path), dynamo=False, opset_version=17, input_names=names,
+                              output_names=[field], dynamic_axes=axes)
+    return path
+
+
+# -- simplified graphs -----------------------------------------------------------------------------
+#: graph simplifiers :func:`simplified` runs, each at its defaults
+SIMPLIFIERS = ("onnxslim", "onnxsim")
+
+
+def simplified(source: Path, tool: str, folder: Path) -> Path:
+    """``source`` rewritten by ``tool`` (``onnxslim.slim`` or ``onnxsim.simplify``, at their defaults: constant
+    folding, fusions, dead-node and shape-op elimination), cached in ``folder``. onnxsim's own check
+    (its outputs against onnxruntime's on random inputs) failing is a RuntimeError; the tools' errors propagate."""
+    if tool not in SIMPLIFIERS:
+        raise ValueError(f"unknown simplifier {tool!r}; simplifiers are {SIMPLIFIERS}")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{source.stem}.{tool}.onnx"
+    if path.exists():
+        return path
+    model = onnx.load(str(source))
+    if tool == "onnxslim":
+        import onnxslim
+
+        out = onnxslim.slim(model)
+    else:
+        import onnxsim
+
+        out, ok = onnxsim.simplify(model)
+        if not ok:
+            raise RuntimeError(f"{source}: onnxsim's check of the simplified model against the original failed")
+    return _atomic(path, lambda tmp: onnx.save(out, str(tmp)))

@@ -30,6 +30,11 @@ def _elem_types(graph: onnx.GraphProto) -> dict[str, int]:
     return types
 
 
+#: ops whose output depends on their input's shape only, not its values (position ids made from the
+#: sequence length of the token ids do not carry the ids' values)
+_SHAPE_ONLY = {"Shape", "Size"}
+
+
 #: ops that move a quantized tensor's values without changing them (a quantized lookup's output may
 #: pass through them before it is dequantized)
 _MOVES = {"Transpose", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Identity", "Slice", "Gather", "Split", "Expand"}
@@ -111,14 +116,15 @@ def _through_lookups(model: Model, input_name: str, found: list[tuple[str, str]]
 
 
 def float_frontier(model: Model, input_name: str) -> list[tuple[str, str]]:
-    """The float tensors computed directly from input ``input_name`` through integer-only values:
-    ``(tensor name, producing op type)`` in graph order."""
+    """The float tensors computed directly from the values of input ``input_name`` through
+    integer-only values: ``(tensor name, producing op type)`` in graph order. What is computed from
+    its shape alone (``Shape``, ``Size``) does not count."""
     graph = model.onnx_model.graph
     types = _elem_types(graph)
     integer = {input_name}
     found: list[tuple[str, str]] = []
     for node in graph.node:  # nodes are topologically sorted
-        if not any(i in integer for i in node.input):
+        if node.op_type in _SHAPE_ONLY or not any(i in integer for i in node.input):
             continue
         for out in node.output:
             if not out:
@@ -150,10 +156,32 @@ def choose_tensor(model: Model, input_name: str, tensor: str | None) -> str:
     gathers = [name for name, op in frontier if op == "Gather" or name in fused]
     if len(frontier) == 1 or len(gathers) == 1:
         return gathers[0] if gathers else names[0]
+    # several lookups (RoBERTa's position ids and token types are computed from the ids' values): the one
+    # indexed by the ids themselves is their embedding
+    direct = _direct_lookups(model, input_name, set(gathers))
+    if len(direct) == 1:
+        return direct[0]
     raise AnalyzerError(
         f"{model.source}: input {input_name!r} is integer and several float tensors are computed from it "
         f"({', '.join(f'{n} ({op})' for n, op in frontier)}); choose one with attribute_at=..."
     )
+
+
+#: ops that pass an integer tensor's values on unchanged (their first input)
+_VALUE_PRESERVING = {"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten"}
+
+
+def _direct_lookups(model: Model, input_name: str, lookups: set[str]) -> list[str]:
+    """Those of the ``lookups`` (Gather outputs) whose indices are input ``input_name`` itself, possibly
+    cast or reshaped, in graph order."""
+    same = {input_name}
+    found = []
+    for node in model.onnx_model.graph.node:
+        if node.op_type in _VALUE_PRESERVING and node.input and node.input[0] in same:
+            same.update(node.output)
+        elif node.op_type == "Gather" and len(node.input) > 1 and node.input[1] in same and node.output[0] in lookups:
+            found.append(node.output[0])
+    return found
 
 
 class Tap:

@@ -8,7 +8,8 @@ LRP's canonization check and the gradient check. They all follow :func:`probe_fe
   for batch 1) and :data:`DEFAULT_DIM` on every other axis;
 * values come from ``numpy.random.default_rng(seed)``, drawn input by input in graph order:
   standard normal for float inputs, integers in ``[0, 10)`` for integer inputs (valid token ids and
-  indices for any table of ten or more rows), fair coin flips for boolean inputs; with
+  indices for any table of ten or more rows; ``[0, rows)`` for an input that indexes a smaller table,
+  such as BERT's token types, see :func:`index_bounds`), fair coin flips for boolean inputs; with
   ``integers="zeros"`` every non-float input is zero instead and draws nothing;
 * arrays the user gives (``given``) are taken as they are, cast to the input's dtype.
 
@@ -34,7 +35,7 @@ from onnxxai.errors import InputError
 
 __all__ = [
     "TensorSpec", "spec_of", "dims_of", "graph_input_specs", "DEFAULT_BATCH", "DEFAULT_DIM", "probe_shape",
-    "probe_feeds", "select_input", "probe_sizes", "dynamic_dims", "sized_shapes", "parse_probe_shape", "PROBE_LADDER",
+    "probe_feeds", "select_input", "probe_sizes", "dynamic_dims", "sized_shapes", "parse_probe_shape", "PROBE_LADDER", "index_bounds",
 ]
 
 #: Size given to a dynamic first (batch) dimension in probe inputs.
@@ -45,11 +46,14 @@ DEFAULT_DIM = 64
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """Name, shape (ints, or strings for dynamic dimensions) and numpy dtype of a graph input or output."""
+    """Name, shape (ints, or strings for dynamic dimensions) and numpy dtype of a graph input or output;
+    ``high``: for an integer input that indexes a constant table, its number of rows (valid values are
+    ``[0, high)``), else None."""
 
     name: str
     shape: tuple[int | str, ...]
     dtype: np.dtype
+    high: int | None = None
 
     @property
     def is_float(self) -> bool:
@@ -69,17 +73,63 @@ def dims_of(value: onnx.ValueInfoProto | None) -> tuple[int | str, ...] | None:
                  for i, d in enumerate(value.type.tensor_type.shape.dim))
 
 
-def spec_of(value: onnx.ValueInfoProto) -> TensorSpec:
-    """The :class:`TensorSpec` of a graph input or output (float32 when the element type is unset)."""
+def spec_of(value: onnx.ValueInfoProto, high: int | None = None) -> TensorSpec:
+    """The :class:`TensorSpec` of a graph input or output (float32 when the element type is unset);
+    ``high`` as :func:`index_bounds` reads it."""
     tensor_type = value.type.tensor_type
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)) if tensor_type.elem_type else np.dtype("float32")
-    return TensorSpec(value.name, dims_of(value) or (), dtype)
+    return TensorSpec(value.name, dims_of(value) or (), dtype, high)
 
 
 def graph_input_specs(model: onnx.ModelProto) -> list[TensorSpec]:
     """Specs of the true inputs of ``model`` (graph inputs that are not initializers), in order."""
     inits = {t.name for t in model.graph.initializer}
-    return [spec_of(v) for v in model.graph.input if v.name not in inits]
+    bounds = index_bounds(model)
+    return [spec_of(v, bounds.get(v.name)) for v in model.graph.input if v.name not in inits]
+
+
+#: ops that pass an integer tensor's values on unchanged (first input only)
+_VALUE_PRESERVING = {"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Expand", "Transpose", "Slice"}
+#: (domain, op) -> {index input position: table input position} of the lookups whose table bounds the index
+_LOOKUPS = {("", "Gather"): {1: 0}, ("com.microsoft", "EmbedLayerNormalization"): {0: 2, 1: 4}}
+
+
+def index_bounds(model: onnx.ModelProto) -> dict[str, int]:
+    """For each integer graph input whose values index constant tables (a ``Gather`` of an initializer
+    or Constant, the token ids and segment ids of com.microsoft ``EmbedLayerNormalization``), possibly
+    through casts and reshapes: the smallest table's number of rows along the gathered axis. Probe
+    inputs stay below it, so a BERT export's two-row token-type table gets 0s and 1s."""
+    tables = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            tables[node.output[0]] = tuple(node.attribute[0].t.dims)
+    readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in model.graph.node:
+        for position, name in enumerate(node.input):
+            readers.setdefault(name, []).append((node, position))
+    bounds: dict[str, int] = {}
+    for value in model.graph.input:
+        if value.name in tables or value.type.tensor_type.elem_type not in _INTEGER_TYPES:
+            continue
+        seen, todo, found = {value.name}, [value.name], []
+        while todo:
+            for node, position in readers.get(todo.pop(), ()):
+                if node.op_type in _VALUE_PRESERVING and position == 0 and node.output[0] not in seen:
+                    seen.add(node.output[0])
+                    todo.append(node.output[0])
+                table = _LOOKUPS.get((node.domain, node.op_type), {}).get(position)
+                if table is not None and table < len(node.input) and node.input[table] in tables:
+                    dims = tables[node.input[table]]
+                    axis = next((a.i for a in node.attribute if a.name == "axis"), 0) if node.op_type == "Gather" else 0
+                    if dims and -len(dims) <= axis < len(dims):
+                        found.append(int(dims[axis]))
+        if found:
+            bounds[value.name] = max(1, min(found))
+    return bounds
+
+
+_INTEGER_TYPES = {onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProto.INT32, onnx.TensorProto.INT64,
+                  onnx.TensorProto.UINT8, onnx.TensorProto.UINT16, onnx.TensorProto.UINT32, onnx.TensorProto.UINT64}
 
 
 def probe_shape(spec: TensorSpec, batch: int = DEFAULT_BATCH) -> tuple[int, ...]:
@@ -122,7 +172,7 @@ def probe_feeds(
         elif integers == "zeros":
             feeds[spec.name] = np.zeros(shape).astype(spec.dtype)
         elif spec.dtype.kind in "iu":
-            feeds[spec.name] = rng.integers(0, 10, size=shape).astype(spec.dtype)
+            feeds[spec.name] = rng.integers(0, min(10, spec.high or 10), size=shape).astype(spec.dtype)
         elif spec.dtype == np.bool_:
             feeds[spec.name] = rng.random(shape) < 0.5
         else:
