@@ -238,6 +238,35 @@ def test_straight_through_gradient_is_the_surrogates():
     np.testing.assert_allclose(xt.grad.numpy(), xr.grad.numpy(), rtol=1e-5, atol=1e-6)
 
 
+def test_gradient_passes_where_the_output_rounds_to_qmax_and_stops_where_it_is_clipped():
+    """QuantizeLinear -> QLinearGlobalAveragePool -> DequantizeLinear with y_scale = x_scale / 2, so the
+    unrounded output of a channel is twice its mean step: exactly qmax (255), 255.125 (rounds to 255,
+    not clipped) and 256 (clipped). The first two keep the gradient of the mean (1/16 per element),
+    the third has none; the forward is onnxruntime's."""
+    sums = (2040, 2041, 2048)  # 16 uint8 steps per channel: means 127.5, 127.5625, 128
+    steps = np.stack([np.full(16, s // 16) + (np.arange(16) < s % 16) for s in sums]).astype(np.float32)
+    xs = np.float32(0.1)
+    x = (steps * xs).reshape(1, 3, 4, 4)
+    nodes = [onnx.helper.make_node("QuantizeLinear", ["x", "xs", "zp"], ["xq"]),
+             onnx.helper.make_node("QLinearGlobalAveragePool", ["xq", "xs", "zp", "ys", "zp"], ["yq"], domain=MS),
+             onnx.helper.make_node("DequantizeLinear", ["yq", "ys", "zp"], ["y"])]
+    inits = {"xs": xs, "ys": np.float32(xs / 2), "zp": np.uint8(0)}
+    graph = onnx.helper.make_graph(nodes, "g", [onnx.helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+                                   [onnx.helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                                   [onnx.numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 13), onnx.helper.make_opsetid(MS, 1)])
+    want = reference_outputs(model, {"x": x})[0]
+    np.testing.assert_array_equal(run_converted(model, {"x": x})[0], want)
+    assert (want.reshape(-1) == np.float32(255 * inits["ys"])).all()  # every channel at the top of the range
+    from onnxxai.convert.pipeline import convert
+
+    xt = torch.from_numpy(x).requires_grad_()
+    convert(model, "t")[2](xt).sum().backward()
+    grad = xt.grad.reshape(3, 16)
+    torch.testing.assert_close(grad[:2], torch.full((2, 16), 1 / 16), rtol=1e-6, atol=0)
+    assert (grad[2] == 0).all()
+
+
 # ------------------------------------------------------------------------------- quantized LeNets
 
 

@@ -118,10 +118,27 @@ def test_qdq_straight_through_gradient_is_range_indicator():
     want = ReferenceEvaluator(model).run(None, {"x": x.detach().numpy()})[0]
     np.testing.assert_allclose(y.detach().numpy(), want, rtol=0, atol=1e-12)
     (grad,) = torch.autograd.grad(y.sum(), x)
-    q_unclamped = torch.round(x.detach() / scale) + zp
-    inside = ((q_unclamped >= -128) & (q_unclamped <= 127)).to(torch.float64)
+    # the gradient passes wherever the value rounds into [-128, 127] without being clipped:
+    # x / scale + zp in [-128.5, 127.5]
+    unrounded = x.detach() / scale + zp
+    inside = ((unrounded >= -128.5) & (unrounded <= 127.5)).to(torch.float64)
     assert 0 < inside.sum() < 40  # both regions are exercised
     torch.testing.assert_close(grad, inside, rtol=0, atol=0)
+
+
+def test_qdq_gradient_passes_at_the_top_of_the_range_and_stops_past_the_clip():
+    """Values at qmax, and just above it (they round to qmax, unclipped), keep the straight-through
+    gradient; a value past qmax + 1/2 is clipped and has none."""
+    scale, zp = 0.1, 10
+    model = _qdq_model(scale, zp, np.int8)
+    module = convert(model, "test")[2]
+    steps = torch.tensor([117.0, 117.3, 117.45, 117.6, 118.0, -138.4, -138.6] + [0.0] * 33, dtype=torch.float64)
+    x = (steps * scale).requires_grad_()  # x / scale + zp: 127, 127.3, 127.45, 127.6, 128, -128.4, -128.6
+    y = module(x)
+    np.testing.assert_allclose(y.detach().numpy(), ReferenceEvaluator(model).run(None, {"x": x.detach().numpy()})[0], rtol=0, atol=1e-12)
+    assert y[:5].detach().tolist() == pytest.approx([11.7] * 5)  # all five saturate to qmax = 127
+    (grad,) = torch.autograd.grad(y.sum(), x)
+    assert grad[:7].tolist() == [1.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0]
 
 
 def test_dequantize_gradcheck():

@@ -16,7 +16,8 @@ large uint8 activations meet large int8 weights, and then differ from the exact 
 Backward: ``forward = exact integer result, backward = gradient of the dequantized float surrogate``
 (see below): each module's :meth:`surrogate` computes the op in float on the
 quantized values (``(q - zero_point) * scale`` through the float op, then ``/ y_scale + y_zero_point``
-clamped to the output range, so the gradient is zero where the output saturates) and the result is
+clamped to the values that round into the output range, ``[qmin - 1/2, qmax + 1/2]``, so the gradient
+is zero where the output is clipped, see :func:`saturate_surrogate`) and the result is
 ``surrogate + (exact - surrogate).detach()``. A gradient check compares it with finite differences of
 the surrogates (:func:`surrogate_forward` switches every such module of a graph to return its
 surrogate), since the integer forward is piecewise constant.
@@ -109,6 +110,16 @@ def integers(x: torch.Tensor) -> torch.Tensor:
 def wants_grad(*tensors: torch.Tensor | None) -> bool:
     """Whether autograd records and any of ``tensors`` is a float tensor that requires grad."""
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def saturate_surrogate(y: torch.Tensor, qmin: int, qmax: int) -> torch.Tensor:
+    """An unrounded quantized value ``y`` (in steps, zero point added) clamped to ``[qmin - 1/2, qmax + 1/2]``:
+    the window of values that round into ``[qmin, qmax]`` without being clipped. A value in
+    ``(qmax, qmax + 1/2)`` rounds to ``qmax`` as it would without the clip -- the quantized function is
+    not saturated there -- so the straight-through gradient passes; beyond the window the output is clipped and the gradient is zero. Clamping at
+    ``[qmin, qmax]`` instead gives an output whose calibrated maximum lands a hair above ``qmax``
+    (static int8 files calibrated on the input explained) no gradient at all."""
+    return y.clamp(qmin - 0.5, qmax + 0.5)
 
 
 def straight_through(exact: torch.Tensor, surrogate: torch.Tensor | None) -> torch.Tensor:
@@ -262,7 +273,7 @@ class RequantizedTap(StraightThrough):
     def forward(self, *args: torch.Tensor) -> torch.Tensor:
         *inputs, value = args
         y = value / self.scale + self.zero_point
-        q = self.straight_through(torch.round(y).clamp(self.qmin, self.qmax), y.clamp(self.qmin, self.qmax))
+        q = self.straight_through(torch.round(y).clamp(self.qmin, self.qmax), saturate_surrogate(y, self.qmin, self.qmax))
         return self.substitute(*inputs, q)
 
 
@@ -283,8 +294,9 @@ class Quantized(StraightThrough):
         return self.straight_through(exact.to(dtype), None if surrogate is None else surrogate.to(dtype))
 
     def saturate(self, y: torch.Tensor) -> torch.Tensor:
-        """The surrogate clamped to the output range (zero gradient where it saturates)."""
-        return y.clamp(self.qmin, self.qmax)
+        """The surrogate clamped to the window that rounds into the output range (:func:`saturate_surrogate`:
+        zero gradient where the output is clipped)."""
+        return saturate_surrogate(y, self.qmin, self.qmax)
 
     def extra_repr(self) -> str:
         return f"to={TensorProto.DataType.Name(self.target)}, fake={self.fake}"
@@ -945,5 +957,5 @@ def convert_dynamic_quantize_lstm(node: OnnxNode, graph: OnnxGraph) -> Operation
     converted = _result(lstm, node)
     return OperationConverterResult(torch_module=DynamicQuantizeLSTM(lstm), onnx_mapping=converted.onnx_mapping)
 
-__all__ = ["INT_RANGES", "float_container_ok", "DequantizedTap", "RequantizedTap", "DynamicQuantizeLSTM", "straight_through", "StraightThrough", "straight_through_modules", "surrogate_forward", "requantize", "quantize_mlas", "Quantized", "QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearBinary",
+__all__ = ["INT_RANGES", "float_container_ok", "DequantizedTap", "RequantizedTap", "DynamicQuantizeLSTM", "saturate_surrogate", "straight_through", "StraightThrough", "straight_through_modules", "surrogate_forward", "requantize", "quantize_mlas", "Quantized", "QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearBinary",
            "QLinearLookup", "QLinearConcat", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSoftmax"]

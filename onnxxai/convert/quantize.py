@@ -9,8 +9,9 @@ Gradients. Rounding has zero derivative almost everywhere, so a quantized graph 
 no useful gradient. A QuantizeLinear whose output only feeds DequantizeLinear nodes (the QDQ pattern
 of quantized deployments) therefore returns its integer values in a float tensor ("fake quant") and
 uses a straight-through estimator: the round step passes the gradient unchanged and the clamp to
-the target range passes it only inside the range, so the backward of quantize->dequantize is the
-identity where ``qmin <= round(x / scale) + zero_point <= qmax`` and zero outside. The forward
+the target range passes it wherever the value rounds into the range without being clipped, so the
+backward of quantize->dequantize is the identity where ``qmin - 1/2 <= x / scale + zero_point <= qmax + 1/2``
+and zero outside (:func:`onnxxai.convert.qlinear.saturate_surrogate`). The forward
 values are unchanged. The same holds where the output feeds quantized integer ops (QLinearConv,
 QGemm, ... whose own gradients are straight-through, see :mod:`onnxxai.convert.qlinear`). A
 QuantizeLinear whose output goes elsewhere (or is a graph output) returns the exact integer/float8
@@ -27,7 +28,7 @@ from onnx2torch.utils.common import OperationConverterResult
 
 from onnxxai.convert._util import elem_type, result
 from onnxxai.convert.cast import to_float4e2m1
-from onnxxai.convert.qlinear import INT_RANGES, MS, StraightThrough, container, float_container_ok
+from onnxxai.convert.qlinear import INT_RANGES, MS, StraightThrough, container, float_container_ok, saturate_surrogate
 from onnxxai.convert.registry import register, since
 from onnxxai.proto.dtypes import TORCH_DTYPES, TORCH_FLOAT8
 
@@ -72,12 +73,14 @@ class QuantizeLinear(StraightThrough):
         y = x / scale
         if self.target in _INT_RANGES:
             qmin, qmax = _INT_RANGES[self.target]
-            rounded = self.straight_through(torch.round(y), y)  # straight-through round
-            if zero_point is not None:
-                zp = _broadcast_param(zero_point, x.shape, self.axis, self.block_size)
-                rounded = rounded.to(_float_container(x)) + zp.to(_float_container(x))
-            q = rounded.to(_float_container(x)).clamp(qmin, qmax)
-            return q if self.fake else q.to(TORCH_DTYPES[self.target])
+            box = _float_container(x)
+            zp = 0.0 if zero_point is None else _broadcast_param(zero_point, x.shape, self.axis, self.block_size).to(box)
+            exact = (torch.round(y).to(box) + zp).clamp(qmin, qmax)
+            if not self.fake:
+                return exact.detach().to(TORCH_DTYPES[self.target])
+            # straight-through round; the clip passes the gradient wherever the value rounds into range
+            surrogate = saturate_surrogate(y.to(box) + zp, qmin, qmax) if self.wants_surrogate(x, scale) else None
+            return self.straight_through(exact, surrogate)
         if self.target == TensorProto.FLOAT4E2M1:
             # float4 lives in a float32 container; its zero point (a float4 value) is added before
             # rounding, and the cast saturates at ±6 whatever ``saturate`` says (ONNX's reference).
@@ -195,7 +198,7 @@ class DynamicQuantizeLinear(StraightThrough):
         xs = x.to(dtype)
         hi_s, lo_s = xs.max().clamp(min=0), xs.min().clamp(max=0)
         scale_s = torch.where(hi_s == lo_s, torch.ones_like(hi_s), hi_s - lo_s) / 255.0
-        surrogate = (xs / scale_s + zp.to(dtype)).clamp(0, 255)
+        surrogate = saturate_surrogate(xs / scale_s + zp.to(dtype), 0, 255)
         return (self.straight_through(y.to(dtype), surrogate), self.straight_through(scale.to(x.dtype), scale_s.to(x.dtype)),
                 zp.to(torch.uint8))
 
