@@ -425,10 +425,12 @@ def read_csv_table(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     import csv
 
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
     except OSError as exc:
         raise InputError(f"{path}: cannot read the CSV file ({exc.strerror})") from exc
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise InputError(f"{path}: not a UTF-8 CSV text file ({exc.__class__.__name__}: {exc})") from exc
     rows = [r for r in rows if any(cell.strip() for cell in r)]
     if len(rows) < 2:
         raise InputError(f"{path}: a CSV input needs a header row and at least one data row")

@@ -2,6 +2,7 @@
 
     python scripts/bench.py [--arch resnet18] [--batch 8] [--device cpu] [--repeats 3] [--methods ...]
     python scripts/bench.py --blackbox [--chunk 64]   # Occlusion, KernelSHAP vs Captum's, one image, CPU
+    python scripts/bench.py --dianna [--chunk 64]     # RISE, KernelSHAP vs DIANNA's on the same ONNX file
     python scripts/bench.py --metrics 32     # onnxxai.metrics vs Quantus on LeNet-5, 32 held-out digits
 
 Same model (torchvision, seeded random weights), same inputs, one process. Each method runs once
@@ -299,6 +300,51 @@ def blackbox_table(arch: str, chunk: int) -> list[str]:
     return lines
 
 
+def dianna_table(arch: str, chunk: int, masks: int = 1000, coalitions: int = 256) -> list[str]:
+    """onnxxai's RISE and KernelSHAP against DIANNA's (which, like onnxxai, runs the ONNX file in
+    onnxruntime, but opens a new session on every call): the same export, one 224x224 image, the same
+    mask count / resolution / keep probability (RISE) and the same segment count and coalition count
+    (KernelSHAP on SLIC superpixels), ``chunk`` rows per session call on both sides. The masks are each
+    tool's own draws, so the maps differ; the timing is the comparison. One run each after a warm-up."""
+    import dianna
+
+    from onnxxai.blackbox.masks import slic_mask
+
+    with tempfile.TemporaryDirectory() as tmp:
+        _, _, path = build(arch, Path(tmp), torch.device("cpu"))
+        runtime = onnxxai.load_runtime(path)
+        x = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
+        runtime(x)  # warm-up
+        target = int(runtime(x).argmax())
+        rows = [
+            (f"RISE, {masks} masks, 8x8 grid, p=0.5",
+             lambda: onnxxai.RISE(runtime, n=masks, cell=8, p=0.5, batch_size=chunk)(x, target).val,
+             lambda: dianna.explain_image(str(path), x[0], method="RISE", labels=[target], n_masks=masks, feature_res=8,
+                                          p_keep=0.5, batch_size=chunk, axis_labels={0: "channels"})),
+            (f"KernelSHAP, 100 SLIC segments, {coalitions} coalitions",
+             lambda: onnxxai.KernelSHAP(runtime, n=coalitions, batch_size=chunk, feature_mask=slic_mask(
+                 x, n_segments=100, compactness=10.0, sigma=0.0))(x, target).val,
+             lambda: dianna.explain_image(str(path), x[0], method="KernelSHAP", labels=[target], nsamples=coalitions,
+                                          n_segments=100, compactness=10.0, sigma=0, axis_labels={0: "channels"})),
+        ]
+        lines = [f"{arch} export (dynamic batch), one 224x224 image, cpu, {chunk} rows per call; DIANNA "
+                 f"{dianna.__version__}; one run each", "",
+                 "| method | onnxxai | session calls | DIANNA | ratio |", "|---|---|---|---|---|"]
+        print("\n".join(lines), flush=True)
+        for name, ours, peer in rows:
+            calls = runtime.calls
+            t0 = time.perf_counter()
+            ours()
+            t_ours = time.perf_counter() - t0
+            calls = runtime.calls - calls
+            t0 = time.perf_counter()
+            peer()
+            t_peer = time.perf_counter() - t0
+            lines.append(f"| {name} | {t_ours:.2f} s | {calls} | {t_peer:.2f} s | {t_ours / t_peer:.2f} |")
+            print(lines[-1], flush=True)
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="resnet18")
@@ -312,7 +358,12 @@ def main() -> None:
                         help="instead: time onnxxai.metrics against Quantus on LeNet-5 with this many held-out digits")
     parser.add_argument("--blackbox", action="store_true",
                         help="instead: Occlusion and KernelSHAP (onnxruntime) vs Captum's on the native model, --chunk rows per call")
+    parser.add_argument("--dianna", action="store_true",
+                        help="instead: RISE and KernelSHAP against DIANNA's on the same ONNX export, --chunk rows per call")
     args = parser.parse_args()
+    if args.dianna:
+        dianna_table(args.arch, args.chunk)
+        return
     if args.blackbox:
         blackbox_table(args.arch, args.chunk)
         return

@@ -254,3 +254,12 @@ def test_a_seeded_fuzz_sample_ends_in_parity_or_named_errors(tmp_path: Path) -> 
     bad = [r for r in records if r["outcome"] not in fuzz.GOOD + ("skipped",)]
     assert not bad, bad
     assert summary["mutants"] >= 10
+
+
+def test_cli_binary_csv_is_a_one_line_input_error(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "binary.csv"
+    path.write_bytes(b"\xff\xfe\x00\x81" * 64)
+    status = main(["run", "models/lenet5_mnist.onnx", str(path), "--method", "occlusion", "--out", str(tmp_path / "o"),
+                   "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1 and "not a UTF-8 CSV" in err
