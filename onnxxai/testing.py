@@ -422,6 +422,8 @@ def evaluate_variant(path: Path, reference: DeploymentReference, *, model: str =
         result.tolerance_rule, result.artifact = report.tolerance_rule, str(loaded.artifact)
         gradient = gradient_flow(loaded, onnx.load(str(path)))
         result.gradient_ok, result.gradient, result.fd_rel_error = gradient.ok, gradient.summary(), gradient.fd_rel_error
+        if not gradient.ok:  # the check's own account (which check, reference, error, confirmation) is the cause
+            result.cause = "gradient check: " + result.gradient.replace(str(path), path.name)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             ixg, _ = _attribution(loaded, InputTimesGradient, reference.feeds, reference.input_name, reference.selection)
@@ -431,7 +433,8 @@ def evaluate_variant(path: Path, reference: DeploymentReference, *, model: str =
         result.cosine_ig = _cosine(ig, reference.integrated_gradients)
         stops = [str(w.message) for w in caught if w.category.__name__ == "GradientStopWarning"]
         if stops:
-            result.cause = "warning: " + stops[0].replace(str(path), path.name)[:200]
+            stop = "warning: " + stops[0].replace(str(path), path.name)[:200]
+            result.cause = f"{result.cause}; {stop}" if result.cause else stop
     except Exception as exc:  # noqa: BLE001 - recorded in the row: the table lists each failure with its cause
         step = "onnxruntime" if not result.runs else "load" if not result.loads else "gradient/attribution"
         result.cause = f"{step}: {_cause(exc)}".replace(str(path), path.name)
@@ -617,7 +620,7 @@ def export_transformers(kind: str, path: Path, *, dynamo: bool, seed: int = 0) -
             batch, seq = torch.export.Dim("batch", min=1, max=1024), torch.export.Dim("seq", min=2, max=120)
             shapes = (tuple({0: batch, 1: seq} if text else {0: batch} for _ in names),)  # forward(*args)
             torch.onnx.export(module, args, str(path), input_names=names, output_names=[field],
-                              dynamic_shapes=shapes, verbose=False)
+                              dynamic_shapes=shapes, verbose=False, external_data=False)  # one file: it may be renamed
         else:
             axes = {n: ({0: "batch", 1: "seq"} if text else {0: "batch"}) for n in names}
             axes[field] = {0: "batch", 1: "seq"} if kind in ("gpt2", "t5-encoder") else {0: "batch"}
