@@ -98,3 +98,32 @@ def test_surrogate_forward_is_scoped_and_exact_forward_is_the_default(files):
     torch.testing.assert_close(again, exact, rtol=0, atol=0)
     assert not torch.equal(surrogate, exact)
     assert float((surrogate - exact).abs().max()) < 0.1 * float(exact.abs().max())
+
+
+def test_max_pool_ties_of_quantized_values_are_frozen_with_the_residuals(tmp_path, monkeypatch):
+    """QuantizeLinear -> DequantizeLinear -> MaxPool -> Gemm with a coarse scale: quantized values tie
+    inside the pool windows, where the backward takes the first maximum and a central difference of
+    the surrogate would average the tied entries. The frozen surrogate keeps the pools' choices, so
+    the check passes; with the choices not frozen it fails."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"]), helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["d"]),
+             helper.make_node("MaxPool", ["d"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"]), helper.make_node("Gemm", ["f", "w"], ["y"], transB=1)]
+    inits = [numpy_helper.from_array(np.float32(4.0), "s"), numpy_helper.from_array(np.int8(0), "zp"),
+             numpy_helper.from_array(rng.uniform(0.5, 1.5, (3, 16)).astype(np.float32), "w")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])], inits)
+    path = tmp_path / "qdq_pool.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    model, report = _check(path)
+    q = np.round(probe_feeds(model.inputs, seed=0, batch=1)["x"] / 4.0)
+    windows = q.reshape(4, 2, 4, 2).transpose(0, 2, 1, 3).reshape(16, 4)
+    assert ((windows == windows.max(1, keepdims=True)).sum(1) > 1).sum() >= 12, "the probe should tie inside most windows"
+    assert report.reference == SURROGATE and report.ok, report.summary()
+
+    from onnxxai.convert import qlinear
+
+    monkeypatch.setattr(qlinear, "_MAX_POOLS", ())  # the pools' choices not frozen
+    assert not _check(path)[1].ok

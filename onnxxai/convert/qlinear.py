@@ -212,6 +212,29 @@ def straight_through_modules(module: torch.nn.Module) -> list[StraightThrough]:
     return [m for m in module.modules() if isinstance(m, StraightThrough)]
 
 
+_MAX_POOLS = (torch.nn.MaxPool1d, torch.nn.MaxPool2d, torch.nn.MaxPool3d)
+
+
+def _frozen_max_pool(pool: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor | None:
+    """Forward hook of a max pool in a frozen surrogate forward: the first forward records which input
+    entry each output took (the first maximum, as torch's backward takes it); later forwards read
+    those entries, so the frozen function is linear in the pool's input like its backward."""
+    x = inputs[0]
+    dims = {torch.nn.MaxPool1d: 1, torch.nn.MaxPool2d: 2, torch.nn.MaxPool3d: 3}[type(pool)]
+    call = pool._argmax_call
+    pool._argmax_call = call + 1
+    if pool._argmax_recording:
+        pool_fn = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[dims - 1]
+        _, index = pool_fn(x, pool.kernel_size, pool.stride, pool.padding, pool.dilation, ceil_mode=pool.ceil_mode, return_indices=True)
+        pool._frozen_argmax.append(index)
+        return None
+    index = pool._frozen_argmax[call] if call < len(pool._frozen_argmax) else None
+    if index is None or index.shape[:-dims] != x.shape[:-dims]:
+        raise RuntimeError("frozen max pool called with other shapes than at the first forward")
+    taken = x.flatten(start_dim=x.dim() - dims).gather(-1, index.flatten(start_dim=index.dim() - dims))
+    return taken.reshape(index.shape)
+
+
 @contextlib.contextmanager
 def surrogate_forward(module: torch.nn.Module, *, frozen: bool = False) -> Iterator[int]:
     """Within the block, every straight-through submodule of ``module`` returns its dequantized float
@@ -224,9 +247,12 @@ def surrogate_forward(module: torch.nn.Module, *, frozen: bool = False) -> Itera
     and moves like the surrogates around it, so its finite differences there are the
     straight-through gradient evaluated on the exact activations -- what the explanation uses --
     instead of on the surrogate's own (unrounded) activations, which differ from them by the
-    quantization noise of every layer."""
+    quantization noise of every layer. The max pools' choices are frozen too (:func:`_frozen_max_pool`):
+    quantized values tie often, and at a tie the straight-through backward takes the first maximum
+    while a central difference averages the tied entries' derivatives."""
     switched = straight_through_modules(module)
     before = [m.__dict__.get("surrogate_mode") for m in switched]
+    hooks = []
     for m in switched:
         m.surrogate_mode = True
         if frozen:
@@ -234,9 +260,19 @@ def surrogate_forward(module: torch.nn.Module, *, frozen: bool = False) -> Itera
             if m._recording:
                 m._frozen = []
             m._call = 0
+    if frozen and switched:
+        for pool in module.modules():
+            if isinstance(pool, _MAX_POOLS) and not pool.return_indices:
+                pool._argmax_recording = "_frozen_argmax" not in pool.__dict__
+                if pool._argmax_recording:
+                    pool._frozen_argmax = []
+                pool._argmax_call = 0
+                hooks.append(pool.register_forward_hook(_frozen_max_pool))
     try:
         yield len(switched)
     finally:
+        for hook in hooks:
+            hook.remove()
         for m, was in zip(switched, before):
             if was is None:
                 del m.surrogate_mode
