@@ -488,7 +488,11 @@ def corpus_jobs(skip_producers: bool) -> list[tuple[str, object]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--only", default="", help="only models whose label contains this")
+    parser.add_argument("--only", action="append", default=[],
+                        help="only models whose label contains this (repeatable: any of them)")
+    parser.add_argument("--merge", action="store_true",
+                        help="with --write-readme: replace (or add) only the rows evaluated now in the README's table, "
+                             "keep the others as they were measured, and recount the total")
     parser.add_argument("--skip-producers", action="store_true", help="torchvision and the light zoo only")
     parser.add_argument("--deployment", action="store_true",
                         help="the deployment section: int8, float16 and onnxruntime-optimized variants of each model")
@@ -501,24 +505,52 @@ def main() -> None:
     if args.deployment:
         deployment(jobs, args)
         return
-    rows, passed = [], 0
+    rows = []
     for label, fn in jobs:
-        if args.only not in label:
+        if not selected(label, args.only):
             continue
         row = evaluate(label, fn)
-        passed += row[3]
         rows.append(row)
         print(" | ".join(row[:3]), file=sys.stderr, flush=True)
+    sys.path.insert(0, str(Path(__file__).parent))
+    from readme_tables import read_block, write_block
+
+    if args.merge:  # the README's other rows as they were measured, in table order
+        fresh = {r[0]: r for r in rows}
+        kept = {label: (label, conv, res, row_passed(res)) for label, conv, res in table_rows(read_block("corpus"))}
+        order = [label for label, _ in jobs if label in fresh or label in kept]
+        order += [label for label in kept if label not in order]  # rows of models no longer built stay visible
+        rows = [fresh.get(label) or kept[label] for label in order]
+    passed = sum(r[3] for r in rows)
     lines = ["| model | converted | parity; gradient |", "|---|---|---|"]
     lines += [f"| {label} | {conv} | {res} |" for label, conv, res, _ in rows]
     lines.append(f"| **total** | | **{passed} of {len(rows)} convert, match onnxruntime and pass the gradient check** |")
     text = "\n".join(lines)
     print(text)
     if args.write_readme:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from readme_tables import write_block
-
         write_block("corpus", text)
+
+
+def selected(label: str, only: list[str]) -> bool:
+    """Whether ``--only`` (any of its substrings; none given: everything) selects ``label``."""
+    return not only or any(o in label for o in only)
+
+
+def row_passed(result: str) -> bool:
+    """Whether a table row's result cell reads as a pass (parity ok and the gradient check ok, or a
+    piecewise-constant model's documented refusal)."""
+    return result.startswith("ok") and "FAIL" not in result and ("gradient ok" in result or "gradients refused (documented" in result)
+
+
+def table_rows(block: str) -> list[tuple[str, str, str]]:
+    """(label, converted, result) of each model row of a corpus table (header and total skipped)."""
+    rows = []
+    for line in block.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 3 or cells[0] in ("model", "---") or cells[0].startswith("**"):
+            continue
+        rows.append((cells[0], cells[1], cells[2]))
+    return rows
 
 
 # -- deployment section ---------------------------------------------------------------------------
@@ -617,7 +649,7 @@ def deployment(jobs: list[tuple[str, object]], args: argparse.Namespace) -> None
     start, rows = time.perf_counter(), []
     chosen = SUBSET if args.subset else None if args.all else DEPLOYMENT
     for label, fn in jobs:
-        if args.only not in label or (chosen is not None and label not in chosen):
+        if not selected(label, args.only) or (chosen is not None and label not in chosen):
             continue
         t = time.perf_counter()
         try:

@@ -18,3 +18,12 @@ def write_block(tag: str, text: str) -> None:
     block = f"<!-- {tag}:start -->\n{text}\n<!-- {tag}:end -->"
     README.write_text(re.sub(pattern, lambda _: block, content, flags=re.S))
     print(f"updated the {tag} block of {README}", file=sys.stderr)
+
+
+def read_block(tag: str) -> str:
+    """The text between the README's markers for ``tag`` ("" when the block is empty)."""
+    content = README.read_text()
+    match = re.search(rf"<!-- {re.escape(tag)}:start -->\n?(.*?)\n?<!-- {re.escape(tag)}:end -->", content, flags=re.S)
+    if not match:
+        raise SystemExit(f"README.md has no <!-- {tag}:start --> ... <!-- {tag}:end --> block")
+    return match.group(1)
