@@ -21,7 +21,7 @@ from onnxxai.parity import ParityReport, compare_outputs, execution_provider, pa
 from onnxxai.proto import limits
 from onnxxai.proto.batch import fixed_batch, relax_batch
 from onnxxai.proto.reading import read_model
-from onnxxai.proto.specs import DEFAULT_BATCH, DEFAULT_DIM, TensorSpec, dynamic_dims, probe_sizes, sized_shapes, index_bounds, probe_feeds, select_input, spec_of
+from onnxxai.proto.specs import DEFAULT_BATCH, TensorSpec, dynamic_dims, probe_candidates, index_bounds, probe_feeds, select_input, spec_of
 
 __all__ = ["load", "Model", "TensorSpec", "DEFAULT_BATCH", "DEFAULT_DIM"]
 
@@ -265,14 +265,16 @@ def _load(source: str | os.PathLike | onnx.ModelProto, device: str | torch.devic
     bounds = index_bounds(graph)  # integer inputs that index small tables (token types) get probes below their rows
     inputs = tuple(spec_of(v, bounds.get(v.name)) for v in graph.graph.input)
     outputs = tuple(spec_of(v) for v in graph.graph.output)
-    model = Model(module, graph, inputs, outputs, None, passes, label, device, kind, widened,  # type: ignore[arg-type]
-                  original=original)
-    model.fixed_batch, model.batch_mode, model._runtime = fixed, batch_mode, runtime
 
     provider = execution_provider()
     batch = DEFAULT_BATCH if fixed is None else fixed + 1  # a fixed-batch file is checked beyond its batch
     feeds = _working_probes(original, inputs, probe_inputs, probe_shapes, batch, seed, label, provider, fixed)
     shapes = {k: tuple(v.shape) for k, v in feeds.items()}
+    # every later probe (GradCAM's shape probe, the split check, deployment references) repeats these shapes
+    inputs = tuple(dataclasses.replace(s, probe=shapes.get(s.name)) for s in inputs)
+    model = Model(module, graph, inputs, outputs, None, passes, label, device, kind, widened,  # type: ignore[arg-type]
+                  original=original)
+    model.fixed_batch, model.batch_mode, model._runtime = fixed, batch_mode, runtime
     try:
         with limits.budget(stage="parity probe (onnxruntime on the original file)"):
             reference = _run_original(original, feeds, provider, fixed)
@@ -343,34 +345,29 @@ def _run_original(original: onnx.ModelProto, feeds: Mapping[str, np.ndarray], pr
 def _working_probes(original: onnx.ModelProto, inputs: tuple[TensorSpec, ...], given: Mapping[str, np.ndarray] | None,
                     shapes: Mapping[str, tuple[int, ...]] | None, batch: int, seed: int, label: str, provider: str,
                     fixed: int | None) -> dict[str, np.ndarray]:
-    """Probe inputs onnxruntime runs the original file on: the default ones (or those given), else
-    the first of :func:`onnxxai.proto.specs.probe_sizes` for the dynamic non-batch dimensions that it
-    accepts; a ModelFileError naming the dimensions and how to pass probes when none is."""
-    feeds = probe_feeds(inputs, given, seed=seed, batch=batch, shapes=shapes, require_all=True, label=label)
+    """Probe inputs onnxruntime runs the original file on: those given, else the first shapes of
+    :func:`onnxxai.proto.specs.probe_candidates` (graph-derived sizes per dimension, then other sizes
+    per dimension) that it accepts; a ModelFileError naming the dimensions and how to pass probes
+    when none is."""
+    if given or shapes:
+        return probe_feeds(inputs, given, seed=seed, batch=batch, shapes=shapes, require_all=True, label=label)
+    candidates = probe_candidates(original, inputs, batch)
     dims = dynamic_dims(inputs)
-    if given or shapes or not dims:
-        return feeds
-    try:
-        _run_original(original, feeds, provider, fixed)
-        return feeds
-    except Exception as exc:  # noqa: BLE001 - onnxruntime's errors have no common base: try other sizes
-        first = f"{exc.__class__.__name__}: {exc}".splitlines()[0]
-    tried = [DEFAULT_DIM]
-    for size in probe_sizes(original):
-        candidate = sized_shapes(inputs, size, batch)
-        if candidate is None:
-            continue
-        tried.append(size)
+    first, tried = "", []
+    for candidate in candidates if dims else candidates[:1]:
         feeds = probe_feeds(inputs, seed=seed, batch=batch, shapes=candidate, label=label)
+        if not dims:
+            return feeds
+        tried.append("/".join("x".join(map(str, v[1:])) for v in candidate.values() if len(v) > 1) or "()")
         try:
             _run_original(original, feeds, provider, fixed)
             return feeds
-        except Exception:  # noqa: BLE001 - the next size
-            continue
+        except Exception as exc:  # noqa: BLE001 - onnxruntime's errors have no common base: try the next shapes
+            first = first or f"{exc.__class__.__name__}: {exc}".splitlines()[0]
     example = next(s for s in inputs if any(d in dims[0] for d in (repr(s.name),)))
     shape = ",".join(str(d) if isinstance(d, int) and d > 0 else ("1" if i == 0 else "N") for i, d in enumerate(example.shape))
     raise ModelFileError(
-        f"{label}: onnxruntime cannot run the original model on probe inputs: no size in {tried} fits the dynamic "
+        f"{label}: onnxruntime cannot run the original model on probe inputs: no shape in [{', '.join(tried)}] fits the dynamic "
         f"dimension(s) {', '.join(dims)} ({first}); pass probes: onnxxai.load(..., probe_shapes={{{example.name!r}: (...)}}) "
         f"or probe_inputs={{name: array}}, or --probe-shape {example.name}={shape} on the command line"
     )

@@ -7,13 +7,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
 import onnxxai
 from onnxxai.cli import main
 from onnxxai.errors import InputError, ModelFileError
-from onnxxai.proto.specs import parse_probe_shape
+from onnxxai.proto.specs import graph_input_specs, parse_probe_shape, probe_candidates
 from onnxxai.testing import export
 
 
@@ -100,3 +101,39 @@ def test_probe_shape_parsing():
     assert parse_probe_shape("x=1x3x224x224") == ("x", (1, 3, 224, 224))
     with pytest.raises(InputError, match="NAME=DIMS"):
         parse_probe_shape("1,16000")
+
+
+class Patches(torch.nn.Module):
+    """A patch embedding (Conv2d(3, 8, kernel 4, stride 4)), a class token, position embeddings for a
+    fixed 16 patches and a Linear: with N, C, H and W all dynamic in the file, only 3x16x16 images run (as
+    optimum-onnx's ViT export)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = torch.nn.Conv2d(3, 8, kernel_size=4, stride=4)
+        self.cls = torch.nn.Parameter(torch.randn(1, 1, 8))
+        self.positions = torch.nn.Parameter(torch.randn(17, 8))
+        self.head = torch.nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        patches = self.embed(x).flatten(2).transpose(1, 2)  # (N, patches, 8)
+        tokens = torch.cat([self.cls.expand(x.shape[0], 1, 8), patches], 1) + self.positions  # 1 + 16 tokens only
+        return self.head(tokens.mean(1))
+
+
+def test_probe_sizes_are_derived_per_dimension_from_the_graph(tmp_path):
+    torch.manual_seed(0)
+    path = tmp_path / "patches.onnx"
+    torch.onnx.export(Patches().eval(), (torch.randn(1, 3, 16, 16),), str(path), dynamo=False, opset_version=17,
+                      input_names=["pixel_values"], output_names=["logits"],
+                      dynamic_axes={"pixel_values": {0: "n", 1: "c", 2: "h", 3: "w"}, "logits": {0: "n"}})
+    original = onnx.load(str(path))
+    specs = graph_input_specs(original)
+    assert specs[0].probe == (2, 3, 64, 64)  # channels from the Conv weight, spatial sizes fit kernel 4 stride 4
+    shapes = [c["pixel_values"] for c in probe_candidates(original, specs)]
+    assert shapes[0] == (2, 3, 64, 64) and (2, 3, 16, 16) in shapes and all(s[1] == 3 for s in shapes)
+    model = onnxxai.load(path)
+    assert model.parity.ok and model.parity.probe_shapes["pixel_values"] == (2, 3, 16, 16)
+    assert model.inputs[0].probe == (2, 3, 16, 16)  # later probes repeat the accepted shape
+    report = onnxxai.diagnostics.gradient_flow(model, model.original)
+    assert report.ok, report.summary()

@@ -13,18 +13,26 @@ LRP's canonization check and the gradient check. They all follow :func:`probe_fe
   ``integers="zeros"`` every non-float input is zero instead and draws nothing;
 * arrays the user gives (``given``) are taken as they are, cast to the input's dtype.
 
+The size of each dynamic non-batch dimension is derived from the graph where it can be
+(:func:`axis_sizes`): an axis that reaches a convolution's channel axis through ops that keep the
+layout takes the weight's input channels x group; a spatial axis of a convolution takes
+:data:`DEFAULT_DIM` when that fits its kernel and stride, else the kernel's own length. Specs read
+by :func:`graph_input_specs` carry these sizes (``TensorSpec.probe``), and :func:`onnxxai.load`
+replaces them by the shapes onnxruntime accepted, so every later probe repeats them.
+
 When onnxruntime refuses these sizes (an audio model that frames its signal by 512 samples, a
-convolution with a kernel longer than :data:`DEFAULT_DIM`), :func:`probe_sizes` gives the other
-sizes to try for the dynamic non-batch dimensions, in order: the sizes the graph itself names
-(Reshape targets, convolution and pooling kernels, Split sizes, frame lengths), then a ladder.
-The same size goes to every dynamic non-batch dimension; ``shapes`` (``probe_inputs=``,
+patch embedding followed by a fixed number of positions), :func:`probe_candidates` gives the other
+shapes to try, dimension by dimension: channel axes keep their size, a spatial axis steps through
+multiples of its kernel (then the other sizes at least as long), every other axis through the
+sizes the graph itself names (Reshape targets, convolution and pooling kernels, Split sizes, frame
+lengths), then a ladder (:func:`probe_sizes`). ``shapes`` (``probe_inputs=``,
 ``--probe-shape NAME=DIMS``) names exact shapes where that is not enough.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -36,6 +44,7 @@ from onnxxai.errors import InputError
 __all__ = [
     "TensorSpec", "spec_of", "dims_of", "graph_input_specs", "DEFAULT_BATCH", "DEFAULT_DIM", "probe_shape",
     "probe_feeds", "select_input", "probe_sizes", "dynamic_dims", "sized_shapes", "parse_probe_shape", "PROBE_LADDER", "index_bounds",
+    "axis_sizes", "probe_candidates",
 ]
 
 #: Size given to a dynamic first (batch) dimension in probe inputs.
@@ -48,12 +57,15 @@ DEFAULT_DIM = 64
 class TensorSpec:
     """Name, shape (ints, or strings for dynamic dimensions) and numpy dtype of a graph input or output;
     ``high``: for an integer input that indexes a constant table, its number of rows (valid values are
-    ``[0, high)``), else None."""
+    ``[0, high)``), else None; ``probe``: the probe shape of a graph input as the probe rule derived it
+    from the graph (or as onnxruntime accepted it at load), its first axis replaced by the batch where
+    dynamic; None: :data:`DEFAULT_DIM` for every dynamic axis."""
 
     name: str
     shape: tuple[int | str, ...]
     dtype: np.dtype
     high: int | None = None
+    probe: tuple[int, ...] | None = None
 
     @property
     def is_float(self) -> bool:
@@ -73,19 +85,22 @@ def dims_of(value: onnx.ValueInfoProto | None) -> tuple[int | str, ...] | None:
                  for i, d in enumerate(value.type.tensor_type.shape.dim))
 
 
-def spec_of(value: onnx.ValueInfoProto, high: int | None = None) -> TensorSpec:
+def spec_of(value: onnx.ValueInfoProto, high: int | None = None, probe: tuple[int, ...] | None = None) -> TensorSpec:
     """The :class:`TensorSpec` of a graph input or output (float32 when the element type is unset);
-    ``high`` as :func:`index_bounds` reads it."""
+    ``high`` as :func:`index_bounds` reads it, ``probe`` as :func:`probe_candidates` gives it."""
     tensor_type = value.type.tensor_type
     dtype = np.dtype(helper.tensor_dtype_to_np_dtype(tensor_type.elem_type)) if tensor_type.elem_type else np.dtype("float32")
-    return TensorSpec(value.name, dims_of(value) or (), dtype, high)
+    return TensorSpec(value.name, dims_of(value) or (), dtype, high, probe)
 
 
 def graph_input_specs(model: onnx.ModelProto) -> list[TensorSpec]:
-    """Specs of the true inputs of ``model`` (graph inputs that are not initializers), in order."""
+    """Specs of the true inputs of ``model`` (graph inputs that are not initializers), in order, with
+    their index bounds and graph-derived probe shapes."""
     inits = {t.name for t in model.graph.initializer}
     bounds = index_bounds(model)
-    return [spec_of(v, bounds.get(v.name)) for v in model.graph.input if v.name not in inits]
+    specs = [spec_of(v, bounds.get(v.name)) for v in model.graph.input if v.name not in inits]
+    first = probe_candidates(model, specs)[0]
+    return [replace(s, probe=first.get(s.name)) for s in specs]
 
 
 #: ops that pass an integer tensor's values on unchanged (first input only)
@@ -134,8 +149,9 @@ _INTEGER_TYPES = {onnx.TensorProto.INT8, onnx.TensorProto.INT16, onnx.TensorProt
 
 def probe_shape(spec: TensorSpec, batch: int = DEFAULT_BATCH) -> tuple[int, ...]:
     """The shape of a probe for ``spec``: static dimensions kept, dynamic ones ``batch`` (axis 0) or
-    :data:`DEFAULT_DIM` (other axes)."""
-    return tuple(d if isinstance(d, int) and d > 0 else (batch if axis == 0 else DEFAULT_DIM)
+    the spec's graph-derived size (``spec.probe``, else :data:`DEFAULT_DIM`; other axes)."""
+    probe = spec.probe if spec.probe is not None and len(spec.probe) == len(spec.shape) else None
+    return tuple(d if isinstance(d, int) and d > 0 else (batch if axis == 0 else (probe[axis] if probe else DEFAULT_DIM))
                  for axis, d in enumerate(spec.shape))
 
 
@@ -225,6 +241,108 @@ def probe_sizes(model: onnx.ModelProto) -> list[int]:
         if size != DEFAULT_DIM and size not in order:
             order.append(size)
     return order[:PROBE_MAX_TRIES]
+
+
+#: ops through which an input keeps its layout (axis i of the output is axis i of the input)
+_LAYOUT_KEEPING = {"Cast", "Identity", "Relu", "LeakyRelu", "Sigmoid", "Tanh", "Clip", "Neg", "Abs", "Exp", "Log", "Sqrt",
+                   "Add", "Sub", "Mul", "Div", "Pow", "BatchNormalization", "InstanceNormalization", "Dropout",
+                   "QuantizeLinear", "DequantizeLinear", "Floor", "Round", "Erf", "Softplus", "HardSigmoid"}
+#: convolution-like ops: (weight input position, whether attributes give a kernel even without a weight)
+_CONVS = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
+_POOLS = {"MaxPool", "AveragePool", "LpPool"}
+#: Multiples of a strided kernel a spatial axis tries (ViT's 32x32 = 2 patches of 16 per side).
+KERNEL_FACTORS = (1, 2, 3, 4, 6, 8, 12, 14, 16)
+
+
+@dataclass(frozen=True)
+class _Axis:
+    """What the graph says about one input axis: a size it must have, or the (effective) kernel and
+    stride of a convolution or pool that slides along it."""
+
+    size: int | None = None
+    kernel: int | None = None
+    stride: int = 1
+
+
+def axis_sizes(model: onnx.ModelProto, specs: Iterable[TensorSpec] | None = None) -> dict[str, dict[int, "_Axis"]]:
+    """For each graph input, what the first convolution or pool it reaches through layout-keeping ops
+    (casts, elementwise arithmetic with constants, normalizations) says about its axes: axis 1 must
+    equal the weight's input channels x group, axes 2.. slide a kernel with a stride."""
+    consts: dict[str, tuple[int, ...]] = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            consts[node.output[0]] = tuple(node.attribute[0].t.dims)
+    readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in model.graph.node:
+        for position, name in enumerate(node.input):
+            readers.setdefault(name, []).append((node, position))
+    names = [s.name for s in specs] if specs is not None else [v.name for v in model.graph.input if v.name not in consts]
+    found: dict[str, dict[int, _Axis]] = {}
+    for name in names:
+        seen, todo, axes = {name}, [name], {}
+        while todo and not axes:
+            for node, position in readers.get(todo.pop(0), ()):
+                attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+                weight_at = _CONVS.get(node.op_type) if node.domain in ("", "ai.onnx") else None
+                if position == 0 and (weight_at is not None or node.op_type in _POOLS):
+                    weight = consts.get(node.input[weight_at]) if weight_at is not None and weight_at < len(node.input) else None
+                    kernel = list(attrs.get("kernel_shape", ())) or (list(weight[2:]) if weight else [])
+                    strides = list(attrs.get("strides", ())) or [1] * len(kernel)
+                    dilations = list(attrs.get("dilations", ())) or [1] * len(kernel)
+                    if weight and len(weight) >= 3:
+                        axes[1] = _Axis(size=int(weight[1]) * int(attrs.get("group", 1)))
+                    for i, k in enumerate(kernel):
+                        axes[2 + i] = _Axis(kernel=int(dilations[i]) * (int(k) - 1) + 1, stride=int(strides[i]))
+                    break
+                if node.op_type in _LAYOUT_KEEPING and node.domain in ("", "ai.onnx") and node.output and node.output[0] not in seen:
+                    others = [i for j, i in enumerate(node.input) if j != position and i]
+                    if all(i in consts for i in others):  # only constants join the input: its layout stays
+                        seen.add(node.output[0])
+                        todo.append(node.output[0])
+        if axes:
+            found[name] = axes
+    return found
+
+
+def probe_candidates(model: onnx.ModelProto, specs: Iterable[TensorSpec], batch: int = DEFAULT_BATCH,
+                     tries: int | None = None) -> list[dict[str, tuple[int, ...]]]:
+    """Probe shapes to try in order, the first being the default probe (see the module docstring):
+    each dynamic non-batch axis steps through its own list of sizes (:func:`axis_sizes`, else
+    :data:`DEFAULT_DIM` then :func:`probe_sizes`); step ``t`` takes each list's ``t``-th size (its
+    last when shorter). Candidates over :data:`PROBE_MAX_ELEMENTS` elements are left out; at most
+    ``tries`` (default :data:`PROBE_MAX_TRIES`) shapes after the first."""
+    specs = tuple(specs)
+    known = axis_sizes(model, specs)
+    free = [DEFAULT_DIM, *probe_sizes(model)]
+    lists: dict[tuple[str, int], list[int]] = {}
+    for spec in specs:
+        for axis, dim in enumerate(spec.shape):
+            if axis == 0 or (isinstance(dim, int) and dim > 0):
+                continue
+            info = known.get(spec.name, {}).get(axis)
+            if info is not None and info.size is not None:
+                lists[spec.name, axis] = [info.size]
+            elif info is not None and info.kernel is not None:
+                k, step = info.kernel, info.stride
+                fits = [size for size in free if size >= k and (step == 1 or (size - k) % step == 0)]
+                multiples = [k * f for f in KERNEL_FACTORS] if step > 1 else []
+                lists[spec.name, axis] = list(dict.fromkeys([*fits[:1], *multiples, *fits[1:], k]))
+            else:
+                lists[spec.name, axis] = free
+    steps = max((len(v) for v in lists.values()), default=1)
+    out: list[dict[str, tuple[int, ...]]] = []
+    for t in range(steps):
+        shapes = {}
+        for spec in specs:
+            shapes[spec.name] = tuple(
+                d if isinstance(d, int) and d > 0 else (batch if axis == 0 else lists[spec.name, axis][min(t, len(lists[spec.name, axis]) - 1)])
+                for axis, d in enumerate(spec.shape))
+        if out and (shapes in out or any(int(np.prod(v, dtype=np.int64)) > PROBE_MAX_ELEMENTS for v in shapes.values())):
+            continue
+        out.append(shapes)
+        if len(out) > (PROBE_MAX_TRIES if tries is None else tries):
+            break
+    return out
 
 
 def dynamic_dims(specs: Iterable[TensorSpec]) -> list[str]:
