@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import onnx
 
-from onnxxai.convert.qlinear import straight_through_modules, surrogate_forward
+from onnxxai.convert.qlinear import frozen_copy, straight_through_modules, surrogate_forward
 from onnxxai.errors import AnalyzerError, InputError, ResourceLimitError
 from onnxxai.model import Model
 from onnxxai.proto.specs import probe_feeds
@@ -270,9 +270,17 @@ def _float64_function(model: Model, function, probes: dict, target: int):
     import torch
 
     tap = function.tap
-    module = copy.deepcopy(model.torch_module if tap is None else tap.substitute).double().cpu()
-    quantized = bool(straight_through_modules(module))
+    source = model.torch_module if tap is None else tap.substitute
     names = [s.name for s in model.inputs]
+    start = probes[function.input_name] if tap is None else function.embed(torch.from_numpy(probes[function.input_name])).numpy()
+    if straight_through_modules(source):  # frozen at the exact results the model itself computes at the probe
+        native = {k: torch.from_numpy(v).to(model.device) for k, v in probes.items()}
+        value = torch.from_numpy(np.asarray(start)).to(model.device)
+        args = [value if n == function.input_name else native[n] for n in names] if tap is None else [native[n] for n in names] + [value]
+        module = frozen_copy(source, *args).cpu()
+    else:
+        module = copy.deepcopy(source).double().cpu()
+    quantized = bool(straight_through_modules(module))
     index = [o.name for o in model.outputs].index(function.output_name)
     fixed = {k: torch.from_numpy(v.astype(np.float64) if v.dtype.kind == "f" else v) for k, v in probes.items()}
 
@@ -287,7 +295,6 @@ def _float64_function(model: Model, function, probes: dict, target: int):
         out = out[index] if isinstance(out, (tuple, list)) else out
         return float(out.reshape(out.shape[0], -1)[0, target])
 
-    start = probes[function.input_name] if tap is None else function.embed(torch.from_numpy(probes[function.input_name])).numpy()
     f(start)  # fails here if some op cannot run in float64
     return f, quantized
 

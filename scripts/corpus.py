@@ -562,11 +562,12 @@ SUBSET = ("torch token-id transformer (opset17)", "torchvision squeezenet1_1 (op
 #: a variant's time is the gradient check's float64 finite differences, so the cost grows with FLOPs,
 #: and int8 variants of depthwise/grouped convolutions are slowest (torch has no fast float64 grouped
 #: conv on CPU). Measured on 2 shared cores: token-id transformer 15 s, LSTM 66 s, squeezenet1_1 69 s,
-#: resnet18 4 min, mobilenet_v3_small's QOperator variant alone 3.6 min. MobileNet-V2, EfficientNet,
-#: RegNet, ShuffleNets, ViT-B/16 and the heavier networks run with --all (hours on 2 cores).
+#: resnet18 4 min, mobilenet_v3_small's QOperator variant alone 3.6 min; with other work on the same
+#: cores, resnet18's variants took 724 s and squeezenet1_1's static int8 ones 3-3.5 min each, so
+#: resnet18 and mobilenet_v3_small (the two slowest) run with --all, like MobileNet-V2, EfficientNet,
+#: RegNet, ShuffleNets, ViT-B/16 and the heavier networks (hours on 2 cores).
 DEPLOYMENT = SUBSET + (
-    "torch GRU sequence classifier (opset17)", "torchvision mobilenet_v3_small (opset17)",
-    "torchvision resnet18 (opset17)", "onnx light zoo squeezenet", "scikit-learn MLPClassifier (skl2onnx)",
+    "torch GRU sequence classifier (opset17)", "onnx light zoo squeezenet", "scikit-learn MLPClassifier (skl2onnx)",
     "Keras CNN (tf2onnx)", "Keras LSTM (tf2onnx)", "Flax nnx CNN (jax2onnx)",
 )
 #: models the transformers optimizer rewrites: optimize_model's model_type, num_heads, hidden_size

@@ -33,6 +33,7 @@ integer dtype.
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 from collections.abc import Iterator
 
@@ -185,8 +186,9 @@ class StraightThrough(torch.nn.Module):
     surrogate_mode: bool = False
 
     def wants_surrogate(self, *tensors: torch.Tensor | None) -> bool:
-        """Whether to compute the surrogate: in surrogate mode, or when autograd needs its gradient."""
-        return self.surrogate_mode or wants_grad(*tensors)
+        """Whether to compute the surrogate: in surrogate mode, or when autograd needs its gradient (or
+        while :func:`frozen_copy` records, so its calls match a surrogate forward's one for one)."""
+        return self.surrogate_mode or "_exact_record" in self.__dict__ or wants_grad(*tensors)
 
     def straight_through(self, exact: torch.Tensor, surrogate: torch.Tensor | None) -> torch.Tensor:
         """:func:`straight_through`, or in surrogate mode the surrogate itself (plus, with frozen
@@ -198,18 +200,47 @@ class StraightThrough(torch.nn.Module):
             call = self._call
             self._call = call + 1
             if self._recording:
-                frozen.append((exact.to(surrogate.dtype) - surrogate).detach())
+                base = self.__dict__.get("_exact_base")  # the exact results of the module frozen_copy copied
+                if base is not None and call < len(base) and base[call].shape == surrogate.shape:
+                    exact = base[call]
+                frozen.append((exact.to(surrogate.device, surrogate.dtype) - surrogate).detach())
                 return surrogate + frozen[-1]
             residual = frozen[call] if call < len(frozen) else None
             if residual is None or residual.shape != surrogate.shape:
                 raise RuntimeError(f"{type(self).__name__}: frozen-residual forward called with other shapes than at the first one")
             return surrogate + residual
+        record = self.__dict__.get("_exact_record")
+        if record is not None and surrogate is not None:  # the calls a frozen surrogate forward counts
+            record.append(exact.detach().clone())
         return straight_through(exact, surrogate)
 
 
 def straight_through_modules(module: torch.nn.Module) -> list[StraightThrough]:
     """The straight-through (quantized) submodules of ``module`` (itself included)."""
     return [m for m in module.modules() if isinstance(m, StraightThrough)]
+
+
+def frozen_copy(module: torch.nn.Module, *args: torch.Tensor, dtype: torch.dtype = torch.float64) -> torch.nn.Module:
+    """A deep copy of ``module`` in ``dtype`` whose first frozen surrogate forward (:func:`surrogate_forward`)
+    takes as each straight-through op's exact result the one ``module`` itself computes on ``args``
+    (run here, without gradient), not the one the copy computes: in float64 the copy's integer results
+    can differ by a step from the float32 arithmetic onnxruntime's kernels (and ``module``) use, a
+    difference that grows layer by layer (ResNet-18's QDQ file: up to 5 steps in its last block, and
+    an 18% different gradient). Frozen at ``module``'s own results, the copy's surrogate is linearized
+    at the activations the explanation's gradient was computed at. ``module`` is left as it was."""
+    switched = straight_through_modules(module)
+    for m in switched:
+        m._exact_record = []
+    try:
+        with torch.no_grad():
+            module(*args)
+        copied = copy.deepcopy(module)
+    finally:
+        for m in switched:
+            del m._exact_record
+    for m in straight_through_modules(copied):
+        m._exact_base = m.__dict__.pop("_exact_record")
+    return copied.to(dtype)
 
 
 _MAX_POOLS = (torch.nn.MaxPool1d, torch.nn.MaxPool2d, torch.nn.MaxPool3d)
@@ -993,5 +1024,5 @@ def convert_dynamic_quantize_lstm(node: OnnxNode, graph: OnnxGraph) -> Operation
     converted = _result(lstm, node)
     return OperationConverterResult(torch_module=DynamicQuantizeLSTM(lstm), onnx_mapping=converted.onnx_mapping)
 
-__all__ = ["INT_RANGES", "float_container_ok", "DequantizedTap", "RequantizedTap", "DynamicQuantizeLSTM", "saturate_surrogate", "straight_through", "StraightThrough", "straight_through_modules", "surrogate_forward", "requantize", "quantize_mlas", "Quantized", "QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearBinary",
+__all__ = ["INT_RANGES", "float_container_ok", "DequantizedTap", "RequantizedTap", "DynamicQuantizeLSTM", "saturate_surrogate", "frozen_copy", "straight_through", "StraightThrough", "straight_through_modules", "surrogate_forward", "requantize", "quantize_mlas", "Quantized", "QLinearConv", "ConvInteger", "MatMulInteger", "QLinearMatMul", "QGemm", "QLinearBinary",
            "QLinearLookup", "QLinearConcat", "QLinearGlobalAveragePool", "QLinearAveragePool", "QLinearSoftmax"]
