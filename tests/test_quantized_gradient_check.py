@@ -127,3 +127,33 @@ def test_max_pool_ties_of_quantized_values_are_frozen_with_the_residuals(tmp_pat
 
     monkeypatch.setattr(qlinear, "_MAX_POOLS", ())  # the pools' choices not frozen
     assert not _check(path)[1].ok
+
+
+def test_frozen_copy_is_linearized_at_the_models_own_exact_results():
+    """0.35f / 0.1f is 3.5 in float32 (rounds half to even: 4) and 3.4999999 in float64 (rounds to 3): a
+    plain float64 copy of QuantizeLinear -> DequantizeLinear starts from another integer than the
+    float32 model; frozen_copy's frozen surrogate starts from the model's own result."""
+    import copy
+
+    from onnx import TensorProto, helper, numpy_helper
+
+    from onnxxai.convert.pipeline import convert
+    from onnxxai.convert.qlinear import frozen_copy
+
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "zp"], ["q"]), helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])],
+                              [numpy_helper.from_array(np.float32(0.1), "s"), numpy_helper.from_array(np.int8(0), "zp")])
+    module = convert(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), "t")[2]
+    x = torch.tensor([0.35, 0.25], dtype=torch.float32)
+    exact = module(x).double()
+    assert exact.tolist() == pytest.approx([0.4, 0.2])  # onnxruntime's (and ONNX's) float32 result
+    plain = copy.deepcopy(module).double()
+    with surrogate_forward(plain, frozen=True):
+        assert plain(x.double())[0].item() == pytest.approx(0.3)  # the float64 copy's own rounding
+    frozen = frozen_copy(module, x)
+    assert not any("_exact_record" in m.__dict__ for m in straight_through_modules(module))  # the model is left as it was
+    with surrogate_forward(frozen, frozen=True):
+        torch.testing.assert_close(frozen(x.double()), exact, rtol=0, atol=1e-9)
+    with surrogate_forward(frozen, frozen=True):  # replayed: moves like the surrogate around the model's result
+        torch.testing.assert_close(frozen(x.double() + 0.01), exact + 0.01, rtol=0, atol=1e-9)
