@@ -99,7 +99,9 @@ def test_single_op_parity_with_onnxruntime(name):
     model = CASES[name]
     loaded = onnxxai.load(model, probe_inputs=None)
     assert loaded.parity.ok, loaded.parity.summary()
-    x = np.random.default_rng(5).standard_normal([d if isinstance(d, int) else 2 for d in loaded.inputs[0].shape]).astype(np.float32)
+    # the file's own declared shape (a fixed batch the loader relaxed shows as symbolic in loaded.inputs)
+    declared = [d.dim_value or 2 for d in model.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(5).standard_normal(declared).astype(np.float32)
     from onnxxai.parity import run_onnxruntime
 
     ref = run_onnxruntime(model, {"x": x})

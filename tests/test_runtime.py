@@ -84,14 +84,31 @@ def test_batch_baked_into_the_graph_runs_per_sample(tmp_path):
     np.testing.assert_allclose(out.ravel(), x.reshape(3, -1).sum(1), rtol=1e-5)
 
 
+class PairSum(torch.nn.Module):
+    """Per-sample sums, but through a Reshape that bakes the export's batch of 2 into the graph."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(2, -1).sum(1, keepdim=True) + 0 * x.reshape(-1)[:1]
+
+
 def test_fixed_batch_of_two_pads_the_last_chunk(tmp_path):
-    path = export(BakedBatch(), torch.randn(2, 3, 4), tmp_path / "baked2.onnx", dynamic_batch=False)
+    path = export(PairSum(), torch.randn(2, 3, 4), tmp_path / "baked2.onnx", dynamic_batch=False)
     model = load_runtime(path)
-    assert model.fixed_batch == 2 and model.batch_mode == "fixed"
+    assert model.fixed_batch == 2 and model.batch_mode == "fixed", model.relax_error
     x = np.random.default_rng(3).standard_normal((5, 3, 4)).astype(np.float32)
-    out = model(x)  # 2 + 2 + (1 padded to 2)
-    assert model.calls == 3 and out.shape == (3, 1)  # the baked graph sums over its whole batch
-    np.testing.assert_allclose(out.ravel(), [x[:2].sum(), x[2:4].sum(), 2 * x[4].sum()], rtol=1e-5)
+    out = model(x)  # 2 + 2 + (1 padded to 2, the padding dropped)
+    assert model.calls == 3 and out.shape == (5, 1)
+    np.testing.assert_allclose(out.ravel(), x.reshape(5, -1).sum(1), rtol=1e-5)
+
+
+def test_a_first_axis_that_is_not_a_batch_is_not_relaxed(tmp_path):
+    """The output of BakedBatch at batch 2 is (1, 1): its first axis is not a batch, so the file keeps
+    its declared shape (no relaxation, no chunking) and other sample counts are refused."""
+    path = export(BakedBatch(), torch.randn(2, 3, 4), tmp_path / "baked2.onnx", dynamic_batch=False)
+    assert fixed_batch(onnx.load(path)) is None
+    model = load_runtime(path)
+    with pytest.raises(InputError, match="axis 0 must be 2"):
+        model(np.zeros((5, 3, 4), np.float32))
 
 
 def test_input_checks_name_the_input():

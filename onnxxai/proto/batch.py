@@ -29,13 +29,25 @@ def _first_dims(values) -> list[onnx.TensorShapeProto.Dimension]:
 
 def fixed_batch(model: onnx.ModelProto) -> int | None:
     """The fixed first dimension shared by every true graph input that has a rank, or None when any
-    input's first dimension is dynamic (or the inputs disagree, or there is no ranked input)."""
+    input's first dimension is dynamic (or the inputs disagree, or there is no ranked input), and None
+    when an output does not carry that axis first (a scalar, or a declared first dimension of another
+    size: the first axis is then not a batch of samples, e.g. a Flatten over it or a full reduction)."""
     inits = {t.name for t in model.graph.initializer}
     dims = _first_dims(v for v in model.graph.input if v.name not in inits)
     if not dims or any(not d.HasField("dim_value") for d in dims):
         return None
     sizes = {int(d.dim_value) for d in dims}
-    return sizes.pop() if len(sizes) == 1 else None
+    if len(sizes) != 1:
+        return None
+    batch = sizes.pop()
+    for value in model.graph.output:
+        tensor_type = value.type.tensor_type
+        if not tensor_type.HasField("shape"):
+            continue  # undeclared: the relaxation check decides
+        shape = tensor_type.shape.dim
+        if len(shape) == 0 or (shape[0].HasField("dim_value") and shape[0].dim_value != batch):
+            return None
+    return batch
 
 
 def relax_batch(model: onnx.ModelProto) -> onnx.ModelProto | None:
