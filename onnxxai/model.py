@@ -21,7 +21,7 @@ from onnxxai.parity import ParityReport, compare_outputs, execution_provider, pa
 from onnxxai.proto import limits
 from onnxxai.proto.batch import fixed_batch, relax_batch
 from onnxxai.proto.reading import read_model
-from onnxxai.proto.specs import DEFAULT_BATCH, TensorSpec, dynamic_dims, probe_candidates, index_bounds, probe_feeds, select_input, spec_of
+from onnxxai.proto.specs import DEFAULT_BATCH, TensorSpec, dynamic_dims, probe_candidates, index_bounds, probe_feeds, select_input, spec_of, bind_inputs
 
 __all__ = ["load", "Model", "TensorSpec", "DEFAULT_BATCH", "DEFAULT_DIM"]
 
@@ -166,13 +166,7 @@ class Model:
         return joined[0] if single else tuple(joined)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if len(args) > len(self.inputs):
-            raise InputError(f"{self.source}: got {len(args)} inputs, the model takes {len(self.inputs)}")
-        values = {s.name: a for s, a in zip(self.inputs, args)}
-        values.update(kwargs)
-        missing = [s.name for s in self.inputs if s.name not in values]
-        if missing:
-            raise InputError(f"{self.source}: missing input(s) {missing}")
+        values = bind_inputs(self.inputs, args, kwargs, self.source)
         first = values[self.inputs[0].name]
         feeds = {s.name: self.as_tensor(s.name, values[s.name], check_finite=False) for s in self.inputs}
         with torch.no_grad():

@@ -32,7 +32,7 @@ from onnxxai.proto import limits
 from onnxxai.proto.artifact import ArtifactKind, artifact_kind
 from onnxxai.proto.batch import fixed_batch, relax_batch
 from onnxxai.proto.reading import read_model
-from onnxxai.proto.specs import TensorSpec, graph_input_specs, probe_feeds, probe_shape, select_input, spec_of
+from onnxxai.proto.specs import TensorSpec, graph_input_specs, probe_feeds, probe_shape, select_input, spec_of, bind_inputs
 
 __all__ = ["RuntimeModel", "load_runtime", "DEFAULT_MAX_BATCH", "DEFAULT_CHUNK_BYTES"]
 
@@ -183,13 +183,7 @@ class RuntimeModel:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Run on arrays given positionally (input order) or by name; returns numpy output(s)."""
-        if len(args) > len(self.inputs):
-            raise InputError(f"{self.source}: got {len(args)} inputs, the model takes {len(self.inputs)}")
-        values = {s.name: a for s, a in zip(self.inputs, args)}
-        values.update(kwargs)
-        missing = [s.name for s in self.inputs if s.name not in values]
-        if missing:
-            raise InputError(f"{self.source}: missing input(s) {missing}")
+        values = bind_inputs(self.inputs, args, kwargs, self.source)
         feeds = {s.name: self.as_array(s.name, values[s.name]) for s in self.inputs}
         outs = self.run(feeds)
         return outs[0] if len(outs) == 1 else tuple(outs)

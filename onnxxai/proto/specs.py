@@ -43,7 +43,7 @@ from onnxxai.errors import InputError
 
 __all__ = [
     "TensorSpec", "spec_of", "dims_of", "graph_input_specs", "DEFAULT_BATCH", "DEFAULT_DIM", "probe_shape",
-    "probe_feeds", "select_input", "probe_sizes", "dynamic_dims", "sized_shapes", "parse_probe_shape", "PROBE_LADDER", "index_bounds",
+    "probe_feeds", "select_input", "bind_inputs", "probe_sizes", "dynamic_dims", "sized_shapes", "parse_probe_shape", "PROBE_LADDER", "index_bounds",
     "axis_sizes", "probe_candidates",
 ]
 
@@ -393,3 +393,17 @@ def select_input(specs: Iterable[TensorSpec], name: str | None, label: str = "<m
         f"{label}: the model has several float inputs ({', '.join(s.name for s in floats)}); "
         "name the one to explain with input_name=... and pass the others as fixed_inputs={...}"
     )
+
+
+def bind_inputs(specs: Iterable[TensorSpec], args: tuple, kwargs: Mapping[str, object], label: str = "<model>") -> dict:
+    """``{input name: value}`` of a call's positional (input order) and keyword arguments; too many
+    positional arguments or a missing input is an :class:`InputError` naming the model."""
+    specs = tuple(specs)
+    if len(args) > len(specs):
+        raise InputError(f"{label}: got {len(args)} inputs, the model takes {len(specs)}")
+    values = {s.name: a for s, a in zip(specs, args)}
+    values.update(kwargs)
+    missing = [s.name for s in specs if s.name not in values]
+    if missing:
+        raise InputError(f"{label}: missing input(s) {missing}")
+    return values
