@@ -59,6 +59,20 @@ def test_qlinear_conv_matches_onnxruntime(xt, wt, per_channel):
     _exact(model, {"x": x})
 
 
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
+def test_qlinear_conv_and_conv_integer_auto_pad_match_onnxruntime(auto_pad):
+    """auto_pad (jax2onnx writes SAME_UPPER): pads from the input's size, the odd one at the end or the start."""
+    rng = np.random.default_rng(11)
+    x, w = _ints(rng, U8, 1, 2, 7, 8), _ints(rng, I8, 3, 2, 3, 2)
+    attrs = {"auto_pad": auto_pad, "strides": [2, 1]}
+    inits = {"xs": np.float32(0.02), "xzp": np.uint8(120), "w": w, "ws": np.float32(0.01), "wzp": np.int8(0),
+             "ys": np.float32(0.05), "yzp": np.uint8(128)}
+    _exact(one_node("QLinearConv", {"x": x}, opset=13, initializers=inits, output_type=U8, attrs=attrs), {"x": x})
+    iconv = one_node("ConvInteger", {"x": x}, opset=13, initializers={"w": w, "xzp": np.uint8(120)}, attrs=attrs,
+                     node_inputs=["x", "w", "xzp"], output_type=TensorProto.INT32)
+    _exact(iconv, {"x": x})
+
+
 @pytest.mark.parametrize("at,bt", [(U8, U8), (U8, I8), (I8, I8)])
 def test_qlinear_matmul_matches_onnxruntime(at, bt):
     rng = np.random.default_rng(1)
@@ -153,7 +167,8 @@ def test_qlinear_pools_match_onnxruntime(elem):
     gap = one_node("QLinearGlobalAveragePool", {"x": x}, opset=13, domain=MS, initializers=inits, output_type=elem)
     _exact(gap, {"x": x})
     for attrs in ({"kernel_shape": [3, 3], "strides": [2, 2]}, {"kernel_shape": [2, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1},
-                  {"kernel_shape": [3, 2], "pads": [1, 0, 1, 1]}):
+                  {"kernel_shape": [3, 2], "pads": [1, 0, 1, 1]},
+                  {"kernel_shape": [2, 2], "strides": [2, 2], "auto_pad": "VALID", "count_include_pad": 1}):
         avg = one_node("QLinearAveragePool", {"x": x}, opset=13, domain=MS, initializers=inits, output_type=elem, attrs=attrs)
         _exact(avg, {"x": x})
 

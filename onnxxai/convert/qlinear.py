@@ -380,8 +380,14 @@ class _ConvBase(Quantized):
         self.pads, self.strides, self.dilations, self.group = pads, strides, dilations, group
 
     def conv(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """conv of centered input and weight (zero padding: the padded value is the zero point)."""
-        x = F.pad(x, torch_pads(self.pads)) if any(self.pads) else x
+        """conv of centered input and weight (zero padding: the padded value is the zero point); ``pads``
+        "SAME_UPPER" / "SAME_LOWER" (auto_pad) are computed from the input's size."""
+        pads = self.pads
+        if isinstance(pads, str):
+            from onnxxai.convert.conv import same_pads
+
+            pads = same_pads(list(x.shape[2:]), list(w.shape[2:]), self.strides, self.dilations, pads == "SAME_UPPER")
+        x = F.pad(x, torch_pads(pads)) if any(pads) else x
         fn = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[w.dim() - 2]
         return fn(x, w, stride=self.strides, dilation=self.dilations, groups=self.group)
 
@@ -804,7 +810,7 @@ def _conv_attrs(node: OnnxNode, graph: OnnxGraph, w_index: int) -> tuple[list[in
     attrs = node.attributes
     auto_pad = attrs.get("auto_pad", "NOTSET")
     auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
-    if auto_pad != "NOTSET":
+    if auto_pad not in ("NOTSET", "", "VALID", "SAME_UPPER", "SAME_LOWER"):
         raise NotImplementedError(f"{node.operation_type} with auto_pad={auto_pad} is not supported")
     w_info = graph.value_info.get(node.input_values[w_index])
     if w_info is not None and w_info.type.tensor_type.shape.dim:
@@ -813,8 +819,8 @@ def _conv_attrs(node: OnnxNode, graph: OnnxGraph, w_index: int) -> tuple[list[in
         rank = graph.initializers[node.input_values[w_index]].to_torch().dim() - 2
     else:
         rank = len(attrs.get("kernel_shape", [0, 0]))
-    return (list(attrs.get("pads", [0] * 2 * rank)), list(attrs.get("strides", [1] * rank)),
-            list(attrs.get("dilations", [1] * rank)), int(attrs.get("group", 1)))
+    pads = auto_pad if auto_pad.startswith("SAME") else [0] * 2 * rank if auto_pad == "VALID" else list(attrs.get("pads", [0] * 2 * rank))
+    return (pads, list(attrs.get("strides", [1] * rank)), list(attrs.get("dilations", [1] * rank)), int(attrs.get("group", 1)))
 
 
 @register("QLinearConv", since(1))
@@ -902,13 +908,15 @@ def convert_qlinear_global_average_pool(node: OnnxNode, graph: OnnxGraph) -> Ope
 
 @register("QLinearAveragePool", [1], domain=MS)
 def convert_qlinear_average_pool(node: OnnxNode, graph: OnnxGraph) -> OperationConverterResult:
-    """com.microsoft QLinearAveragePool-1 with explicit pads (auto_pad=NOTSET)."""
+    """com.microsoft QLinearAveragePool-1 with explicit pads (auto_pad NOTSET) or none (VALID)."""
     attrs = node.attributes
     auto_pad = attrs.get("auto_pad", "NOTSET")
-    if (auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad) != "NOTSET":
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else auto_pad
+    if auto_pad not in ("NOTSET", "", "VALID"):
         raise NotImplementedError(f"QLinearAveragePool with auto_pad={auto_pad} is not supported")
     kernel = list(attrs["kernel_shape"])
-    module = QLinearAveragePool(kernel, list(attrs.get("strides", [1] * len(kernel))), list(attrs.get("pads", [0] * 2 * len(kernel))),
+    pads = [0] * 2 * len(kernel) if auto_pad == "VALID" else list(attrs.get("pads", [0] * 2 * len(kernel)))
+    module = QLinearAveragePool(kernel, list(attrs.get("strides", [1] * len(kernel))), pads,
                                 bool(attrs.get("count_include_pad", 0)), bool(attrs.get("ceil_mode", 0)),
                                 bool(attrs.get("channels_last", 0)), _target(graph, node, 4), _fake(graph, node))
     return optional_result(module, node, 5)
