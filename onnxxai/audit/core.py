@@ -26,6 +26,7 @@ from onnxxai.dispatch import analyze
 from onnxxai.errors import ConversionError, InputError, OnnxxaiError, ParityError, UnsupportedOpError
 from onnxxai.heatmap import heatmap
 from onnxxai.methods import METHODS, MethodOptions, method
+from onnxxai.metrics._common import model_outputs
 from onnxxai.metrics.result import MetricResult, jsonable
 from onnxxai.model import Model, load
 from onnxxai.preprocess import find_images, image_spec, load_images, read_csv_table
@@ -197,15 +198,6 @@ def _cause(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
-def _outputs(runtime: RuntimeModel, x: np.ndarray) -> np.ndarray:
-    name = runtime.input_spec().name
-    floats = [o.name for o in runtime.outputs if o.dtype.kind == "f"]
-    if not floats:
-        raise InputError(f"{runtime.source}: no float output to explain")
-    (out,) = runtime.run({name: runtime.as_array(name, x)}, [floats[0]])
-    return np.asarray(out, dtype=np.float64).reshape(len(x), -1)
-
-
 def versions() -> dict[str, str]:
     """Versions of the packages that produce the numbers (for the environment file)."""
     found = {"python": platform.python_version()}
@@ -315,7 +307,7 @@ def run_audit(model_path: str | Path, input_paths: Sequence[str | Path], *, refe
         if progress is not None:
             progress(units, total)
     facts = clock("model checks", lambda: model_facts(model_path, model))
-    out = clock("predict", lambda: _outputs(runtime, x))
+    out = clock("predict", lambda: model_outputs(runtime, x, "explain"))
     prediction = out.argmax(axis=1)
     if settings.target is not None and not 0 <= settings.target < out.shape[1]:
         raise InputError(f"--target {settings.target} is not an output index (the model has {out.shape[1]} outputs)")

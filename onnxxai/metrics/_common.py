@@ -179,6 +179,18 @@ def random_explanation(expl: Explanation, seed: int = 0) -> Explanation:
     return replace(expl, val=val, analyzer="Random", heatmap="attribution", extras={"seed": seed})
 
 
+def model_outputs(model: Any, x: np.ndarray, purpose: str = "score") -> np.ndarray:
+    """The first float output of the ORIGINAL file on ``x`` (one onnxruntime pass through
+    :func:`runtime_of`), as float64 rows ``(N, -1)``; ``purpose`` words the error of a file without one."""
+    runtime = runtime_of(model)
+    name = runtime.input_spec().name
+    floats = [o.name for o in runtime.outputs if o.dtype.kind == "f"]
+    if not floats:
+        raise InputError(f"{runtime.source}: no float output to {purpose}")
+    (out,) = runtime.run({name: runtime.as_array(name, x)}, [floats[0]])
+    return np.asarray(out, dtype=np.float64).reshape(len(x), -1)
+
+
 def explanation_of(x: Any, attribution: Any, target: Any, *, output: Any = None, analyzer: str = "custom") -> Explanation:
     """An :class:`Explanation` of precomputed arrays, so attributions from any tool can be evaluated."""
     x = as_numpy(x)

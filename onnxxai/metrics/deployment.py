@@ -18,7 +18,7 @@ import numpy as np
 
 from onnxxai.errors import InputError, OnnxxaiError
 from onnxxai.methods import MethodOptions
-from onnxxai.metrics._common import as_numpy, runtime_of
+from onnxxai.metrics._common import as_numpy, model_outputs
 from onnxxai.metrics.randomisation import MethodSpec, build_analyzer
 from onnxxai.metrics.result import MetricResult, jsonable, mean_of
 from onnxxai.metrics.similarity import compare
@@ -69,23 +69,13 @@ class DeploymentShift:
         return "; ".join(parts)
 
 
-def _outputs(model: Any, x: np.ndarray) -> np.ndarray:
-    runtime = runtime_of(model)
-    name = runtime.input_spec().name
-    floats = [o.name for o in runtime.outputs if o.dtype.kind == "f"]
-    if not floats:
-        raise InputError(f"{runtime.source}: no float output to compare")
-    (out,) = runtime.run({name: runtime.as_array(name, x)}, [floats[0]])
-    return np.asarray(out, dtype=np.float64).reshape(len(x), -1)
-
-
 def deployment_shift(model: Model, reference_model: Model, inputs: Any, methods: Sequence[MethodSpec] = ("gradient",),
                      *, options: MethodOptions | None = None, top: int = 5,
                      similarities: Sequence[str] = ("spearman", "top_k_iou", "ssim")) -> DeploymentShift:
     """Compare ``model`` (deployed) with ``reference_model`` on ``inputs``; see the module docstring.
     ``methods``: names of :data:`onnxxai.methods.METHODS` or callables ``Model -> Analyzer``."""
     x = as_numpy(inputs)
-    out, ref = _outputs(model, x), _outputs(reference_model, x)
+    out, ref = model_outputs(model, x, "compare"), model_outputs(reference_model, x, "compare")
     if out.shape != ref.shape:
         raise InputError(f"the two files' outputs differ in shape: {out.shape} vs {ref.shape}")
     pred, ref_pred = out.argmax(axis=1), ref.argmax(axis=1)
