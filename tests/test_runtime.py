@@ -17,7 +17,7 @@ from onnxxai.analyzers import __all__ as ANALYZER_NAMES
 from onnxxai.errors import InputError
 from onnxxai.proto.batch import BATCH_PARAM, fixed_batch, relax_batch
 from onnxxai.runtime import RuntimeModel, load_runtime
-from onnxxai.testing import export
+from onnxxai.testing import WITHOUT_TORCH, export
 
 LENET = "models/lenet5_mnist.onnx"
 
@@ -137,12 +137,6 @@ def test_lazy_public_names_cover_the_analyzers():
 
 def test_onnxruntime_path_works_without_torch():
     code = textwrap.dedent(f"""
-        import sys
-        class Block:
-            def find_spec(self, name, path=None, target=None):
-                if name == "torch" or name.startswith("torch."):
-                    raise ImportError("torch is blocked in this test")
-        sys.meta_path.insert(0, Block())
         import numpy as np
         import onnxxai
         model = onnxxai.load_runtime({LENET!r})
@@ -153,5 +147,5 @@ def test_onnxruntime_path_works_without_torch():
         assert "torch" not in sys.modules
         print("ok")
     """)
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", WITHOUT_TORCH + code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
