@@ -700,8 +700,11 @@ def _audit(args: argparse.Namespace) -> int:
     paths = write_report(audit, args.out)
     if not args.quiet:
         verdicts = [r["verdict"]["passed"] for r in audit.report["results"] if r.get("verdict")]
+        decided = [v for v in verdicts if v is not None]
+        undecidable = f", {len(verdicts) - len(decided)} N/A (no explanation could pass)" if len(decided) < len(verdicts) else ""
         print(f"{paths['html']}: {len(audit.report['inputs'])} inputs, {len(settings.methods)} methods, "
-              f"{len(audit.report['results'])} results, verdicts {sum(verdicts)}/{len(verdicts)} PASS; JSON {paths['json']}")
+              f"{len(audit.report['results'])} results, verdicts {sum(decided)}/{len(decided)} PASS{undecidable}; "
+              f"JSON {paths['json']}")
     return 0
 
 

@@ -90,6 +90,11 @@ def test_audit_json_is_reproducible_and_matches_the_metrics(audited, int8):
     verdict = results["deletion_auc"]["verdict"]
     assert verdict["passed"] == (results["deletion_auc"]["value"] / chance <= 0.5)
     assert results["random_logit_ssim"]["verdict"]["passed"] == (rl["ssim"].value < 0.5)
+    # insertion of probabilities: AUC <= 1, so 1.5x random's is reachable only while random's is below 2/3
+    ins, ins_chance = results["insertion_auc"], results["insertion_auc"]["chance"]
+    assert ins["params"]["scores"] == "softmax" and ins["params"]["score_bound"] == 1.0
+    assert ins["verdict"]["passed"] == (None if ins_chance > 1 / 1.5 else ins["value"] / ins_chance >= 1.5)
+    assert ins["verdict"]["decidable"] == (ins_chance <= 1 / 1.5)
     assert results["mprt_cascading_spearman"]["details"]["randomised_nodes"] == \
         results["mprt_cascading_spearman"]["details"]["parameterised_nodes"] > 0
     assert results["deletion_auc"]["direction"] == "↓" and results["insertion_auc"]["direction"] == "↑"
@@ -104,6 +109,25 @@ def test_audit_json_is_reproducible_and_matches_the_metrics(audited, int8):
     rows = (first / "metrics" / "deletion_auc.csv").read_text().splitlines()
     assert rows[0] == "input,name,gradient,random"
     assert [float(r.split(",")[2]) for r in rows[1:]] == results["deletion_auc"]["per_sample"]
+
+
+@pytest.mark.parametrize("params, value, chance, passed", [
+    ({"scores": "softmax", "score_bound": 1.0}, 0.95, 0.80, None),   # at most 1.25x random: no method can pass
+    ({"scores": "softmax", "score_bound": 1.0}, 0.95, 0.60, True),   # 1.58x
+    ({"scores": "softmax", "score_bound": 1.0}, 0.80, 0.60, False),  # 1.33x, and 1.67x was reachable
+    ({"scores": "raw", "score_bound": None}, 12.0, 8.0, True),       # logits: unbounded, always decidable
+    ({"scores": "raw", "score_bound": None}, 9.0, 8.0, False),
+])
+def test_insertion_verdict_is_na_only_when_no_explanation_could_pass(params, value, chance, passed):
+    from onnxxai.audit import verdict_of
+
+    verdict = verdict_of({"name": "insertion_auc", "value": value, "params": params}, chance)
+    assert verdict["passed"] is passed and verdict["decidable"] == (passed is not None)
+    assert verdict["compared"] == pytest.approx(value / chance)
+    if passed is None:
+        assert f"at most {1 / chance:.3g}x" in verdict["reason"]
+    deletion = verdict_of({"name": "deletion_auc", "value": value, "params": params}, chance)
+    assert deletion["passed"] is (value / chance <= 0.5)  # deletion's rule is always reachable (AUC >= 0)
 
 
 def test_audit_page_is_self_contained_and_renders_offline(audited, tmp_path):

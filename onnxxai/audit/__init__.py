@@ -7,9 +7,9 @@ HTML page, its JSON twin, a CSV per metric and the environment file (:mod:`onnxx
 
 from onnxxai.audit.core import (
     DEFAULT_METHODS, DEFAULT_METRICS, REPORT_FORMAT, THRESHOLDS, Audit, AuditInputs, AuditSettings, read_inputs,
-    run_audit, total_units,
+    run_audit, total_units, verdict_of,
 )
 from onnxxai.audit.render import REPORT_FILES, render_html, write_report
 
-__all__ = ["run_audit", "write_report", "render_html", "read_inputs", "total_units", "Audit", "AuditInputs",
+__all__ = ["run_audit", "verdict_of", "write_report", "render_html", "read_inputs", "total_units", "Audit", "AuditInputs",
            "AuditSettings", "DEFAULT_METHODS", "DEFAULT_METRICS", "THRESHOLDS", "REPORT_FILES", "REPORT_FORMAT"]

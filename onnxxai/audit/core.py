@@ -36,10 +36,10 @@ from onnxxai.proto.reading import read_model
 from onnxxai.runtime import RuntimeModel, load_runtime
 
 __all__ = ["AuditSettings", "AuditInputs", "Audit", "run_audit", "read_inputs", "DEFAULT_METHODS", "DEFAULT_METRICS",
-           "THRESHOLDS", "REPORT_FORMAT"]
+           "THRESHOLDS", "REPORT_FORMAT", "verdict_of"]
 
 #: version of the report dict's layout (bumped when keys change meaning)
-REPORT_FORMAT = 1
+REPORT_FORMAT = 2
 DEFAULT_METHODS = ("gradient", "integrated-gradients")
 #: every metric of :data:`onnxxai.metrics.METRICS` but the independent MPRT (one re-load per layer, again)
 DEFAULT_METRICS = ("deletion", "insertion", "road_morf", "road_lerf", "faithfulness_correlation", "infidelity",
@@ -223,18 +223,29 @@ class _Clock:
             self.times[key] = round(time.perf_counter() - start, 4)
 
 
-def _verdict(result: dict[str, Any], chance: float | None) -> dict[str, Any] | None:
+def verdict_of(result: dict[str, Any], chance: float | None) -> dict[str, Any] | None:
+    """The documented pass rule of ``result`` (see :data:`THRESHOLDS`): ``passed`` True/False, or None with
+    ``decidable`` False when no explanation could pass -- an insertion AUC of probabilities is at most 1,
+    so when random attributions already reach more than 1/1.5 of it, a FAIL would blame the method for what
+    the model and inputs make impossible (the verdict says so and gives the largest reachable ratio)."""
     rule = THRESHOLDS.get(result["name"])
     if rule is None or result["value"] is None:
         return None
     op, threshold, what = rule
     value = result["value"]
+    text = f"{what} {op} {threshold:g}"
     if result["name"] in ("deletion_auc", "insertion_auc"):
         if chance is None or not chance:
             return None
         value = value / chance
+        bound = (result.get("params") or {}).get("score_bound")
+        if op == ">=" and bound is not None and chance > 0 and bound / chance < threshold:
+            return {"passed": None, "decidable": False, "compared": value, "rule": text,
+                    "reason": f"random attributions already reach {chance:.3g} of a largest possible AUC of "
+                              f"{bound:g}, so no explanation can reach {threshold:g}x (at most "
+                              f"{bound / chance:.3g}x): this test cannot tell explanations from chance here"}
     passed = value < threshold if op == "<" else value <= threshold if op == "<=" else value >= threshold
-    return {"passed": bool(passed), "compared": value, "rule": f"{what} {op} {threshold:g}"}
+    return {"passed": bool(passed), "decidable": True, "compared": value, "rule": text}
 
 
 def _metric_results(name: str, model: Any, analyzer: Any, expl: Any, method_name: str,
@@ -393,7 +404,7 @@ def run_audit(model_path: str | Path, input_paths: Sequence[str | Path], *, refe
     report["random"] = random_rows
     for row in report["results"]:
         row["chance"] = jsonable(chance.get(row["name"]))
-        row["verdict"] = _verdict(row, chance.get(row["name"]))
+        row["verdict"] = verdict_of(row, chance.get(row["name"]))
     if reference is not None:
         # the reference's parity is reported; its gradient check is left to `onnxxai check` (the audited file's is here)
         report["reference"] = clock("reference checks", lambda: model_facts(reference, reference_model, gradient=False))

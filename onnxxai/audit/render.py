@@ -29,7 +29,7 @@ h1{font-size:22px;margin:0 0 4px}h2{font-size:17px;margin:28px 0 8px;border-bott
 h3{font-size:14px;margin:16px 0 6px}
 table{border-collapse:collapse;margin:6px 0 12px}th,td{border:1px solid #d6dbe1;padding:3px 8px;text-align:left;
 vertical-align:top}th{background:#f2f4f7;font-weight:600}td.num{text-align:right;font-variant-numeric:tabular-nums}
-.pass{color:#0b7a35;font-weight:600}.fail{color:#b42318;font-weight:600}.muted{color:#667085}
+.pass{color:#0b7a35;font-weight:600}.fail{color:#b42318;font-weight:600}.na{color:#667085;font-weight:600}.muted{color:#667085}
 .mono{font-family:ui-monospace,SFMono-Regular,Menlo,monospace;font-size:12px;word-break:break-all}
 .grid td{text-align:center;padding:4px}.grid img{width:112px;height:auto;image-rendering:pixelated;display:block;margin:auto}
 .plots img{max-width:560px;margin:4px 8px 4px 0;border:1px solid #eef0f3}.chart img{width:300px}
@@ -122,8 +122,14 @@ def _cell(value: Any, extra: str = "") -> str:
 def _verdict_html(verdict: dict[str, Any] | None) -> str:
     if not verdict:
         return ""
-    word = "PASS" if verdict["passed"] else "FAIL"
-    return f' <span class="{word.lower()}" title="{html.escape(verdict["rule"])}">{word}</span>'
+    word = _verdict_word(verdict)
+    title = verdict["rule"] + (f" -- {verdict['reason']}" if verdict.get("reason") else "")
+    return f' <span class="{"na" if word == "N/A" else word.lower()}" title="{html.escape(title)}">{word}</span>'
+
+
+def _verdict_word(verdict: dict[str, Any]) -> str:
+    """PASS, FAIL, or N/A for a rule no explanation could meet on these inputs (``decidable`` False)."""
+    return "N/A" if verdict["passed"] is None else "PASS" if verdict["passed"] else "FAIL"
 
 
 def _kv_table(rows: list[tuple[str, str]], table_id: str) -> str:
@@ -189,9 +195,12 @@ def _verdict_table(report: dict[str, Any]) -> str:
     for r in report["results"]:
         v = r.get("verdict")
         if v:
-            word = "PASS" if v["passed"] else "FAIL"
+            word = _verdict_word(v)
+            rule = html.escape(v["rule"]) + (f'<br><span class="muted">{html.escape(v["reason"])}</span>'
+                                             if v.get("reason") else "")
             rows.append(f'<tr class="verdict-row"><td>{html.escape(r["method"])}</td><td>{html.escape(r["name"])}</td>'
-                        f'{_cell(v["compared"])}<td>{html.escape(v["rule"])}</td><td class="{word.lower()}">{word}</td></tr>')
+                        f'{_cell(v["compared"])}<td>{rule}</td><td class="{"na" if word == "N/A" else word.lower()}">'
+                        f'{word}</td></tr>')
     if not rows:
         return '<p class="muted">No metric with a documented pass rule was run.</p>'
     return ('<table id="verdicts"><thead><tr><th>method</th><th>check</th><th>value</th><th>rule</th><th>verdict</th>'
@@ -253,6 +262,10 @@ def _shift_section(report: dict[str, Any]) -> str:
         moved = ", ".join(f"{html.escape(names[i])} ({_num(v, '+.2f')})" for i, v in shift["most_moved"].get(m, []))
         cells = "".join(_cell(sims[k]["value"]) if k in sims else '<td class="muted">–</td>'
                         for k in ("spearman", "top_k_iou", "ssim"))
+        constant = next(iter(sims.values()), {}).get("details", {}).get("constant_maps", {})
+        if constant.get("model"):
+            moved += (f'<br><span class="fail">{len(constant["model"])} of {len(names)} inputs: the audited file\'s '
+                      f"explanation is constant (no ranking; scored 0)</span>")
         parts.append(f'<tr class="shift-row"><th>{html.escape(m)}</th>{cells}<td>{moved}</td></tr>')
     for m, why in shift["errors"].items():
         parts.append(f'<tr class="shift-row"><th>{html.escape(m)}</th><td colspan="4" class="muted">not compared: '

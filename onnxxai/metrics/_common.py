@@ -71,6 +71,10 @@ class Scorer:
                              f"outputs are {[o.name for o in self.runtime.outputs]}")
         self.output_name = output_name
         self.scores = self._resolve(scores, clean_output)
+        #: the largest score there is: 1.0 for probabilities (softmax, or a file whose outputs already are
+        #: probabilities, detected by ``"auto"``), None when unbounded (logits, regression outputs)
+        self.score_bound: float | None = 1.0 if self.scores == "softmax" or (
+            scores == "auto" and self.scores == "raw" and self._probabilities(clean_output)) else None
 
     @staticmethod
     def _resolve(scores: str, clean_output: Any) -> str:
@@ -78,13 +82,19 @@ class Scorer:
             return scores
         if clean_output is None:
             return "softmax"
+        if Scorer._probabilities(clean_output):
+            return "raw"
+        out = as_numpy(clean_output)
+        return "softmax" if out.ndim == 2 and out.shape[1] >= 2 else "raw"
+
+    @staticmethod
+    def _probabilities(clean_output: Any) -> bool:
+        """Whether ``clean_output`` rows already are probabilities (several non-negative columns summing to 1)."""
+        if clean_output is None:
+            return False
         out = as_numpy(clean_output).astype(np.float64)
         flat = out.reshape(out.shape[0], -1) if out.ndim else out.reshape(1, 1)
-        if flat.shape[1] < 2:
-            return "raw"
-        if (flat >= 0).all() and np.allclose(flat.sum(axis=1), 1.0, atol=1e-4):
-            return "raw"
-        return "softmax" if out.ndim == 2 else "raw"
+        return flat.shape[1] >= 2 and bool((flat >= 0).all()) and bool(np.allclose(flat.sum(axis=1), 1.0, atol=1e-4))
 
     def outputs(self, x: np.ndarray) -> np.ndarray:
         """The transformed outputs of every sample of ``x``, flattened to ``(samples, -1)``, float64."""
@@ -101,7 +111,8 @@ class Scorer:
         return self.outputs(x)[np.arange(len(x)), np.asarray(target, dtype=np.int64)]
 
     def describe(self) -> dict[str, Any]:
-        return {"scores": self.scores, "output": self.output_name, "batch_mode": self.runtime.batch_mode}
+        return {"scores": self.scores, "score_bound": self.score_bound, "output": self.output_name,
+                "batch_mode": self.runtime.batch_mode}
 
 
 def features_of(shape: tuple[int, ...]) -> tuple[tuple[int, ...], int]:
