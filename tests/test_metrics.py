@@ -297,3 +297,18 @@ def test_deployment_shift_against_itself_and_a_perturbed_copy(net, batch):
     import json
 
     json.dumps(shift.to_dict())
+
+
+def test_a_constant_map_shares_no_ranking_with_a_real_one():
+    """A zero explanation (a quantized file's flat gradient) must not drop out of a mean as scipy's NaN would:
+    against a real map it scores 0, against another constant map 1, and ``constant_maps`` finds it."""
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((3, 1, 8, 8))
+    b = a + 0.1 * rng.standard_normal(a.shape)
+    b[1] = 0.0
+    a[2] = b[2] = 0.5
+    assert metrics.constant_maps(b).tolist() == [False, True, True]
+    rho, iou = metrics.spearman(a, b), metrics.top_k_iou(a, b)
+    assert rho[0] > 0.9 and rho[1] == 0.0 and rho[2] == 1.0
+    assert iou[1] == 0.0 and iou[2] == 1.0
+    assert metrics.ssim(a, b)[2] == 1.0

@@ -38,13 +38,13 @@ from onnxxai.metrics.randomisation import (
 )
 from onnxxai.metrics.result import Curve, MetricResult
 from onnxxai.metrics.robustness import max_sensitivity
-from onnxxai.metrics.similarity import SIMILARITIES, compare, spearman, ssim, top_k_iou
+from onnxxai.metrics.similarity import SIMILARITIES, compare, constant_maps, spearman, ssim, top_k_iou
 
 __all__ = [
     "MetricResult", "Curve", "MetricInfo", "METRICS", "Scorer", "explanation_of", "random_explanation",
     "deletion", "insertion", "road", "faithfulness_correlation", "infidelity", "max_sensitivity",
     "model_parameter_randomisation", "random_logit", "parameterised_nodes", "randomise", "ParameterisedNode",
-    "build_analyzer", "deployment_shift", "DeploymentShift", "spearman", "ssim", "top_k_iou", "compare",
+    "build_analyzer", "deployment_shift", "DeploymentShift", "spearman", "ssim", "top_k_iou", "compare", "constant_maps",
     "SIMILARITIES", "blur", "noisy_linear_imputation", "DEFAULT_STEPS", "ROAD_PERCENTAGES",
 ]
 

@@ -21,7 +21,7 @@ from onnxxai.methods import MethodOptions
 from onnxxai.metrics._common import as_numpy, model_outputs
 from onnxxai.metrics.randomisation import MethodSpec, build_analyzer
 from onnxxai.metrics.result import MetricResult, jsonable, mean_of
-from onnxxai.metrics.similarity import compare
+from onnxxai.metrics.similarity import compare, constant_maps
 from onnxxai.model import Model
 
 __all__ = ["DeploymentShift", "deployment_shift"]
@@ -66,6 +66,10 @@ class DeploymentShift:
         parts = [f"prediction agreement {self.agreement:.1%}"]
         for m, sims in self.similarity.items():
             parts.append(f"{m}: " + ", ".join(f"{k} {r.value:.3f}" for k, r in sims.items()))
+            constant = next(iter(sims.values())).details.get("constant_maps", {})
+            if constant.get("model"):
+                parts[-1] += (f" ({len(constant['model'])} of {len(self.predictions)} inputs: the model's "
+                              f"explanation is constant)")
         return "; ".join(parts)
 
 
@@ -91,9 +95,13 @@ def deployment_shift(model: Model, reference_model: Model, inputs: Any, methods:
             errors[name] = f"{type(exc).__name__}: {exc}".splitlines()[0]
             continue
         sims = compare(a, b, tuple(similarities))
+        # explanations with no ranking at all (e.g. a quantized file's zero gradient): counted, and scored 0
+        constant = {"model": np.flatnonzero(constant_maps(a)).tolist(),
+                    "reference": np.flatnonzero(constant_maps(b)).tolist()}
         similarity[name] = {
             k: MetricResult(name=f"shift_{k}", value=mean_of(v), higher_is_better=True, per_sample=v.tolist(),
-                            method=name, params={"target": "reference prediction"})
+                            method=name, params={"target": "reference prediction"},
+                            details={"constant_maps": constant})
             for k, v in sims.items()}
         key = sims.get("spearman", next(iter(sims.values())))
         order = np.argsort(np.where(np.isfinite(key), key, -np.inf), kind="stable")[:top]

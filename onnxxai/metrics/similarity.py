@@ -9,6 +9,11 @@
   ``(B, C, H, W)`` is compared as its channel sum ``(H, W)``; anything else as a flat vector. Each map
   is first scaled by its own largest absolute value (``normalize=True``), since SSIM depends on scale.
 * :func:`top_k_iou`: intersection over union of the ``fraction`` (10%) most relevant features.
+
+A constant map (e.g. the all-zero gradient of a quantized file whose rounding steps are flat at that
+input) has no ranking: against a map that has one, its Spearman and top-k IoU are 0 (nothing shared,
+where scipy's NaN would drop the sample from a mean and make the rest look alike); two constant maps
+are identical (1). :func:`constant_maps` says which samples are constant, so reports can count them.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import numpy as np
 from onnxxai.errors import InputError
 from onnxxai.metrics._common import as_numpy
 
-__all__ = ["spearman", "ssim", "top_k_iou", "heatmaps", "SIMILARITIES"]
+__all__ = ["spearman", "ssim", "top_k_iou", "heatmaps", "constant_maps", "SIMILARITIES"]
 
 #: names of the similarities randomisation tests and deployment shift compute
 SIMILARITIES = ("spearman", "ssim", "top_k_iou")
@@ -33,6 +38,19 @@ def heatmaps(attribution: Any) -> np.ndarray:
     if a.ndim == 4:
         return a.sum(axis=1)
     return a.reshape(a.shape[0], -1)
+
+
+def constant_maps(attribution: Any, *, raw: bool = False) -> np.ndarray:
+    """Per sample: whether its map (:func:`heatmaps`; ``raw``: every element as given) has one value only."""
+    m = as_numpy(attribution) if raw else heatmaps(attribution)
+    m = m.reshape(len(m), -1)
+    return (m == m[:, :1]).all(axis=1)
+
+
+def _constant_rule(values: np.ndarray, a: Any, b: Any, raw: bool = False) -> np.ndarray:
+    """``values`` with the module docstring's rule for constant maps: 0 when one of the two is constant, 1 when both."""
+    ca, cb = constant_maps(a, raw=raw), constant_maps(b, raw=raw)
+    return np.where(ca & cb, 1.0, np.where(ca | cb, 0.0, values))
 
 
 def _ranks(a: np.ndarray) -> np.ndarray:
@@ -51,8 +69,8 @@ def _ranks(a: np.ndarray) -> np.ndarray:
 
 
 def spearman(a: Any, b: Any) -> np.ndarray:
-    """Per-sample Spearman rank correlation of ``a`` and ``b`` (same shape, batch first); NaN when a
-    map is constant."""
+    """Per-sample Spearman rank correlation of ``a`` and ``b`` (same shape, batch first); a constant map
+    scores 0 against a non-constant one and 1 against another constant one (see the module docstring)."""
     a, b = as_numpy(a), as_numpy(b)
     if a.shape != b.shape:
         raise InputError(f"cannot compare attributions of shapes {a.shape} and {b.shape}")
@@ -61,7 +79,8 @@ def spearman(a: Any, b: Any) -> np.ndarray:
     ra -= ra.mean(axis=1, keepdims=True)
     rb -= rb.mean(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (ra * rb).sum(axis=1) / np.sqrt((ra * ra).sum(axis=1) * (rb * rb).sum(axis=1))
+        rho = (ra * rb).sum(axis=1) / np.sqrt((ra * ra).sum(axis=1) * (rb * rb).sum(axis=1))
+    return _constant_rule(rho, a, b, raw=True)
 
 
 def _max_normalized(m: np.ndarray) -> np.ndarray:
@@ -105,7 +124,7 @@ def ssim(a: Any, b: Any, *, normalize: bool = True, win_size: int = 7) -> np.nda
 
 def top_k_iou(a: Any, b: Any, fraction: float = 0.1) -> np.ndarray:
     """Per-sample intersection over union of the ``fraction`` most relevant features of ``a`` and ``b``
-    (features as in :func:`heatmaps`; ties broken by position)."""
+    (features as in :func:`heatmaps`; ties broken by position; a constant map: see the module docstring)."""
     ma, mb = heatmaps(a), heatmaps(b)
     ma, mb = ma.reshape(len(ma), -1), mb.reshape(len(mb), -1)
     if ma.shape != mb.shape:
@@ -117,7 +136,7 @@ def top_k_iou(a: Any, b: Any, fraction: float = 0.1) -> np.ndarray:
     for i in range(len(ma)):
         inter = len(np.intersect1d(top_a[i], top_b[i]))
         out[i] = inter / (2 * k - inter)
-    return out
+    return _constant_rule(out, a, b)
 
 
 def compare(a: Any, b: Any, names: tuple[str, ...] = SIMILARITIES) -> dict[str, np.ndarray]:
