@@ -10,7 +10,6 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import numpy as np
 import onnx
@@ -171,32 +170,12 @@ def execution_provider() -> str:
 
 
 def onnxruntime_session(model: onnx.ModelProto, provider: str | None = None) -> ort.InferenceSession:
-    """An onnxruntime session for ``model`` on ``provider`` (default: :func:`execution_provider`)."""
+    """An onnxruntime session for ``model`` on ``provider`` (default: :func:`execution_provider`),
+    built under the current time budget (:func:`onnxxai.proto.limits.onnxruntime_session`: graph
+    optimization of a pathological file can take minutes and cannot be cancelled)."""
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    data, providers = model.SerializeToString(), [provider or execution_provider()]
-    left = limits.remaining()
-    if left is None:
-        return ort.InferenceSession(data, sess_options=options, providers=providers)
-    # Under a time budget: building a session of a pathological file (thousands of nested subgraphs)
-    # can take minutes and cannot be cancelled, so it runs in a daemon thread that is abandoned at
-    # the deadline (it finishes, or dies with the process, in the background).
-    built: dict[str, Any] = {}
-
-    def build() -> None:
-        try:
-            built["session"] = ort.InferenceSession(data, sess_options=options, providers=providers)
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
-            built["error"] = exc
-
-    thread = threading.Thread(target=build, name="onnxxai-onnxruntime-session", daemon=True)
-    thread.start()
-    thread.join(max(left, 0.0))
-    if thread.is_alive():
-        raise limits.time_error("onnxruntime's session creation (graph optimization), left to finish in the background")
-    if "error" in built:
-        raise built["error"]
-    return built["session"]
+    return limits.onnxruntime_session(model, options, [provider or execution_provider()])
 
 
 #: onnxruntime names the node a run failed in: "... while running Loop node. Name:'spin' ..."
@@ -225,8 +204,9 @@ def run_onnxruntime(
     left = limits.remaining()
     if left is None:
         return session.run(names, dict(feeds), options)
+    suspects = limits.session_suspects(session)
     if left <= 0:
-        raise limits.time_error("onnxruntime (before the run started)")
+        raise limits.time_error("onnxruntime's run (before it started)", suspects)
     stopped = threading.Event()
 
     def stop() -> None:
@@ -242,8 +222,8 @@ def run_onnxruntime(
         if not stopped.is_set():
             raise
         found = _ORT_NODE.search(str(exc))
-        node = f"{found.group(1)} node {found.group(2)!r} in onnxruntime" if found else "onnxruntime"
-        raise limits.time_error(node) from exc
+        node = f"{found.group(1)} node {found.group(2)!r} in onnxruntime's run" if found else "onnxruntime's run"
+        raise limits.time_error(node, suspects) from exc
     finally:
         watchdog.cancel()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import resource
 import struct
 import time
@@ -36,6 +37,7 @@ def test_loop_of_2_62_trips_ends_in_a_named_timeout_from_load(tmp_path: Path) ->
         load(path, timeout=2)
     assert time.monotonic() - start < 2 + 5
     assert str(path) in str(info.value) and "onnxruntime" in info.value.stage
+    assert f"unbounded nodes: Loop 'spin' (trip count {2**62})" in str(info.value)
 
 
 def test_torch_loop_checks_the_deadline_each_iteration() -> None:
@@ -65,6 +67,104 @@ def test_runtime_model_runs_are_cancelled_at_the_deadline(tmp_path: Path) -> Non
     assert time.monotonic() - start < 6
     # without a budget a run of an ending model is not watched, and the same function serves
     assert run_onnxruntime(fuzz.loop_model(trips=2), {"x": np.zeros((1, 4), np.float32)})[0].tolist() == [[2.0] * 4]
+
+
+def _nested_ifs(depth: int, cond: str, name: str = "deep") -> list[onnx.NodeProto]:
+    """Nodes computing ``{name}_out`` by Ifs nested ``depth`` deep on ``cond``, both branches holding the
+    level below (2^(depth+1) - 2 subgraphs), the outermost If named ``name``."""
+    leaf = helper.make_tensor("leaf_value", TensorProto.FLOAT, [1], [1.0])
+    graph = helper.make_graph([helper.make_node("Constant", [], ["v0"], value=leaf, name="leaf")], "leaf", [],
+                              [helper.make_tensor_value_info("v0", TensorProto.FLOAT, [1])])
+    for k in range(1, depth + 1):
+        out = f"{name}_out" if k == depth else f"v{k}"
+        node = helper.make_node("If", [cond], [out], then_branch=graph, else_branch=graph, name=name if k == depth else f"if{k}")
+        graph = helper.make_graph([node], f"level{k}", [], [helper.make_tensor_value_info(out, TensorProto.FLOAT, [1])])
+    return list(graph.node)
+
+
+def _qdq_conv_with_nested_ifs(depth: int) -> onnx.ModelProto:
+    """x -> Q -> DQ -> Conv (int8 weight through DQ) -> y: a group the QDQ pass asks onnxruntime about;
+    beside it ``depth`` nested Ifs on ``sum(x) != 0`` whose graph optimization keeps onnxruntime busy."""
+    inits = [numpy_helper.from_array(np.float32(0.05), "s"), numpy_helper.from_array(np.uint8(128), "z"),
+             numpy_helper.from_array(np.ones((2, 1, 3, 3), np.int8), "w8"), numpy_helper.from_array(np.float32(0.01), "ws"),
+             numpy_helper.from_array(np.int8(0), "wz")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], name="q"),
+             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq"),
+             helper.make_node("DequantizeLinear", ["w8", "ws", "wz"], ["w"], name="dqw"),
+             helper.make_node("Conv", ["xd", "w"], ["y"], name="conv"),
+             helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0, name="total"),
+             helper.make_node("Cast", ["total"], ["cond"], to=TensorProto.BOOL, name="cond"),
+             *_nested_ifs(depth, "cond")]
+    graph = helper.make_graph(nodes, "qdq_deep", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("deep_out", TensorProto.FLOAT, [1])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_the_qdq_pass_builds_its_onnxruntime_session_under_the_time_budget() -> None:
+    from onnxxai.proto.qdq import fuse_qdq_groups
+
+    model = _qdq_conv_with_nested_ifs(12)  # 8190 subgraphs: onnxruntime's graph optimization takes seconds
+    start = time.monotonic()
+    with limits.budget(timeout=0.2, stage="normalization and conversion", label="qdq_deep.onnx"), \
+            pytest.raises(TimeLimitError) as info:
+        fuse_qdq_groups(model)  # the session used to be built outside the budget, and the pass fell back
+    assert time.monotonic() - start < 0.2 + 5
+    message = str(info.value)
+    assert "onnxruntime's session creation" in message and info.value.stage == "normalization and conversion"
+    assert "nested subgraphs: If 'deep' (Ifs nested 12 deep, 8190 subgraphs)" in message, message
+    assert limits.wait_for_abandoned(120)  # the session finishes in the background (and is waited for at exit)
+
+
+def test_the_nchwc_block_probe_builds_its_session_under_the_time_budget() -> None:
+    from onnxxai.convert.contrib_fused import _probe_block_size
+
+    with limits.budget(timeout=0.01, stage="normalization and conversion", label="nchwc.onnx"):
+        time.sleep(0.02)
+        with pytest.raises(TimeLimitError, match="onnxruntime's session creation"):
+            _probe_block_size()
+
+
+def test_a_timeout_says_where_the_time_went_when_the_stage_stopped_did_not_spend_it() -> None:
+    with limits.budget(timeout=0.3, stage="reading the file", label="slow.onnx"):
+        time.sleep(0.45)
+        with limits.budget(stage="normalization and conversion"), pytest.raises(TimeLimitError) as info:
+            limits.check_time("normalization pass 'name_nodes'")
+    message = str(info.value)
+    assert re.search(r"stopped at normalization pass 'name_nodes'; time spent: reading the file 0\.[4-9] s\)", message), message
+    with limits.budget(timeout=0.2, stage="parity probe", label="spin.onnx"):  # the stage stopped spent it: no list
+        time.sleep(0.25)
+        with pytest.raises(TimeLimitError) as info:
+            limits.check_time("Loop node 'spin'")
+    assert "time spent" not in str(info.value)
+
+
+def test_a_timeout_of_load_names_the_files_nested_ifs(tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    nodes = [helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0, name="total"),
+             helper.make_node("Cast", ["total"], ["cond"], to=TensorProto.BOOL, name="cond"), *_nested_ifs(9, "cond")]
+    graph = helper.make_graph(nodes, "deep", [x], [helper.make_tensor_value_info("deep_out", TensorProto.FLOAT, [1])])
+    path = tmp_path / "deep.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(TimeLimitError) as info:  # 1022 subgraphs to convert: seconds
+        load(path, timeout=0.5)
+    assert "nested subgraphs: If 'deep' (Ifs nested 9 deep, 1022 subgraphs)" in str(info.value)
+    limits.wait_for_abandoned(120)
+
+
+def test_ifs_nested_past_the_subgraph_limit_are_refused_while_reading(tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    nodes = [helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0, name="total"),
+             helper.make_node("Cast", ["total"], ["cond"], to=TensorProto.BOOL, name="cond"), *_nested_ifs(12, "cond")]
+    graph = helper.make_graph(nodes, "deep", [x], [helper.make_tensor_value_info("deep_out", TensorProto.FLOAT, [1])])
+    path = tmp_path / "deep.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    with pytest.raises(ResourceLimitError, match=rf"{path}: the file holds more than {limits.MAX_SUBGRAPHS} subgraphs") as info:
+        load(path, timeout=60)
+    assert "If node 'deep'" in str(info.value) and "Ifs nested 12 deep" in str(info.value)
+    assert not isinstance(info.value, TimeLimitError)
+    small = helper.make_graph(nodes, "deep", [x], [helper.make_tensor_value_info("deep_out", TensorProto.FLOAT, [1])])
+    assert limits.check_size(helper.make_model(small), "deep.onnx", max_subgraphs=2**13) == 2 + 2**13 - 1
 
 
 def test_nested_budgets_never_extend_the_outer_deadline() -> None:

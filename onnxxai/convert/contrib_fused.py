@@ -39,6 +39,7 @@ from onnxxai.convert.pool import OnnxPool
 from onnxxai.convert.registry import register
 from onnxxai.convert.sampling import Resize
 from onnxxai.errors import ConversionError
+from onnxxai.proto import limits
 
 #: com.microsoft and com.microsoft.nchwc as normalization renames them (torch module names refuse dots)
 MS_DOMAIN = "com_microsoft"
@@ -335,7 +336,7 @@ def _probe_block_size() -> int:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.optimized_model_filepath = os.path.join(folder, "probe.onnx")
         options.log_severity_level = 3
-        ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        limits.onnxruntime_session(model, options, ["CPUExecutionProvider"])  # under the current time budget
         optimized = onnx.load(options.optimized_model_filepath)
     convs = [n for n in optimized.graph.node if n.op_type == "Conv" and n.domain == "com.microsoft.nchwc"]
     inits = {t.name: t for t in optimized.graph.initializer}

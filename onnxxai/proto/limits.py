@@ -3,10 +3,15 @@ memory budget checked before anything big is allocated.
 
 **Time.** :func:`budget` opens a deadline for a stage (a nested budget never extends an outer one)
 and names the stage and the file. Code that runs the model checks it: onnxruntime runs go through
-:func:`onnxxai.parity.run_onnxruntime`, whose watchdog thread sets ``RunOptions.terminate``; the
-torch Loop/Scan modules and constant folding call :func:`check_time` once per iteration or node.
-Past the deadline they raise :class:`~onnxxai.errors.TimeLimitError` naming the file, the stage and
-the node. A signal cannot stop native code, so nothing here relies on one.
+:func:`onnxxai.parity.run_onnxruntime`, whose watchdog thread sets ``RunOptions.terminate``; every
+onnxruntime session is built by :func:`onnxruntime_session`, in a thread abandoned at the deadline
+(graph optimization cannot be cancelled); the torch Loop/Scan modules and constant folding call
+:func:`check_time` once per iteration or node. Past the deadline they raise
+:class:`~onnxxai.errors.TimeLimitError` naming the file, the stage, the node, the nodes of the file
+that can run unbounded (:func:`unbounded_nodes`: Loops of huge or unknown trip counts, deeply nested
+Ifs) and, when the stage stopped is not where the time went, the seconds each stage took. A signal
+cannot stop native code, so nothing here relies on one. :func:`check_size` refuses files of more
+than :data:`MAX_NODES` nodes or :data:`MAX_SUBGRAPHS` subgraphs before any stage walks them.
 
 **Memory.** :func:`check_tensors` (declared sizes of initializers and Constant values; data present
 versus dims) and :func:`check_allocations` (what ConstantOfShape, Expand, Tile, Range, Resize,
@@ -21,11 +26,15 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import time
+import weakref
+from collections import ChainMap
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 import onnx
@@ -36,13 +45,28 @@ from onnxxai.errors import MemoryLimitError, ModelFileError, ResourceLimitError,
 __all__ = [
     "DEFAULT_TIMEOUT", "DEFAULT", "MEMORY_FRACTION", "budget", "stage_timeout", "stage_timeouts", "resolve_timeout", "remaining", "check_time", "time_error", "current_stage",
     "current_label", "memory_budget", "default_memory_budget", "check_bytes", "check_tensors", "check_allocations",
-    "node_allocation", "parse_size", "check_size", "MAX_NODES",
+    "node_allocation", "parse_size", "check_size", "MAX_NODES", "MAX_SUBGRAPHS", "note_model", "unbounded_nodes",
+    "call_within_budget", "wait_for_abandoned", "onnxruntime_session", "session_suspects",
 ]
 
 #: Seconds each stage that runs the model may take by default (generous: large models on a CPU).
 DEFAULT_TIMEOUT = 900.0
 #: Share of the machine's memory one tensor or allocation may take by default.
 MEMORY_FRACTION = 0.5
+
+
+@dataclass(eq=False)
+class _Frame:
+    """One named stage as it runs: when it started, the seconds its finished sub-stages took, and
+    (shared by every stage of one budget tree) the seconds each finished stage took on its own."""
+
+    stage: str
+    started: float
+    parent: _Frame | None
+    spent: dict[str, float]
+    children: float = 0.0
+    #: the file whose unbounded nodes a TimeLimitError of this stage (or a sub-stage) names
+    model: onnx.ModelProto | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -52,6 +76,7 @@ class _Budget:
     stage: str
     label: str
     memory: int | None  # bytes; None: the default
+    frame: _Frame | None = None
 
 
 _CURRENT: ContextVar[_Budget] = ContextVar("onnxxai_budget", default=_Budget(None, None, "running the model", "<model>", None))
@@ -73,12 +98,20 @@ def budget(*, timeout: float | None = None, memory: int | None = None, stage: st
             expires, seconds = mine, float(timeout)
     if memory is not None and memory <= 0:
         raise ValueError(f"memory limit must be a positive number of bytes, got {memory!r}")
+    frame = outer.frame
+    if stage is not None:  # a named stage keeps its own account of time (see time_error)
+        frame = _Frame(stage, time.monotonic(), outer.frame, outer.frame.spent if outer.frame is not None else {})
     token = _CURRENT.set(_Budget(expires, seconds, stage or outer.stage, label or outer.label,
-                                 memory if memory is not None else outer.memory))
+                                 memory if memory is not None else outer.memory, frame))
     try:
         yield
     finally:
         _CURRENT.reset(token)
+        if frame is not None and frame is not outer.frame:
+            elapsed = time.monotonic() - frame.started
+            frame.spent[frame.stage] = frame.spent.get(frame.stage, 0.0) + elapsed - frame.children
+            if frame.parent is not None:
+                frame.parent.children += elapsed
 
 
 #: What a ``timeout="default"`` argument means: :func:`stage_timeout`.
@@ -126,10 +159,49 @@ def current_label() -> str:
     return _CURRENT.get().label
 
 
-def time_error(node: str = "") -> TimeLimitError:
-    """The error of the current stage past its deadline, naming ``node`` (e.g. ``"Loop node 'spin'"``)."""
+def note_model(model: onnx.ModelProto) -> None:
+    """Let every TimeLimitError of the current stage and its sub-stages name the nodes of ``model``
+    that can run unbounded (:func:`unbounded_nodes`), whatever was running when the deadline passed."""
+    frame = _CURRENT.get().frame
+    if frame is not None:
+        frame.model = model
+
+
+def _time_spent(current: _Budget) -> tuple[float, str]:
+    """(seconds the running stage took on its own, "stage 6.1 s, stage 0.4 s" for every stage of the
+    budget tree that took a tenth of a second or more, longest first)."""
+    frame = current.frame
+    if frame is None:
+        return 0.0, ""
+    now = time.monotonic()
+    spent = dict(frame.spent)
+    inner = 0.0  # seconds of the running sub-stage, not yet counted in its parent's children
+    own = None
+    while frame is not None:
+        elapsed = now - frame.started
+        mine = elapsed - frame.children - inner
+        spent[frame.stage] = spent.get(frame.stage, 0.0) + mine
+        own = mine if own is None else own
+        inner, frame = elapsed, frame.parent
+    parts = [f"{stage} {seconds:.1f} s" for stage, seconds in sorted(spent.items(), key=lambda kv: -kv[1]) if seconds >= 0.1]
+    return own or 0.0, ", ".join(parts)
+
+
+def time_error(node: str = "", suspects: str | None = None) -> TimeLimitError:
+    """The error of the current stage past its deadline, naming ``node`` (e.g. ``"Loop node 'spin'"``),
+    the nodes that can run unbounded (``suspects``, else those of the file :func:`note_model` named)
+    and, when the running stage took less than half the budget, the seconds each stage took."""
     current = _CURRENT.get()
-    return TimeLimitError(current.label, current.stage, current.seconds or 0.0, node)
+    if suspects is None:
+        frame = current.frame
+        while frame is not None and frame.model is None:
+            frame = frame.parent
+        suspects = unbounded_nodes(frame.model) if frame is not None and frame.model is not None else ""
+    own, spent = _time_spent(current)
+    if current.seconds and own >= current.seconds / 2:
+        spent = ""  # the stage stopped is where the time went: nothing to add
+    details = "; ".join(part for part in (node, suspects, f"time spent: {spent}" if spent else "") if part)
+    return TimeLimitError(current.label, current.stage, current.seconds or 0.0, details)
 
 
 def check_time(node: str = "") -> None:
@@ -137,6 +209,167 @@ def check_time(node: str = "") -> None:
     current = _CURRENT.get()
     if current.expires is not None and time.monotonic() > current.expires:
         raise time_error(node)
+
+
+# -- what can run unbounded ---------------------------------------------------------------------------
+#: A Loop of at least this many trips (or of a trip count unknown before it runs) can run unbounded.
+LONG_LOOP = 1_000_000
+#: An If whose branches hold at least this many subgraphs (or nest Ifs this deep) is named too.
+_NESTED_IF_DEPTH, _NESTED_IF_GRAPHS = 3, 64
+
+
+def unbounded_nodes(model: onnx.ModelProto, most: int = 3) -> str:
+    """The nodes of ``model`` that can keep a run or a session creation busy for unbounded or long
+    time, as "unbounded nodes: Loop 'spin' (trip count 4611686018427387904); nested subgraphs: If 'deep'
+    (Ifs nested 12 deep, 8190 subgraphs)": Loops of :data:`LONG_LOOP` or more trips or of a trip count
+    unknown before they run, and Ifs whose branches nest Ifs or hold many subgraphs (the outermost
+    of a nest); at most ``most`` of each kind named, "" when there is none. One walk over the file
+    (linear in its size)."""
+    loops: list[tuple[float, str]] = []
+    ifs: list[tuple[int, str]] = []
+
+    def walk(graph: onnx.GraphProto, outer: Mapping[str, onnx.TensorProto], in_if: bool) -> tuple[int, int]:
+        """(subgraphs below ``graph``, deepest If nesting below it); fills ``loops`` and ``ifs`` (the
+        outermost If of a nest only: ``in_if`` says an If encloses ``graph``)."""
+        local = {t.name: t for t in graph.initializer}
+        for node in graph.node:
+            if node.op_type == "Constant" and node.output:
+                for a in node.attribute:
+                    if a.name == "value" and a.HasField("t"):
+                        local[node.output[0]] = a.t
+        consts = ChainMap(local, outer)
+        total, deepest = 0, 0
+        for node in graph.node:
+            subgraphs, depth = 0, 0
+            for a in node.attribute:
+                for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    below, nested = walk(g, consts, in_if or node.op_type == "If")
+                    subgraphs, depth = subgraphs + 1 + below, max(depth, nested)
+            if node.op_type == "If":
+                depth += 1
+                if not in_if and (depth >= _NESTED_IF_DEPTH or subgraphs >= _NESTED_IF_GRAPHS):
+                    ifs.append((subgraphs, f"If {node.name!r} (Ifs nested {depth} deep, {subgraphs} subgraphs)"))
+            elif node.op_type == "Loop":
+                trips = _trip_count(node, consts)
+                if trips is None or trips >= LONG_LOOP:
+                    what = ("no trip count: runs while its condition holds" if not node.input or not node.input[0]
+                            else "trip count computed at run time") if trips is None else f"trip count {trips}"
+                    loops.append((math.inf if trips is None else trips, f"Loop {node.name!r} ({what})"))
+            total, deepest = total + subgraphs, max(deepest, depth)
+        return total, deepest
+
+    try:
+        walk(model.graph, {}, False)
+    except RecursionError:  # nesting deeper than Python's stack: say so rather than name nothing
+        return "subgraphs nested deeper than can be walked"
+    parts = []
+    for kind, found in (("unbounded nodes", loops), ("nested subgraphs", ifs)):
+        named = [d for _, d in sorted(found, key=lambda t: -t[0])]
+        if named:
+            extra = f" and {len(named) - most} more" if len(named) > most else ""
+            parts.append(f"{kind}: {', '.join(named[:most])}{extra}")
+    return "; ".join(parts)
+
+
+def _trip_count(node: onnx.NodeProto, consts: Mapping[str, onnx.TensorProto]) -> int | None:
+    """The constant trip count of a Loop node, None when it has none or it is computed."""
+    tensor = consts.get(node.input[0]) if node.input and node.input[0] else None
+    if tensor is None or math.prod(tensor.dims) != 1 or tensor.data_location == onnx.TensorProto.EXTERNAL:
+        return None
+    try:
+        return int(numpy_helper.to_array(tensor).reshape(-1)[0])
+    except (ValueError, TypeError, KeyError, OverflowError):
+        return None
+
+
+_T = TypeVar("_T")
+
+
+def call_within_budget(fn: Callable[[], _T], what: str, suspects: str | None = None) -> _T:
+    """``fn()`` (native code that cannot be cancelled, e.g. building an onnxruntime session) under the
+    current time budget: it runs in a daemon thread abandoned at the deadline (it finishes, or dies
+    with the process, in the background), and TimeLimitError names ``what`` and ``suspects``.
+    Without a budget ``fn`` runs here."""
+    left = remaining()
+    if left is None:
+        return fn()
+    if left <= 0:
+        raise time_error(f"{what} (before it started)", suspects)
+    done: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            done["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread below
+            done["error"] = exc
+
+    thread = threading.Thread(target=run, name="onnxxai-within-budget", daemon=True)
+    thread.start()
+    thread.join(max(left, 0.0))
+    if thread.is_alive():
+        _abandon(thread)
+        raise time_error(f"{what}, left to finish in the background", suspects)
+    if "error" in done:
+        raise done["error"]
+    return done["value"]
+
+
+_ABANDONED: list[threading.Thread] = []
+
+
+def _abandon(thread: threading.Thread) -> None:
+    """Keep ``thread`` (native work past its deadline) to be waited for at exit: a daemon thread still
+    inside onnxruntime when the interpreter finalizes is stopped by a forced unwind that aborts the
+    process (``terminate called without an active exception``, exit status 134 instead of the
+    program's own)."""
+    if not _ABANDONED:
+        import atexit  # noqa: PLC0415 - registered once, on the first abandoned thread
+
+        atexit.register(wait_for_abandoned)
+    _ABANDONED.append(thread)
+
+
+def wait_for_abandoned(timeout: float | None = None) -> bool:
+    """Wait (up to ``timeout`` seconds in all; None: as long as it takes) for the native work that
+    time budgets abandoned to finish; True when none is left running."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for thread in list(_ABANDONED):
+        thread.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
+        if not thread.is_alive():
+            _ABANDONED.remove(thread)
+    return not _ABANDONED
+
+
+#: onnxruntime sessions made by :func:`onnxruntime_session` -> the nodes of their file that can run unbounded
+_SUSPECTS: "weakref.WeakKeyDictionary[Any, str]" = weakref.WeakKeyDictionary()
+
+
+def onnxruntime_session(model: onnx.ModelProto, options: Any = None, providers: list[str] | None = None) -> Any:
+    """An ``onnxruntime.InferenceSession`` of ``model`` built under the current time budget
+    (:func:`call_within_budget`: graph optimization of a hostile file can take minutes and cannot be
+    cancelled); past the deadline a TimeLimitError names the session creation and the file's
+    :func:`unbounded_nodes`. Every session of onnxxai is built here; :func:`session_suspects` gives
+    what its runs' timeouts name."""
+    import onnxruntime as ort  # noqa: PLC0415 - only the stages that run the model need it
+
+    if options is None:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+    data = model.SerializeToString()
+    suspects = unbounded_nodes(model)
+    session = call_within_budget(
+        lambda: ort.InferenceSession(data, sess_options=options, providers=providers or ["CPUExecutionProvider"]),
+        "onnxruntime's session creation (graph optimization)", suspects)
+    _SUSPECTS[session] = suspects
+    return session
+
+
+def session_suspects(session: Any) -> str | None:
+    """The unbounded nodes of the file a session of :func:`onnxruntime_session` runs (None: not one of them)."""
+    try:
+        return _SUSPECTS.get(session)
+    except TypeError:
+        return None
 
 
 # -- memory -----------------------------------------------------------------------------------------
@@ -267,31 +500,59 @@ def _stored_elements(t: onnx.TensorProto) -> tuple[int, str] | None:
 #: Most nodes a file may hold, subgraphs included (the largest real graphs hold tens of thousands;
 #: a pathological nesting of If branches can hold millions, which no stage could walk in bounded time).
 MAX_NODES = 1_000_000
+#: Most subgraphs (If branches, Loop and Scan bodies) a file may hold. Real files hold a few dozen;
+#: each one is converted into its own torch module and built into its own onnxruntime graph (about
+#: 4 ms and 0.5 ms of a CPU each), and Ifs that nest both branches double their count per level.
+MAX_SUBGRAPHS = 4096
 
 
-def check_size(model: onnx.ModelProto, label: str, max_nodes: int = MAX_NODES) -> int:
+def check_size(model: onnx.ModelProto, label: str, max_nodes: int = MAX_NODES, max_subgraphs: int = MAX_SUBGRAPHS) -> int:
     """The number of nodes in ``model`` (subgraphs and functions included); ResourceLimitError naming
-    the count when it exceeds ``max_nodes``. Checks the time budget as it walks."""
-    count, stack = 0, [model.graph]
-    for function in model.functions:
-        count += len(function.node)
+    the count when it exceeds ``max_nodes``, or naming the count and the node whose subgraphs hold
+    most of them when the subgraphs exceed ``max_subgraphs``. Checks the time budget as it walks."""
+    count = sum(len(function.node) for function in model.functions)
+    # (graph, the top-level node it belongs to): a refusal names the node whose subgraphs overflow
+    stack: list[tuple[onnx.GraphProto, onnx.NodeProto | None]] = [(model.graph, None)]
     graphs = 0
+    owners: dict[int, int] = {}
+    tops: dict[int, onnx.NodeProto] = {}
     while stack:
-        graph = stack.pop()
+        graph, top = stack.pop()
         graphs += 1
         count += len(graph.node)
         if count > max_nodes:
             raise ResourceLimitError(f"{label}: the file holds more than {max_nodes} nodes (subgraphs included, "
                                      f"{graphs} graphs walked so far); refused, since no stage could handle it in "
                                      "bounded time")
+        if top is not None:
+            owners[id(top)] = owners.get(id(top), 0) + 1
+        if graphs > max_subgraphs + 1:
+            worst = tops[max(owners, key=owners.get)]
+            raise ResourceLimitError(
+                f"{label}: the file holds more than {max_subgraphs} subgraphs (If branches, Loop and Scan bodies; "
+                f"{worst.op_type} node {worst.name!r} holds {owners[id(worst)]} of them so far"
+                f"{_if_nesting(worst)}); refused, since no stage could handle it in bounded time")
         if graphs % 256 == 0:
             check_time(f"counting the nodes of graph {graph.name!r}")
         for node in graph.node:
             for a in node.attribute:
+                owner = top if top is not None else node
+                tops[id(owner)] = owner
                 if a.HasField("g"):
-                    stack.append(a.g)
-                stack.extend(a.graphs)
+                    stack.append((a.g, owner))
+                stack.extend((g, owner) for g in a.graphs)
     return count
+
+
+def _if_nesting(node: onnx.NodeProto) -> str:
+    """", Ifs nested 12 deep" for an If whose branches hold Ifs (only the first branch of each level
+    is followed: linear in the depth), else ""."""
+    depth = 0
+    while node is not None and node.op_type == "If" and node.domain in ("", "ai.onnx"):
+        depth += 1
+        branch = next((a.g for a in node.attribute if a.HasField("g")), None)
+        node = next((n for n in branch.node if n.op_type == "If"), None) if branch is not None else None
+    return f", Ifs nested {depth} deep" if depth > 1 else ""
 
 
 def check_tensors(model: onnx.ModelProto, label: str, memory: int | None = None) -> None:
@@ -301,6 +562,7 @@ def check_tensors(model: onnx.ModelProto, label: str, memory: int | None = None)
     External-data tensors get the size check here; their bytes are checked when they are read."""
     with budget(memory=memory, label=label):
         check_size(model, label)
+        note_model(model)  # of a size walked in bounded time: a timeout from here on names its Loops and nested Ifs
         limit = memory_budget()
         for k, (tensor, where) in enumerate(_all_tensors(model)):
             if k % 4096 == 4095:
@@ -500,15 +762,18 @@ def check_allocations(model: onnx.ModelProto, label: str, probe_dims: Mapping[st
         _check_graph(model.graph, {}, inferred, limit, label, top=True)
 
 
-def _check_graph(graph: onnx.GraphProto, outer: dict[str, onnx.TensorProto], inferred: Mapping, limit: int,
+def _check_graph(graph: onnx.GraphProto, outer: Mapping[str, onnx.TensorProto], inferred: Mapping, limit: int,
                  label: str, top: bool) -> None:
     check_time(f"checking the allocations of graph {graph.name!r}")
-    consts: dict[str, onnx.TensorProto] = {**outer, **{t.name: t for t in graph.initializer}}
+    # the enclosing graphs' constants are chained, not copied: linear in the file's size however the
+    # subgraphs nest (a copy per subgraph costs subgraphs x outer constants)
+    local: dict[str, onnx.TensorProto] = {t.name: t for t in graph.initializer}
+    consts: Mapping[str, onnx.TensorProto] = ChainMap(local, outer) if outer else local  # type: ignore[arg-type]
     for node in graph.node:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx") and node.output:
             for a in node.attribute:
                 if a.name == "value" and a.HasField("t"):
-                    consts[node.output[0]] = a.t
+                    local[node.output[0]] = a.t
     cache: dict[str, np.ndarray | None] = {}
 
     def value(name: str) -> np.ndarray | None:
@@ -527,9 +792,9 @@ def _check_graph(graph: onnx.GraphProto, outer: dict[str, onnx.TensorProto], inf
         found = inferred.get(name) if top else None
         return found[0] if found is not None else None
 
-    producers = {o: n for n in graph.node for o in n.output if o}
-    inputs = {v.name for v in graph.input} - set(consts)
     if top:
+        producers = {o: n for n in graph.node for o in n.output if o}
+        inputs = {v.name for v in graph.input} - set(consts)
         for name, (dims, elem) in inferred.items():
             node = producers.get(name)
             nbytes = int(math.prod(dims) * _itemsize(elem))

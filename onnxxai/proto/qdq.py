@@ -39,6 +39,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from onnxxai.errors import ResourceLimitError
+from onnxxai.proto import limits
+
 __all__ = ["fuse_qdq_groups", "onnxruntime_fusions", "QDQGroup", "output_steps"]
 
 MS = "com.microsoft"
@@ -238,7 +241,9 @@ def _find_group(g: _Graph, node: onnx.NodeProto, strict: bool = True) -> tuple[Q
 
 def onnxruntime_fusions(model: onnx.ModelProto) -> dict[str, str] | str:
     """Target node name -> the integer op onnxruntime (CPU, EXTENDED optimizations) fused it into; or,
-    when onnxruntime is not installed or cannot load the graph, the reason as a string."""
+    when onnxruntime is not installed or cannot load the graph, the reason as a string. The session
+    is built under the current time budget (:func:`onnxxai.proto.limits.onnxruntime_session`): past
+    it, TimeLimitError."""
     try:
         import onnxruntime
     except ImportError:
@@ -251,8 +256,10 @@ def onnxruntime_fusions(model: onnx.ModelProto) -> dict[str, str] | str:
         options.optimized_model_filepath = path
         options.log_severity_level = 3
         try:
-            onnxruntime.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+            limits.onnxruntime_session(model, options, ["CPUExecutionProvider"])
             optimized = onnx.load(path)
+        except ResourceLimitError:  # out of time: that is the answer, not a reason to fall back
+            raise
         except Exception as exc:  # noqa: BLE001 - onnxruntime cannot load it: the cause is reported, local rules decide
             return f"onnxruntime could not optimize the graph ({exc.__class__.__name__}: {str(exc)[:200]})"
     return {n.name: n.op_type for n in optimized.graph.node if n.op_type in fused_ops}
