@@ -11,7 +11,10 @@ from typing import Protocol
 
 
 class _Report(Protocol):
-    """What an error needs of a report (:class:`onnxxai.parity.ParityReport` is one): a one-line summary."""
+    """What an error needs of a report (:class:`onnxxai.parity.ParityReport` is one): a one-line summary
+    and the first diverging node ("" when not known)."""
+
+    diverging: str
 
     def summary(self) -> str: ...
 
@@ -74,8 +77,10 @@ class ParityError(OnnxxaiError):
 
     def __init__(self, report: _Report, label: str = "") -> None:
         self.report = report  #: the failing :class:`onnxxai.parity.ParityReport`
+        node = report.diverging  # the first diverging node, first: a cut message still names it
         super().__init__(
-            f"{label + ': ' if label else ''}converted graph disagrees with onnxruntime: {report.summary()}. "
+            f"{label + ': ' if label else ''}{node + ': ' if node else ''}converted graph disagrees with onnxruntime: "
+            f"{report.summary()}. "
             "Explanations of this graph would not explain the original model; "
             "pass strict=False to load it anyway (every explanation then carries this report)."
         )

@@ -14,10 +14,12 @@ import torch
 
 from onnxxai.convert.pipeline import convert
 from onnxxai.errors import ConversionError, InputError, ModelFileError, ParityError, ResourceLimitError
+from onnxxai.graph.diverge import failing_node, first_divergence
 from onnxxai.graph.widen import HALF_DTYPES, holds_half, widen
 from onnxxai.proto.artifact import ArtifactKind, artifact_kind
 from onnxxai.proto.normalize import PassResult
-from onnxxai.parity import ParityReport, compare_outputs, execution_provider, parity_tolerance, run_onnxruntime
+from onnxxai.parity import (ParityReport, compare_outputs, execution_provider, onnxruntime_failure_node, parity_tolerance,
+                            run_onnxruntime)
 from onnxxai.proto import limits
 from onnxxai.proto.batch import fixed_batch, relax_batch
 from onnxxai.proto.reading import read_model
@@ -275,7 +277,8 @@ def _load(source: str | os.PathLike | onnx.ModelProto, device: str | torch.devic
     except ResourceLimitError:
         raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors have no common base
-        raise ModelFileError(f"{label}: onnxruntime cannot run the original model on probe inputs {shapes}: {exc}") from exc
+        raise ModelFileError(f"{label}: {_at_node(original, exc, provider)}onnxruntime cannot run the original model on probe "
+                             f"inputs {shapes}: {exc}") from exc
     try:
         with torch.no_grad(), limits.budget(stage="parity probe (converted torch graph)"):
             tensors = {k: torch.from_numpy(v).to(device) for k, v in feeds.items()}
@@ -285,13 +288,17 @@ def _load(source: str | os.PathLike | onnx.ModelProto, device: str | torch.devic
     except ResourceLimitError:
         raise
     except Exception as exc:  # noqa: BLE001
-        raise ConversionError(f"{label}: the converted graph fails on probe inputs {shapes}: {exc.__class__.__name__}: {exc}") from exc
+        node = _failing_node(model, feeds)
+        raise ConversionError(f"{label}: {node + ': ' if node else ''}the converted graph fails on probe inputs {shapes}: "
+                              f"{exc.__class__.__name__}: {exc}") from exc
     actual = [o.detach().cpu().numpy() for o in outs]
     report = compare_outputs(
         [o.name for o in outputs], reference, actual, rtol=tolerance.rtol, atol=tolerance.atol, provider=provider,
         probe_shapes=shapes, tolerance_rule=tolerance.rule, artifact=kind.name,
     )
     report = dataclasses.replace(report, batch_mode=batch_mode, batch_note=batch_note)
+    if not report.ok:
+        report = dataclasses.replace(report, **_divergence(model, original, feeds, tolerance.rtol, tolerance.atol, provider))
     model.parity = report
     if not report.ok:
         if strict:
@@ -347,7 +354,7 @@ def _working_probes(original: onnx.ModelProto, inputs: tuple[TensorSpec, ...], g
         return probe_feeds(inputs, given, seed=seed, batch=batch, shapes=shapes, require_all=True, label=label)
     candidates = probe_candidates(original, inputs, batch)
     dims = dynamic_dims(inputs)
-    first, tried = "", []
+    first, tried, failure = "", [], None
     for candidate in candidates if dims else candidates[:1]:
         feeds = probe_feeds(inputs, seed=seed, batch=batch, shapes=candidate, label=label)
         if not dims:
@@ -357,11 +364,57 @@ def _working_probes(original: onnx.ModelProto, inputs: tuple[TensorSpec, ...], g
             _run_original(original, feeds, provider, fixed)
             return feeds
         except Exception as exc:  # noqa: BLE001 - onnxruntime's errors have no common base: try the next shapes
-            first = first or f"{exc.__class__.__name__}: {exc}".splitlines()[0]
+            if not first:
+                first, failure = f"{exc.__class__.__name__}: {exc}".splitlines()[0], exc
     example = next(s for s in inputs if any(d in dims[0] for d in (repr(s.name),)))
     shape = ",".join(str(d) if isinstance(d, int) and d > 0 else ("1" if i == 0 else "N") for i, d in enumerate(example.shape))
     raise ModelFileError(
-        f"{label}: onnxruntime cannot run the original model on probe inputs: no shape in [{', '.join(tried)}] fits the dynamic "
+        f"{label}: {_at_node(original, failure, provider) if failure else ''}onnxruntime cannot run the original model on "
+        f"probe inputs: no shape in [{', '.join(tried)}] fits the dynamic "
         f"dimension(s) {', '.join(dims)} ({first}); pass probes: onnxxai.load(..., probe_shapes={{{example.name!r}: (...)}}) "
         f"or probe_inputs={{name: array}}, or --probe-shape {example.name}={shape} on the command line"
     )
+
+
+def _at_node(original: onnx.ModelProto, exc: BaseException, provider: str) -> str:
+    """``"Op node 'name': "`` for the node onnxruntime failed at (:func:`onnxxai.parity.onnxruntime_failure_node`),
+    put first in the error so that a cut message still names it; "" when it cannot be told."""
+    node = onnxruntime_failure_node(original, exc, provider)
+    return f"{node}: " if node else ""
+
+
+def _probe_args(model: Model, feeds: Mapping[str, np.ndarray]) -> tuple[dict[str, np.ndarray], list[torch.Tensor]]:
+    """The probe feeds for one run of the original file and the torch graph's arguments for them: a
+    fixed-batch file's probes cut to its fixed batch (the file runs no other)."""
+    if model.fixed_batch is not None:
+        feeds = {k: v[:model.fixed_batch] if v.ndim else v for k, v in feeds.items()}
+    args = []
+    for spec in model.inputs:
+        tensor = torch.from_numpy(np.ascontiguousarray(feeds[spec.name])).to(model.device)
+        args.append(tensor.to(torch.float32) if model.widened and tensor.dtype in HALF_DTYPES else tensor)
+    return feeds, args
+
+
+def _failing_node(model: Model, feeds: Mapping[str, np.ndarray]) -> str:
+    """``Op node 'name'`` of the node whose torch module raised on the probes ("" when not found)."""
+    _, args = _probe_args(model, feeds)
+    with limits.budget(stage="finding the failing node (converted torch graph)"):
+        return failing_node(model.torch_module, model.onnx_model, args)
+
+
+def _divergence(model: Model, original: onnx.ModelProto, feeds: Mapping[str, np.ndarray], rtol: float, atol: float,
+                provider: str) -> dict[str, str]:
+    """The ParityReport fields of a failed parity check's first diverging node
+    (:func:`onnxxai.graph.diverge.first_divergence`), or why it was not found."""
+    feeds, args = _probe_args(model, feeds)
+    try:
+        with limits.budget(stage="finding the first diverging node"):
+            found = first_divergence(original, model.onnx_model, model.torch_module, feeds, args, rtol=rtol, atol=atol,
+                                     provider=provider)
+    except ResourceLimitError as exc:
+        return {"diverging_note": f"stopped by the budget ({exc.__class__.__name__})"}
+    except Exception as exc:  # noqa: BLE001 - onnxruntime/torch errors have no common base; recorded in the report
+        return {"diverging_note": f"{exc.__class__.__name__}: {exc}".splitlines()[0][:200]}
+    if found is None:
+        return {"diverging_note": "every intermediate tensor both compute agrees; only the outputs differ"}
+    return {"diverging": found.node, "diverging_note": found.note()}

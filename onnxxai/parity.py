@@ -8,21 +8,24 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+from onnx import helper
 
-from onnxxai.proto import limits
+from onnxxai.proto import limits, locate
 from onnxxai.proto.artifact import FLOAT_WIDTH, compute_float_types, graph_depth
 from onnxxai.proto.cpu import integer_isa
 from onnxxai.proto.qdq import output_steps
+from onnxxai.proto.walk import subgraphs
 
 __all__ = [
     "ParityReport", "OutputParity", "Tolerance", "parity_tolerance", "onnxruntime_session", "run_onnxruntime",
-    "compare_outputs", "execution_provider",
+    "compare_outputs", "execution_provider", "onnxruntime_failure_node",
 ]
 
 DEFAULT_RTOL = 1e-4
@@ -135,6 +138,10 @@ class ParityReport:
     #: batched == per-sample runs was verified) or "fixed" (chunks of the fixed batch); ``batch_note`` says why
     batch_mode: str = "dynamic"
     batch_note: str = ""
+    #: on failure, the first node (graph order) whose output differs between onnxruntime and the torch graph
+    #: (``Op node 'name'``, :func:`onnxxai.graph.diverge.first_divergence`), and by how much or why it was not found
+    diverging: str = ""
+    diverging_note: str = ""
 
     @property
     def ok(self) -> bool:
@@ -156,7 +163,12 @@ class ParityReport:
         if "int" in kind:  # integer kernels depend on the CPU
             kind += f"CPU {self.cpu}, "
         batch = f", batch {self.batch_mode}" if self.batch_mode != "dynamic" else ""
-        return (f"parity {'ok' if self.ok else 'FAILED'} ({'; '.join(parts)}; rtol={self.rtol:g}{rule}, "
+        first = ""
+        if self.diverging:
+            first = f"first diverging node: {self.diverging} ({self.diverging_note}); "
+        elif self.diverging_note:
+            first = f"first diverging node not found: {self.diverging_note}; "
+        return (f"parity {'ok' if self.ok else 'FAILED'} ({first}{'; '.join(parts)}; rtol={self.rtol:g}{rule}, "
                 f"{kind}{self.provider}{batch})")
 
     def to_dict(self) -> dict:
@@ -271,3 +283,65 @@ def compare_outputs(
     if len(actual) != len(reference):
         results.append(OutputParity("<output count>", (), float("inf"), float("inf"), False))
     return ParityReport(tuple(results), rtol, atol, provider, dict(probe_shapes or {}), tolerance_rule, artifact)
+
+
+#: a source location in onnxruntime's text ("pool_attributes.h:88"): what a lone node's failure must repeat
+_ORT_WHERE = re.compile(r"([\w.]+\.(?:h|cc|cpp|hpp)):(\d+)")
+#: how long (at most) the lone-node search of :func:`onnxruntime_failure_node` may take
+LONE_NODE_SECONDS = 10.0
+
+
+def onnxruntime_failure_node(model: onnx.ModelProto, exc: BaseException, provider: str | None = None) -> str:
+    """The node onnxruntime failed at, as ``Op node 'name'``; "" when it cannot be told.
+
+    onnxruntime's text often names it ("... running Conv node. Name:'n3' ...", "Node (n3) Op (Conv)
+    ..."): that name, matched against the graph's nodes. When it names none (a kernel refusing its
+    attributes at session creation says only where in onnxruntime's sources it stopped), each
+    top-level node is given to onnxruntime alone, in graph order (its inputs typed by ONNX shape
+    inference, the initializers it reads included), and the first one refused with the same source
+    location is the answer; the search stops after :data:`LONE_NODE_SECONDS` or half the time budget left.
+    """
+    text = str(exc)
+    found = _ORT_NODE.search(text)
+    named = [at for at in locate.graph_nodes(model.graph) if found and at.node.name == found.group(2)]
+    named = named or locate.nodes_named_in(model, text)
+    if named:
+        return named[0].label
+    return _lone_node_refused(model, text, provider)
+
+
+def _lone_node_refused(model: onnx.ModelProto, text: str, provider: str | None) -> str:
+    where = _ORT_WHERE.search(text)
+    if where is None or "initializ" not in text.lower():  # only session creation's kernel checks are searched
+        return ""
+    left = limits.remaining()
+    stop = time.monotonic() + min(LONE_NODE_SECONDS, left / 2 if left is not None else LONE_NODE_SECONDS)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except (onnx.shape_inference.InferenceError, RuntimeError, ValueError):
+        inferred = model
+    graph = inferred.graph
+    types = {v.name: v for v in (*graph.input, *graph.value_info, *graph.output) if v.type.HasField("tensor_type")}
+    inits = {t.name: t for t in model.graph.initializer}
+    options = ort.SessionOptions()
+    options.log_severity_level = 4
+    for index, node in enumerate(model.graph.node):
+        if time.monotonic() > stop:
+            break
+        if subgraphs(node) or not node.op_type:
+            continue
+        reads = [n for n in node.input if n and n not in inits]
+        if any(n not in types for n in reads):
+            continue
+        one = helper.make_graph([node], "lone", [types[n] for n in dict.fromkeys(reads)],
+                                [onnx.ValueInfoProto(name=o) for o in node.output if o],
+                                [inits[n] for n in dict.fromkeys(node.input) if n in inits])
+        lone = helper.make_model(one, opset_imports=model.opset_import, ir_version=model.ir_version)
+        lone.functions.extend(model.functions)
+        try:
+            ort.InferenceSession(lone.SerializeToString(), sess_options=options,
+                                 providers=[provider or execution_provider()])
+        except Exception as lone_exc:  # noqa: BLE001 - a refusal is the answer sought; its text is compared below
+            if where.group(0) in str(lone_exc):
+                return locate.node_label(node, index)
+    return ""

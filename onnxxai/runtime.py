@@ -27,7 +27,8 @@ import numpy as np
 import onnx
 
 from onnxxai.errors import InputError, ModelFileError, ResourceLimitError
-from onnxxai.parity import compare_outputs, execution_provider, onnxruntime_session, parity_tolerance, run_onnxruntime
+from onnxxai.parity import (compare_outputs, execution_provider, onnxruntime_failure_node, onnxruntime_session, parity_tolerance,
+                            run_onnxruntime)
 from onnxxai.proto import limits
 from onnxxai.proto.artifact import ArtifactKind, artifact_kind
 from onnxxai.proto.batch import fixed_batch, relax_batch
@@ -82,7 +83,9 @@ class RuntimeModel:
         except ResourceLimitError:
             raise
         except Exception as exc:  # noqa: BLE001 - onnxruntime's errors have no common base
-            raise ModelFileError(f"{source}: onnxruntime cannot create a session for this file: {exc}") from exc
+            node = onnxruntime_failure_node(onnx_model, exc, self.provider)  # first: a cut message still names it
+            raise ModelFileError(f"{source}: {node + ': ' if node else ''}onnxruntime cannot create a session for this file: "
+                                 f"{exc}") from exc
         self.fixed_batch = fixed_batch(onnx_model)
         with limits.budget(timeout=timeout, stage="relaxed-batch check (onnxruntime)", label=source):
             self.batch_mode = "dynamic" if self.fixed_batch is None else self._relax(seed)

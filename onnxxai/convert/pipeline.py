@@ -21,6 +21,7 @@ from onnx2torch.onnx_graph import OnnxGraph
 
 from onnxxai.convert.registry import Registered, overridden_upstream, register_all
 from onnxxai.errors import ConversionError, OnnxxaiError, ResourceLimitError, UnsupportedOpError
+from onnxxai.proto import locate
 from onnxxai.proto.normalize import PassResult, normalize
 
 __all__ = ["convert", "unsupported_nodes", "overriding_converters", "converting_model", "CONVERTING"]
@@ -159,8 +160,37 @@ def _conversion_error(model: onnx.ModelProto, label: str, exc: Exception) -> Onn
         try:
             get_converter(operation_type=onnx_node.operation_type, version=version, domain=domain)(onnx_node, graph)
         except Exception as node_exc:  # noqa: BLE001 - converters raise anything; this is the answer sought
+            missing = _missing_value_info(onnx_node, node_exc)
+            if missing is not None:
+                return _shape_error(model, label, onnx_node, missing, node_exc)
             return UnsupportedOpError(
                 onnx_node.operation_type, onnx_node.domain, version, onnx_node.name,
                 f"{label}: the converter failed ({node_exc.__class__.__name__}: {node_exc})",
             )
     return ConversionError(f"{failed}; every node's converter succeeds when re-tried on its own")
+
+
+def _missing_value_info(onnx_node, exc: Exception) -> str | None:
+    """The tensor a converter looked up and found no shape or type for (onnx2torch's converters read
+    ``graph.value_info[name]``, filled by ONNX shape inference): a KeyError naming one of the node's
+    inputs or outputs; None for any other failure."""
+    if not isinstance(exc, KeyError) or not exc.args:
+        return None
+    name = exc.args[0]
+    values = set(onnx_node.input_values) | set(onnx_node.output_values)
+    return name if isinstance(name, str) and name in values else None
+
+
+def _shape_error(model: onnx.ModelProto, label: str, onnx_node, tensor: str, exc: Exception) -> ConversionError:
+    """A ConversionError naming the node ONNX shape inference stops at (the cause: the tensors after
+    it have no inferred shape) and the node whose converter needed the shape of ``tensor``."""
+    needing = f"{onnx_node.operation_type} node {onnx_node.name!r}"
+    failure = locate.shape_inference_failure(model)
+    if failure is None:
+        return ConversionError(
+            f"{label}: {needing}: its converter needs the shape of {tensor!r}, which ONNX shape inference "
+            f"does not give ({exc.__class__.__name__}: {exc}); declare it in the graph's value_info or re-export")
+    at = failure.node.label
+    after = "" if failure.node.node.name == onnx_node.name else f"; {needing} needs the shape of {tensor!r}, which is not known past it"
+    return ConversionError(f"{label}: {at}: ONNX shape inference fails there ({failure.message}){after}; "
+                           "the node's attributes or inputs do not fit its operator (a damaged or hand-edited file?)")

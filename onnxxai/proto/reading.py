@@ -5,7 +5,6 @@ than the memory budget (:mod:`onnxxai.proto.limits`)."""
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import onnx
@@ -13,7 +12,7 @@ from google.protobuf.message import DecodeError
 from onnx import external_data_helper
 
 from onnxxai.errors import ExternalDataError, ModelFileError
-from onnxxai.proto import limits
+from onnxxai.proto import limits, locate
 
 __all__ = ["read_model"]
 
@@ -55,10 +54,10 @@ def read_model(source: str | os.PathLike | onnx.ModelProto) -> tuple[onnx.ModelP
         else:
             onnx.checker.check_model(model)
     except (onnx.checker.ValidationError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        node = _CHECKER_NODE.search(str(exc))
-        where = f" (at {node.group(2)} node {node.group(1)!r})" if node else ""
-        raise ModelFileError(f"{label}: fails the ONNX checker{where}: {first}") from exc
+        text = str(exc)
+        where = locate.checker_location(model, text)  # the node first: the checker prints it on later lines
+        where = f" at {where}" if where else ""
+        raise ModelFileError(f"{label}: fails the ONNX checker{where}: {locate.one_line(text) or exc.__class__.__name__}") from exc
     _check_value_types(model, label)
     limits.check_allocations(model, label, _probe_dims(model))
     return model, label
@@ -76,10 +75,6 @@ def _check_value_types(model: onnx.ModelProto, label: str) -> None:
 #: element types this onnx knows a numpy type for
 _KNOWN_TYPES = frozenset(onnx.mapping.TENSOR_TYPE_MAP) if hasattr(onnx, "mapping") else frozenset(
     t for t in onnx.TensorProto.DataType.values() if t)
-
-
-#: the checker's context line naming the node it refused
-_CHECKER_NODE = re.compile(r"Bad node spec for node\. Name: (\S*) OpType: (\S+)")
 
 
 def _probe_dims(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
