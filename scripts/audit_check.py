@@ -111,6 +111,10 @@ def main() -> None:
         moved = ", ".join(f"#{i} ({v:+.2f})" for i, v in shift.most_moved[name][:3])
         print(f"  {name:20s} Spearman {sims['spearman'].value:.3f}  top-10% IoU {sims['top_k_iou'].value:.3f}  "
               f"SSIM {sims['ssim'].value:.3f}   moved most: {moved}")
+        constant = sims["spearman"].details["constant_maps"]
+        if constant["model"] or constant["reference"]:
+            print(f"  {'':20s} constant (all-zero) explanations: {len(constant['model'])} of {len(y)} inputs on the int8 "
+                  f"file, {len(constant['reference'])} on the float32 file (scored 0)")
     out["deployment_shift"] = shift.to_dict()
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
