@@ -10,7 +10,10 @@ below 0.3; SSIM and the absolute-value Spearman beside it); the random-logit tes
 0.5); and the deployment shift of LeNet float32 vs its int8 QDQ file (onnxruntime's quantize_static,
 calibrated on 32 other held-out digits).
 
-    python scripts/audit_check.py [--digits 100] [--json out.json] [--peers]
+    python scripts/audit_check.py [--digits 100] [--json out.json] [--peers] [--subsets 4]
+
+``--subsets K`` repeats the deletion ratios of IG and GradCAM and random attributions' insertion AUC
+on K further disjoint sets of ``--digits`` held-out digits (how much the figures depend on the digits).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--digits", type=int, default=100)
     parser.add_argument("--json", type=Path, default=None, help="write every figure here")
+    parser.add_argument("--subsets", type=int, default=0, help="disjoint further digit sets to repeat deletion on")
     parser.add_argument("--peers", action="store_true",
                         help="also score pytorch-grad-cam's GradCAM with Quantus's PixelFlipping (needs grad-cam, quantus)")
     args = parser.parse_args()
@@ -71,6 +75,8 @@ def main() -> None:
 
     if args.peers:
         out["peers_gradcam_deletion"] = _peers_gradcam_deletion(x, y)
+    if args.subsets:
+        out["subsets"] = _subsets(model, args.digits, args.subsets)
 
     expl = onnxxai.analyze(x, onnxxai.Gradient(model), y)
     start = time.perf_counter()
@@ -118,6 +124,28 @@ def main() -> None:
     out["deployment_shift"] = shift.to_dict()
     if args.json:
         args.json.write_text(json.dumps(out, indent=1))
+
+
+def _subsets(model: onnxxai.Model, digits: int, count: int) -> list[dict]:
+    """Deletion ratios of IG and GradCAM, and random attributions' insertion AUC, on further disjoint digit sets."""
+    print(f"\nfurther disjoint sets of {digits} held-out digits:")
+    rows = []
+    for k in range(1, count + 1):
+        x, y = balanced_held_out_digits(ROOT, digits, offset=k * digits)
+        if len(y) < digits:
+            print(f"  only {k - 1} further sets of {digits} held-out digits")
+            break
+        ig = onnxxai.analyze(x, onnxxai.IntegratedGradients(model, n=32), y)
+        cam = onnxxai.analyze(x, onnxxai.GradCAM(model), y)
+        random = metrics.random_explanation(ig, seed=0)
+        rd = metrics.deletion(model, random).value
+        row = {"offset": k * digits, "integrated-gradients": metrics.deletion(model, ig).value / rd,
+               "gradcam": metrics.deletion(model, cam).value / rd, "random_deletion": rd,
+               "random_insertion": metrics.insertion(model, random).value}
+        print(f"  digits {row['offset']}-{row['offset'] + digits - 1}: deletion ratio IG {row['integrated-gradients']:.3f}, "
+              f"GradCAM {row['gradcam']:.3f} (random AUC {rd:.3f}); random insertion AUC {row['random_insertion']:.3f}")
+        rows.append(row)
+    return rows
 
 
 def _peers_gradcam_deletion(x: np.ndarray, y: np.ndarray) -> dict:
