@@ -23,6 +23,7 @@ schema change is wider type support to the converter of the version before (see
 
 from __future__ import annotations
 
+import functools
 import importlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable
@@ -135,8 +136,17 @@ def register(op: str, versions: Versions, *, domain: str = "", replaces: bool = 
 
 def schema_versions(op_type: str, domain: str = "", since: int = 1) -> list[int]:  # noqa: A002 - reads as the spec says
     """Every opset version at which ``op_type``'s schema changed, from ``since`` on."""
-    return sorted({s.since_version for s in defs.get_all_schemas_with_history()
-                   if s.name == op_type and s.domain == domain and s.since_version >= since})
+    return sorted(v for v in _schema_history().get((domain, op_type), ()) if v >= since)
+
+
+@functools.lru_cache(maxsize=1)
+def _schema_history() -> dict[tuple[str, str], frozenset[int]]:
+    """(domain, op type) -> the versions its schema changed at: onnx's schema list read once (it was
+    read once per declaration, a third of a second of every process's first conversion)."""
+    history: dict[tuple[str, str], set[int]] = defaultdict(set)
+    for schema in defs.get_all_schemas_with_history():
+        history[(schema.domain, schema.name)].add(schema.since_version)
+    return {key: frozenset(versions) for key, versions in history.items()}
 
 
 def _name(converter: Callable) -> str:
