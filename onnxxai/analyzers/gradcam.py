@@ -7,6 +7,10 @@ input's spatial size. Token boundaries ``(N, T, C)`` are mapped to the image gri
 :func:`onnxxai.graph.token_grid`: the leading non-patch tokens (class, distillation) are dropped and
 the ``h·w`` patch tokens reshaped row-major to ``(N, C, h, w)``.
 
+Quantized boundaries (the integer activations of int8 files, :mod:`onnxxai.graph.quantized`) are read
+as the deployed model reads them: ``A = scale · (q - zero_point)``, with the straight-through
+gradient of the converted integer ops taken with respect to ``A`` (``∂y/∂q / scale``).
+
 One forward and one backward per chunk: a new GraphModule over a copy of the converted graph
 returns the boundary activation next to the outputs, as a fresh autograd leaf (nothing upstream of
 the boundary records gradients). The user's Model is never modified. When the boundary's producer
@@ -25,9 +29,10 @@ from onnxxai.analyzers.batching import run_samples
 from onnxxai.analyzers.core import Analyzer
 from onnxxai.analyzers.function import ModelFunction, select
 from onnxxai.analyzers.target import TARGET_OPTIONS, Target, TargetOptions, split_options
-from onnxxai.errors import AnalyzerError, InputError
+from onnxxai.errors import AnalyzerError, BoundaryError, InputError
 from onnxxai.explanation import Explanation
 from onnxxai.graph import DataFlow, default_cut, token_grid
+from onnxxai.graph.quantized import Quantization
 from onnxxai.graph.surgery import autograd_leaf, capture, tensor_source
 from onnxxai.model import Model
 from onnxxai.proto.layout import image_layout
@@ -51,7 +56,7 @@ def capture_module(model: Model, boundary: str) -> torch.fx.GraphModule | None:
 class _SplitRunner:
     """Fallback: the features and head graphs converted separately (two forwards per chunk)."""
 
-    def __init__(self, model: Model, boundary: str, input_name: str, output_name: str) -> None:
+    def __init__(self, model: Model, boundary: str, input_name: str, output_name: str, quantized: bool) -> None:
         from onnxxai.graph import split
         from onnxxai.convert.pipeline import convert
 
@@ -62,14 +67,17 @@ class _SplitRunner:
         self.head_outputs = [o.name for o in head.graph.output]
         self.features = convert(features, f"{model.source} (features)")[2].to(model.device)
         self.head = convert(head, f"{model.source} (head)")[2].to(model.device)
-        self.boundary = boundary
+        self.boundary, self.quantized = boundary, quantized
 
     def __call__(self, feeds: Mapping[str, torch.Tensor], output_name: str) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             outs = self.features(*[feeds[n] for n in self.feature_inputs])
         outs = list(outs) if isinstance(outs, (tuple, list)) else [outs]
         values = {**feeds, **dict(zip(self.feature_outputs, outs))}
-        values[self.boundary] = act = autograd_leaf(values[self.boundary])
+        act = values[self.boundary]
+        if self.quantized and not act.is_floating_point():  # the integers, in a float container (as converted)
+            act = act.to(torch.float32)
+        values[self.boundary] = act = autograd_leaf(act)
         result = self.head(*[values[n] for n in self.head_inputs])
         result = list(result) if isinstance(result, (tuple, list)) else [result]
         return result[self.head_outputs.index(output_name)], act
@@ -89,6 +97,10 @@ class GradCAM(Analyzer):
     features and head graphs of :func:`onnxxai.graph.split` instead of the whole graph.
     ``input_name``, ``output_name`` and ``fixed_inputs`` (or ``target=Target(...)``) pick the input
     and output as for the gradient analyzers.
+
+    On int8 files a boundary may be a quantized activation (a QLinearConv's uint8 output, a MaxPool
+    of one): GradCAM uses its dequantized value ``scale · (q - zero_point)`` and the straight-through
+    gradient with respect to that value (``extras["quantization"]`` says how it was read).
     """
 
     heatmap = "cam"
@@ -111,9 +123,10 @@ class GradCAM(Analyzer):
             self.boundary = default_cut(flow, probe)
         else:
             self.boundary = flow.resolve(boundary)
+        self.quantization = _quantization(flow, self.boundary)
         self._capture = capture_module(model, self.boundary) if one_pass else None
         self._split = None if self._capture is not None else _SplitRunner(
-            model, self.boundary, self.function.input_name, self.function.output_name)
+            model, self.boundary, self.function.input_name, self.function.output_name, self.quantization is not None)
 
     def __repr__(self) -> str:
         return f"GradCAM(boundary={self.boundary!r})"
@@ -127,18 +140,30 @@ class GradCAM(Analyzer):
         outs = self._capture(*[feeds[s.name] for s in self.model.inputs])
         return outs[self.function.output_index], outs[-1]
 
+    def _leaf_check(self, act: torch.Tensor) -> None:
+        """AnalyzerError unless the captured boundary records gradients (a float tensor or container)."""
+        if not act.requires_grad:
+            raise AnalyzerError(
+                f"{self.model.source}: boundary {self.boundary!r} is kept as {act.dtype} in the converted graph (a "
+                "quantized tensor that leaves the graph or reaches an op that reads it as integers), so it carries "
+                "no gradient; pick the float or quantized tensor next to it (`onnxxai layers MODEL` lists the cuts)")
+
     def explain_rows(
         self, rows: torch.Tensor, sample_index: torch.Tensor, target: torch.Tensor | OutputSelector
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One forward and one backward over ``rows``: (upsampled map, low-res map, output, index)."""
         with torch.enable_grad():
             out, act = self._forward(rows, sample_index)
+            self._leaf_check(act)
             index = target if isinstance(target, torch.Tensor) else target(out.detach())
             if not out.requires_grad:
                 raise AnalyzerError(f"output {self.function.output_name!r} does not depend differentiably on the "
                                     f"boundary {self.boundary!r}")
             (grad,) = torch.autograd.grad(select(out, index).sum(), act)
-        cam = self._cam(act.detach(), grad, rows.shape)
+        act = act.detach()
+        if self.quantization is not None:
+            act, grad = _dequantize(act, grad, self.quantization)
+        cam = self._cam(act, grad, rows.shape)
         return self._upsample(cam, rows.shape), cam, out.detach(), index
 
     def _cam(self, act: torch.Tensor, grad: torch.Tensor, input_shape: torch.Size) -> torch.Tensor:
@@ -169,8 +194,38 @@ class GradCAM(Analyzer):
         return Explanation(
             val, input, out, idx, self.name, self.heatmap,
             {"boundary": self.boundary, "cam": cam, "input_name": self.function.input_name,
-             "output_name": self.function.output_name, "one_pass": self._split is None},
+             "output_name": self.function.output_name, "one_pass": self._split is None,
+             "quantization": None if self.quantization is None else str(self.quantization)},
         )
+
+
+def _quantization(flow: DataFlow, boundary: str) -> Quantization | None:
+    """How the boundary's integers read as float (None for a float boundary); BoundaryError for
+    integer data with no constant reading."""
+    if boundary not in flow.quantized:
+        return None
+    found = flow.quantized[boundary]
+    if found is None:
+        _, node = flow.producer[boundary]
+        raise BoundaryError(
+            f"{flow.label}: boundary {boundary!r} ({node.op_type} {node.name!r}) is integer data with no constant scale "
+            "and zero point (an integer accumulator, a run-time quantization): GradCAM cannot read it as an activation; "
+            "pick the float tensor computed from it or a quantized activation (`onnxxai layers MODEL` lists the cuts)")
+    return found
+
+
+def _dequantize(q: torch.Tensor, grad_q: torch.Tensor, quant: Quantization) -> tuple[torch.Tensor, torch.Tensor]:
+    """The dequantized activation ``scale · (q - zero_point)`` (float32, as DequantizeLinear computes it)
+    and the gradient with respect to it: the straight-through gradient is linear in ``q``, so
+    ``∂y/∂A = ∂y/∂q / scale``."""
+    dtype = torch.float64 if q.dtype == torch.float64 else torch.float32
+    shape = [1] * q.dim()
+    if quant.scale.size > 1:
+        shape[quant.axis % q.dim()] = quant.scale.size
+    scale = torch.as_tensor(quant.scale, device=q.device).to(dtype).reshape(shape if quant.scale.size > 1 else ())
+    zp = torch.as_tensor(quant.zero_point.astype("float64"), device=q.device).to(dtype)
+    zp = zp.reshape(shape if quant.zero_point.size > 1 else ())
+    return (q.to(dtype) - zp) * scale, grad_q.to(dtype) / scale
 
 
 def _channels_first(shape: torch.Size) -> bool:

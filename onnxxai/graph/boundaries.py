@@ -20,6 +20,11 @@ cut that is
 * for token sequences, one whose patch tokens influence the output (checked with onnxruntime by
   perturbing them): a ViT's final LayerNorm feeds only the class token to the head, so its patch
   tokens get a zero gradient; the default is then the input of the last encoder block.
+
+In int8 files the quantized activations are cuts too (:mod:`onnxxai.graph.quantized`), so the rule
+picks the counterpart of the float file's default: the dequantized output of the last pooling stage
+in a QDQ file, the uint8 tensor itself in a QOperator file, the float tensor in a dynamic one.
+Integer data with no constant scale and zero point (int32 accumulators) is never the default.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from onnxxai.graph.dataflow import DataFlow, graph_of, head_graph
 from onnxxai.parity import onnxruntime_session, run_onnxruntime
 from onnxxai.proto import limits
 from onnxxai.proto.layout import image_layout
+from onnxxai.proto.normalize import dotted_domains
 from onnxxai.proto.specs import dims_of, graph_input_specs, probe_feeds
 
 __all__ = [
@@ -48,7 +54,8 @@ __all__ = [
 MAX_PREFIX_TOKENS = 8
 _WEIGHTED_OPS = {
     "Conv", "ConvTranspose", "Gemm", "MatMul", "Einsum", "ConvInteger", "MatMulInteger", "QLinearConv",
-    "QLinearMatMul", "LSTM", "GRU", "RNN", "Attention", "MultiHeadAttention", "FusedMatMul",
+    "QLinearMatMul", "LSTM", "GRU", "RNN", "Attention", "MultiHeadAttention", "FusedMatMul", "FusedConv", "FusedGemm",
+    "QGemm", "QAttention", "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM",
 }
 
 
@@ -127,7 +134,7 @@ def _run_tensors(model: onnx.ModelProto, names: Iterable[str], feeds: Mapping[st
     for n in names:
         if n not in have:
             probe.graph.output.append(helper.make_tensor_value_info(n, types.get(n) or onnx.TensorProto.FLOAT, None))
-    values = run_onnxruntime(probe, feeds, outputs=names)
+    values = run_onnxruntime(dotted_domains(probe), feeds, outputs=names)
     return dict(zip(names, values))
 
 
@@ -178,7 +185,9 @@ def _candidates(flow: DataFlow, probe_inputs: Mapping[str, np.ndarray] | None) -
         kind = _kind(shapes[n], image_hw)
         note, is_default = "", False
         if kind != "other":
-            if flow.order[n] >= after_weights:
+            if n in flow.quantized and flow.quantized[n] is None:
+                note = "integer data with no constant scale and zero point to read it as float"
+            elif flow.order[n] >= after_weights:
                 note = "no layer with weights after it (a per-class map)"
             elif kind == "tokens" and not default_found and not _patches_matter(flow, n, values, feeds, image_hw):
                 note = "its patch tokens do not influence the output"
@@ -220,7 +229,7 @@ def _patches_matter(flow: DataFlow, name: str, values: Mapping[str, np.ndarray],
     moved = act.copy()
     scale = float(np.abs(act).max()) or 1.0
     moved[:, grid[0]:, :] += (rng.standard_normal(moved[:, grid[0]:, :].shape) * scale).astype(act.dtype)
-    session = onnxruntime_session(head)
+    session = onnxruntime_session(dotted_domains(head))
     out = [o.name for o in head.graph.output].index(flow.output_name)
     a = run_onnxruntime(session, head_feeds)[out]
     b = run_onnxruntime(session, {**head_feeds, name: moved})[out]

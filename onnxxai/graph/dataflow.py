@@ -3,7 +3,10 @@ the subgraphs on either side of a cut.
 
 A tensor is *on a path* when it depends on the analyzed input through float data: weights and
 constants do not depend on the input, and shape computations (``Shape``/``Size``, integer and
-boolean tensors) carry no gradient. The *cuts* are the path tensors every path from the input to
+boolean tensors) carry no gradient. The integer activations of int8 files are float data in
+disguise (:mod:`onnxxai.graph.quantized`): the output of a QuantizeLinear or QLinear op reads as
+``scale * (q - zero_point)`` and has a straight-through gradient, so it is on the path
+(``DataFlow.quantized`` holds its reading). The *cuts* are the path tensors every path from the input to
 the output passes through (the dominators of the output); :mod:`onnxxai.graph.boundaries` picks
 GradCAM boundaries among them and :mod:`onnxxai.graph.split` cuts the graph at one.
 """
@@ -19,6 +22,7 @@ import onnx
 from onnx import helper
 
 from onnxxai.errors import BoundaryError
+from onnxxai.graph.quantized import Quantization, quantized_outputs
 from onnxxai.proto.dtypes import FLOAT_TYPES
 from onnxxai.proto.normalize import normalize
 from onnxxai.proto.reading import read_model
@@ -41,8 +45,10 @@ def _value_infos(model: onnx.ModelProto) -> dict[str, onnx.ValueInfoProto]:
 class DataFlow:
     """The data-flow graph of one (normalized) ONNX model between one input and one output.
 
-    ``path`` holds the tensors that depend on the input through float data; ``preds`` maps each of
-    them to its path predecessors; ``cuts`` are the dominators of the output, input to output
+    ``preds`` maps each tensor that depends on the input through float data (quantized integer
+    activations included) to its path predecessors; ``quantized`` maps each integer tensor among
+    them to its float reading (:class:`~onnxxai.graph.quantized.Quantization`; None when it has no
+    constant scale and zero point); ``cuts`` are the dominators of the output, input to output
     (the input and the output themselves excluded).
     """
 
@@ -66,6 +72,9 @@ class DataFlow:
         self.order: dict[str, int] = {self.input_name: 0}
         self.preds: dict[str, list[str]] = {self.input_name: []}
         self.depends: set[str] = {self.input_name}  # any dependency on the input, shape paths included
+        self.quantized: dict[str, Quantization | None] = {}
+        constants: dict = {}
+        producers = {o: node for node in g.node for o in node.output if o}
         for node in g.node:
             ins = node_inputs(node)
             if any(i in self.depends for i in ins):
@@ -75,14 +84,16 @@ class DataFlow:
             path_ins = list(dict.fromkeys(i for i in ins if i in self.preds))
             if not path_ins:
                 continue
+            quantized = quantized_outputs(model, node, self.quantized, self.types, constants, producers)
+            self.quantized.update(quantized)
             for o in node.output:
-                if o and self._is_float(o):
+                if o and (self._is_float(o) or o in quantized):
                     self.order[o] = len(self.order)
                     self.preds[o] = path_ins
         if self.output_name not in self.preds:
             raise BoundaryError(
                 f"{label}: output {self.output_name!r} does not depend on input {self.input_name!r} through float "
-                "data (only through shapes, integer or boolean tensors): nothing to cut"
+                "data or quantized activations (only through shapes, integer or boolean tensors): nothing to cut"
             )
         self.idom = self._dominators()
         chain, t = [], self.idom[self.output_name]
@@ -183,8 +194,8 @@ class DataFlow:
         if name not in self.producer:
             raise BoundaryError(f"{where}: no tensor or single-output node of that name in the graph")
         if name not in self.preds:
-            raise BoundaryError(f"{where} does not depend on input {self.input_name!r} through float data "
-                                "(a constant, a shape or integer tensor)")
+            raise BoundaryError(f"{where} does not depend on input {self.input_name!r} through float data or "
+                                "quantized activations (a constant, a shape or integer tensor)")
         if name not in self.ancestors(self.output_name):
             raise BoundaryError(f"{where}: output {self.output_name!r} is not computed from it")
         if name not in self.cuts:

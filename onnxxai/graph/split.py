@@ -17,6 +17,7 @@ from onnxxai.errors import BoundaryError, ResourceLimitError
 from onnxxai.graph.boundaries import default_cut
 from onnxxai.graph.dataflow import DataFlow, features_graph, graph_of, head_graph
 from onnxxai.parity import ParityReport, compare_outputs, execution_provider, parity_tolerance, run_onnxruntime
+from onnxxai.proto.normalize import dotted_domains
 from onnxxai.proto.specs import graph_input_specs, probe_feeds
 
 __all__ = ["split", "verify_split"]
@@ -65,11 +66,11 @@ def verify_split(model: onnx.ModelProto, features: onnx.ModelProto, head: onnx.M
     feeds = probe_feeds(graph_input_specs(model), probe_inputs, batch=2, integers="zeros", label=label)
     names = [o.name for o in model.graph.output]
     try:
-        reference = dict(zip(names, run_onnxruntime(model, feeds)))
+        reference = dict(zip(names, run_onnxruntime(dotted_domains(model), feeds)))
         feats = dict(zip([o.name for o in features.graph.output],
-                         run_onnxruntime(features, {i.name: feeds[i.name] for i in features.graph.input})))
+                         run_onnxruntime(dotted_domains(features), {i.name: feeds[i.name] for i in features.graph.input})))
         head_feeds = {i.name: feats[i.name] if i.name in feats else feeds[i.name] for i in head.graph.input}
-        outs = run_onnxruntime(head, head_feeds)
+        outs = run_onnxruntime(dotted_domains(head), head_feeds)
     except ResourceLimitError:
         raise
     except Exception as exc:  # noqa: BLE001 - onnxruntime's own errors have no common base

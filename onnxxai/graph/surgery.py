@@ -61,8 +61,11 @@ def find_module(graph: torch.fx.Graph, module: str) -> torch.fx.Node | None:
 
 
 def autograd_leaf(x: torch.Tensor) -> torch.Tensor:
-    """``x`` as a fresh autograd leaf: gradients are read here and go no further upstream."""
-    return x.detach().requires_grad_(True)
+    """``x`` as a fresh autograd leaf: gradients are read here and go no further upstream. An
+    integer tensor (torch gives it no gradient) is returned detached, not requiring grad: the
+    caller sees ``requires_grad`` False and says why."""
+    x = x.detach()
+    return x.requires_grad_(True) if x.is_floating_point() or x.is_complex() else x
 
 
 def _output_node(graph: torch.fx.Graph) -> torch.fx.Node:

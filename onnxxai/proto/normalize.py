@@ -366,6 +366,23 @@ _ALIASED_DOMAINS = {"ai.onnx.ml": "ai_onnx_ml", "ai.onnx.preview": "ai_onnx_prev
                     "com.microsoft.nchwc": "com_microsoft_nchwc"}
 
 
+def dotted_domains(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with the domains :func:`alias_dotted_domains` renamed spelled as onnxruntime knows
+    them (a copy when any was renamed): pieces of a normalized graph (GradCAM's boundary probes,
+    split checks) run in onnxruntime."""
+    dotted = {v: k for k, v in _ALIASED_DOMAINS.items()}
+    if not any(n.domain in dotted for n in model.graph.node):
+        return model
+    copy = onnx.ModelProto()
+    copy.CopyFrom(model)
+    for node in copy.graph.node:
+        node.domain = dotted.get(node.domain, node.domain)
+    kept = [o for o in copy.opset_import if o.domain not in dotted]
+    del copy.opset_import[:]
+    copy.opset_import.extend(kept)
+    return copy
+
+
 def reshape_allowzero(model: onnx.ModelProto) -> int:
     """Set ``allowzero=0`` on Reshape nodes whose constant target shape has no zero (where the flag
     cannot matter); the dynamo exporter sets it everywhere and onnx2torch refuses it."""
