@@ -16,7 +16,8 @@ from onnxxai.analyzers.lrp.apply import rules_applied
 from onnxxai.analyzers.lrp.canonize import canonize as canonize_graph
 from onnxxai.analyzers.lrp.composites import Composite, EpsilonPlusFlat
 from onnxxai.analyzers.lrp.nodes import GraphNode, relevance_path
-from onnxxai.analyzers.lrp.ops import NON_RELU_ACTIVATIONS, PRODUCTS
+from onnxxai.analyzers.lrp.ops import DYNAMIC_QUANTIZED, NON_RELU_ACTIVATIONS, PRODUCTS, QUANTIZATION_OPS, QUANTIZED_ROLES
+from onnxxai.analyzers.lrp.quantized import unwrap
 from onnxxai.analyzers.lrp.rules import Rule
 from onnxxai.analyzers.target import TARGET_OPTIONS, Target, TargetOptions, split_options
 from onnxxai.errors import AnalyzerError
@@ -73,17 +74,36 @@ def _clip_min(node: GraphNode, onnx_model: onnx.ModelProto) -> float | None:
     return float("-inf")
 
 
-def check_nodes(nodes: list[GraphNode], rules: Mapping[str, Rule | None], onnx_model: onnx.ModelProto) -> list[NodeProblem]:
-    """Nodes on the relevance path that have no rule, are non-ReLU-like activations, or multiply
-    two activations."""
+def _integer_output(module: torch.fx.GraphModule | None, node: GraphNode) -> bool:
+    """Whether a quantized node's module returns its exact integer dtype (no gradient, so no relevance)."""
+    if module is None or (node.op_type not in QUANTIZED_ROLES and node.op_type not in QUANTIZATION_OPS):
+        return False
+    inner, _, _ = unwrap(getattr(module, node.module, None), ())
+    fake, target = getattr(inner, "fake", True), getattr(inner, "target", onnx.TensorProto.FLOAT)
+    return not fake and target != onnx.TensorProto.FLOAT
+
+
+def check_nodes(nodes: list[GraphNode], rules: Mapping[str, Rule | None], onnx_model: onnx.ModelProto,
+                module: torch.fx.GraphModule | None = None) -> list[NodeProblem]:
+    """Nodes on the relevance path that have no rule, are non-ReLU-like activations, multiply two
+    activations, or (in quantized files) are integer ops of dynamic quantization or return integer
+    tensors relevance cannot flow through. A quantized op is checked as the float op it stands for."""
     problems = []
     for node in nodes:
-        if node.op_type in NON_RELU_ACTIVATIONS and not (node.op_type == "Clip" and _clip_min(node, onnx_model) == 0.0):
+        op = node.role
+        if node.op_type in DYNAMIC_QUANTIZED:
+            problems.append(NodeProblem(node, "dynamic quantization (the activation's scale is computed from the activation "
+                                              "at run time): no fixed dequantized layer to apply an LRP rule to; explain "
+                                              "the float32 file or a static (QDQ / QOperator) int8 file"))
+        elif op in NON_RELU_ACTIVATIONS and not (op == "Clip" and _clip_min(node, onnx_model) == 0.0):
             problems.append(NodeProblem(node, "non-ReLU-like activation; LRP rules assume ReLU-like activations"))
-        elif node.op_type in PRODUCTS and node.activations > 1:
+        elif op in PRODUCTS and node.activations > 1:
             problems.append(NodeProblem(node, "multiplies two activations; no LRP rule conserves relevance through it"))
         elif rules.get(node.module) is None:
             problems.append(NodeProblem(node, "no rule for this op type in the composite"))
+        elif _integer_output(module, node):
+            problems.append(NodeProblem(node, "returns an exact integer tensor (it leaves the graph or reaches an op "
+                                              "that reads integers), which carries no relevance"))
     return problems
 
 
@@ -98,6 +118,13 @@ class LRP(Analyzer):
     ``extras["score"]``). One modified forward and backward per chunk of ``batch_size`` rows.
     ``input_name``, ``output_name`` and ``fixed_inputs`` (or ``target=Target(...)``) pick the input
     and output as for the gradient analyzers.
+
+    Quantized files (int8 QDQ, whose groups load as the integer ops onnxruntime runs, and QOperator
+    files): a QLinearConv / QLinearMatMul / QGemm takes the rule of Conv / MatMul / Gemm and applies it
+    to the float layer with the dequantized weights and bias on the dequantized input activation
+    (:mod:`onnxxai.analyzers.lrp.quantized`); QuantizeLinear / DequantizeLinear pass relevance
+    unchanged; QLinearAdd and the quantized poolings are proportional as their float ops. The forward
+    stays the file's exact integer computation.
     """
 
     heatmap = "attribution"
@@ -122,7 +149,7 @@ class LRP(Analyzer):
         input_index = [s.name for s in model.inputs].index(self.function.input_name)
         self.nodes = relevance_path(self.module, self.graph, input_index, self.function.output_index)
         assigned = composite.assign(self.nodes)
-        self.problems = check_nodes(self.nodes, assigned, self.graph)
+        self.problems = check_nodes(self.nodes, assigned, self.graph, self.module)
         if self.problems and not skip_checks:
             raise LRPModelError(model.source, self.problems)
         #: ONNX node name -> rule applied (None: plain gradient)

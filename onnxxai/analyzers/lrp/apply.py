@@ -16,11 +16,14 @@ import torch
 from torch.func import functional_call
 
 from onnxxai.analyzers.lrp.nodes import GraphNode
-from onnxxai.analyzers.lrp.ops import BIAS_OPS, ELEMENTWISE, PARAM_NAMES
+from onnxxai.analyzers.lrp.ops import BIAS_OPS, ELEMENTWISE, PARAM_NAMES, QUANTIZED_ROLES
+from onnxxai.analyzers.lrp.quantized import DequantizedCall, ViewGradient
 from onnxxai.analyzers.lrp.rules import BasicRule, Pass, ParamModifier, Rule
 from onnxxai.errors import AnalyzerError
 
 __all__ = ["rules_applied", "RuleModule"]
+
+_VIEW_GRADIENT = ViewGradient()
 
 
 class _Call:
@@ -36,6 +39,14 @@ class _Call:
             i: names.get(i, default) for i, a in enumerate(args)
             if i not in self.activations and isinstance(a, torch.Tensor) and a.is_floating_point()
         }
+
+    def view_inputs(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """The activation inputs as the rule sees them (a float node: as they are)."""
+        return list(inputs)
+
+    def exact(self, inputs: Sequence[torch.Tensor], z: torch.Tensor) -> torch.Tensor:
+        """The node's output (a float node: the unmodified term's output ``z`` itself)."""
+        return z
 
     def __call__(self, inputs: Sequence[torch.Tensor], modify: ParamModifier | None = None) -> torch.Tensor:
         args = list(self.args)
@@ -57,21 +68,22 @@ class _RuleFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rule: BasicRule, call: _Call, *inputs: torch.Tensor) -> torch.Tensor:
         ctx.rule, ctx.call, ctx.cache = rule, call, None
+        views = call.view_inputs(inputs)  # a quantized node's dequantized inputs, else the inputs
         if any(t.is_identity for t in rule.terms):
             # the unmodified term's graph is built now and reused in backward (saves one forward)
             with torch.enable_grad():
-                xs = [x.detach().requires_grad_() for x in inputs]
+                xs = [x.detach().requires_grad_() for x in views]
                 out = call(xs)
             ctx.cache = (xs, out)
-            output = out.detach()
+            z = out.detach()
         else:
-            output = call(inputs)
-        ctx.save_for_backward(*inputs, output)
-        return output
+            z = call(views)
+        ctx.save_for_backward(*views, z)
+        return call.exact(inputs, z)
 
     @staticmethod
     def backward(ctx, relevance: torch.Tensor):
-        *inputs, output = ctx.saved_tensors
+        *inputs, output = ctx.saved_tensors  # output: the unmodified term's (a quantized node's float pre-activation)
         rule: BasicRule = ctx.rule
         term_inputs, outputs = [], []
         with torch.enable_grad():
@@ -127,14 +139,17 @@ class RuleModule(torch.nn.Module):
         active = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.requires_grad]
         if not active or not torch.is_grad_enabled():
             return self.module(*args, **kwargs)
-        if isinstance(self.rule, Pass):
-            if len(active) == 1 and not kwargs:
+        quantized = self.node.op_type in QUANTIZED_ROLES
+        rule = self.rule
+        if isinstance(rule, Pass):
+            if self.node.role in ELEMENTWISE and len(active) == 1 and not kwargs:
                 i = active[0]
                 return _PassFunction.apply(self.module, args, i, args[i])
-            return self.module(*args, **kwargs)
-        call = _Call(self.module, self.node, args, kwargs, active)
-        out = _RuleFunction.apply(self.rule, call, *(args[i] for i in active))
-        return out
+            if not quantized:
+                return self.module(*args, **kwargs)
+            rule = _VIEW_GRADIENT  # a quantized op moving values: the gradient of its float view
+        call = (DequantizedCall if quantized else _Call)(self.module, self.node, args, kwargs, active)
+        return _RuleFunction.apply(rule, call, *(args[i] for i in active))
 
     def extra_repr(self) -> str:
         return f"node={self.node}, rule={self.rule!r}"
@@ -158,7 +173,7 @@ def rules_applied(module: torch.fx.GraphModule, assignments: Mapping[str, tuple[
         if entry is not None:
             rule, node = entry
             _check_rule(rule, node)
-            if not (isinstance(rule, Pass) and node.op_type not in ELEMENTWISE):
+            if not isinstance(rule, Pass) or node.role in ELEMENTWISE or node.op_type in QUANTIZED_ROLES:
                 child = RuleModule(child, rule, node)
         root.add_module(name, child)
     ruled = torch.fx.GraphModule(root, copy.deepcopy(module.graph), class_name="LRPGraphModule")

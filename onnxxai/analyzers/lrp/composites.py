@@ -17,7 +17,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from onnxxai.analyzers.lrp.nodes import GraphNode
-from onnxxai.analyzers.lrp.ops import ACTIVATIONS, CONV_OPS, DENSE_OPS, LINEAR_OPS, MOVE_OPS, PROPORTIONAL_OPS, SCALING_OPS
+from onnxxai.analyzers.lrp.ops import (
+    ACTIVATIONS, CONV_OPS, DENSE_OPS, LINEAR_OPS, MOVE_OPS, PROPORTIONAL_OPS, QUANTIZATION_OPS, SCALING_OPS,
+)
 from onnxxai.analyzers.lrp.rules import AlphaBeta, Epsilon, Flat, Gamma, Pass, Rule, ZBox, ZPlus
 
 __all__ = [
@@ -28,9 +30,10 @@ __all__ = [
 
 def base_rules(stabilizer: float = 1e-6) -> dict[str, Rule]:
     """Rules every preset shares (Zennit's ``layer_map_base``): Pass for activations, shape ops,
-    max pooling (winner takes all), an unfolded BatchNormalization and Mul/Div by a constant;
+    max pooling (winner takes all), an unfolded BatchNormalization, Mul/Div by a constant and
+    QuantizeLinear/DequantizeLinear (relevance is conserved across a requantization);
     proportional (Epsilon with ``stabilizer``) for Add/Sub/Sum, average pooling, means and resizing."""
-    rules: dict[str, Rule] = {op: Pass() for op in ACTIVATIONS + MOVE_OPS + SCALING_OPS}
+    rules: dict[str, Rule] = {op: Pass() for op in ACTIVATIONS + MOVE_OPS + SCALING_OPS + QUANTIZATION_OPS}
     rules.update({op: Epsilon(stabilizer) for op in PROPORTIONAL_OPS})
     return rules
 
@@ -69,9 +72,10 @@ class Composite:
         firsts: set[str] = set()
         for node in nodes:
             after = any(behind.get(p, False) for p in node.parents)
-            if node.op_type in ops and not after:
+            mine = node.op_type in ops or node.role in ops
+            if mine and not after:
                 firsts.add(node.module)
-            behind[node.module] = after or node.op_type in ops
+            behind[node.module] = after or mine
         return firsts
 
     def assign(self, nodes: Iterable[GraphNode]) -> dict[str, Rule | None]:
@@ -82,9 +86,9 @@ class Composite:
         for node in nodes:
             rule = self.nodes.get(node.name) or self.nodes.get(node.module)
             if rule is None and node.module in firsts:
-                rule = self.first_layer.get(node.op_type)
-            if rule is None:
-                rule = self.rules.get(node.op_type)
+                rule = self.first_layer.get(node.op_type) or self.first_layer.get(node.role)
+            if rule is None:  # a quantized op (QLinearConv) takes its own rule, else its float op's (Conv)
+                rule = self.rules.get(node.op_type) or self.rules.get(node.role)
             out[node.module] = rule
         return out
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 __all__ = [
     "CONV_OPS", "DENSE_OPS", "LINEAR_OPS", "FOLDABLE_OPS", "ACTIVATIONS", "SCALING_OPS", "MOVE_OPS",
     "PROPORTIONAL_OPS", "ELEMENTWISE", "NON_RELU_ACTIVATIONS", "PRODUCTS", "BIAS_OPS", "PARAM_NAMES",
-    "NO_RELEVANCE",
+    "NO_RELEVANCE", "QUANTIZATION_OPS", "QUANTIZED_ROLES", "DYNAMIC_QUANTIZED",
 ]
 
 #: convolutional layers (the composites' "conv" rule)
@@ -34,8 +34,25 @@ MOVE_OPS = (
 )
 #: ops that distribute relevance in proportion to their inputs' contributions (sums, means, resizing)
 PROPORTIONAL_OPS = ("Add", "Sub", "Sum", "AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum", "Resize", "Upsample")
+#: quantization and dequantization: for relevance an identity (relevance is conserved across a requantization)
+QUANTIZATION_OPS = ("QuantizeLinear", "DequantizeLinear")
 #: ops whose Pass rule is the identity backward (the other Pass ops keep their own gradient)
-ELEMENTWISE = frozenset(ACTIVATIONS + SCALING_OPS + ("Identity", "Dropout", "Cast"))
+ELEMENTWISE = frozenset(ACTIVATIONS + SCALING_OPS + QUANTIZATION_OPS + ("Identity", "Dropout", "Cast"))
+
+#: quantized integer ops (what onnxxai.proto.qdq fuses QDQ groups into, and QOperator files hold) -> the
+#: float op each is for relevance: the op on dequantized inputs with dequantized weights and bias
+#: (:mod:`onnxxai.analyzers.lrp.quantized`), given the rules of that op type
+QUANTIZED_ROLES = {
+    "QLinearConv": "Conv", "QLinearMatMul": "MatMul", "QGemm": "Gemm", "QLinearAdd": "Add", "QLinearMul": "Mul",
+    "QLinearAveragePool": "AveragePool", "QLinearGlobalAveragePool": "GlobalAveragePool", "QLinearConcat": "Concat",
+    "QLinearLeakyRelu": "LeakyRelu", "QLinearSigmoid": "Sigmoid", "QLinearSoftmax": "Softmax",
+}
+#: integer ops of dynamic quantization (the activation's scale is computed from the activation at run
+#: time, so the op has no fixed dequantized linear layer) and integer ops without an output scale
+DYNAMIC_QUANTIZED = frozenset({
+    "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "DynamicQuantizeLSTM", "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat", "QAttention", "DynamicQuantizeConv",
+})
 
 #: activations the model check reports (Clip counts as ReLU-like only with min 0, i.e. ReLU6)
 NON_RELU_ACTIVATIONS = frozenset({
