@@ -35,8 +35,8 @@ class DeploymentShift:
     ``reference_predictions`` per input; ``output_max_abs_difference`` per input (raw outputs);
     ``similarity[method][name]`` a :class:`MetricResult` per method and similarity (↑ better);
     ``most_moved[method]``: up to ``top`` (input index, Spearman) pairs, lowest Spearman first;
-    ``errors[method]``: why a method could not explain one of the two files (e.g. LRP has no rule for
-    a quantized op), that method then has no similarity.
+    ``errors[method]``: why a method could not explain one of the two files (e.g. LRP on a dynamically
+    quantized file), that method then has no similarity.
     """
 
     model: str

@@ -41,7 +41,8 @@ def base_rules(stabilizer: float = 1e-6) -> dict[str, Rule]:
 class Composite:
     """Rules by op type (``rules``), for the first layer (``first_layer``, by op type) and by node
     (``nodes``, ONNX node name or module name; these win). An op type missing from every map has
-    no rule: the model check reports it.
+    no rule: the model check reports it. A quantized op takes the rule of its own op type if given,
+    else that of the float op it stands for (QLinearConv: Conv's, QGemm: Gemm's; ``GraphNode.role``).
 
     ``Composite({**base_rules(), "Conv": Gamma(0.5), "Gemm": Epsilon(0.1)}, first_layer={"Conv": Flat()})``
     """
