@@ -300,14 +300,65 @@ def onnxruntime_failure_node(model: onnx.ModelProto, exc: BaseException, provide
     top-level node is given to onnxruntime alone, in graph order (its inputs typed by ONNX shape
     inference, the initializers it reads included), and the first one refused with the same source
     location is the answer; the search stops after :data:`LONE_NODE_SECONDS` or half the time budget left.
+
+    A node onnxruntime made while optimizing (a fused ``Conv`` named ``<tensor>_nchwc``) is traced
+    to the file's node of that op type making the tensor. A node that fails while running is
+    followed by the nodes its inputs come from (a shape it cannot take is often made upstream).
     """
     text = str(exc)
     found = _ORT_NODE.search(text)
-    named = [at for at in locate.graph_nodes(model.graph) if found and at.node.name == found.group(2)]
-    named = named or locate.nodes_named_in(model, text)
+    if found:
+        at = _ort_named(model, found.group(1), found.group(2))
+        if at is not None:
+            return at.label + _fed_by(model, at)
+    named = locate.nodes_named_in(model, text)
     if named:
         return named[0].label
     return _lone_node_refused(model, text, provider)
+
+
+def _ort_named(model: onnx.ModelProto, op: str, name: str) -> locate.NodeAt | None:
+    """The file's node behind onnxruntime's node ``name`` of type ``op``: the node of that name, else
+    (a node onnxruntime made, named after a tensor plus a suffix such as ``_nchwc``) the node of type
+    ``op`` making that tensor or, within three steps up its first inputs, the one feeding it."""
+    nodes = locate.graph_nodes(model.graph)
+    exact = [at for at in nodes if at.node.name == name]
+    if exact:
+        return exact[0]
+    top = [at for at in nodes if not at.scope]
+    makers = {out: at for at in top for out in at.node.output if out}
+    candidate = name
+    for _ in range(2):
+        if candidate in makers:
+            at = makers[candidate]
+            for _ in range(4):
+                if at.node.op_type == op:
+                    return at
+                first = next((i for i in at.node.input if i in makers), None)
+                if first is None:
+                    break
+                at = makers[first]
+            return makers[candidate]
+        if "_" not in candidate:
+            break
+        candidate = candidate.rsplit("_", 1)[0]
+    return None
+
+
+#: nodes that only make constants (weights stored as nodes): not where a wrong input comes from
+_CONSTANT_OPS = frozenset({"Constant", "ConstantOfShape"})
+
+
+def _fed_by(model: onnx.ModelProto, at: locate.NodeAt) -> str:
+    """`` (inputs from Op node 'a', ...)``: the nodes making ``at``'s inputs (not constants), at most three; "" for none."""
+    if at.scope:
+        return ""
+    makers = {out: n for n in model.graph.node if n.op_type not in _CONSTANT_OPS for out in n.output if out}
+    feeding = list(dict.fromkeys(locate.node_label(makers[i]) for i in at.node.input if i in makers))
+    if not feeding:
+        return ""
+    more = f" and {len(feeding) - 3} more" if len(feeding) > 3 else ""
+    return f" (inputs from {', '.join(feeding[:3])}{more})"
 
 
 def _lone_node_refused(model: onnx.ModelProto, text: str, provider: str | None) -> str:

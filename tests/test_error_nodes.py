@@ -136,3 +136,21 @@ def test_a_dropped_relu_is_the_first_diverging_node(monkeypatch) -> None:
     with pytest.warns(UserWarning, match="first diverging node: Relu node 'relu'"):
         loaded = onnxxai.load(model, strict=False)
     assert loaded.parity.diverging == "Relu node 'relu'" and not loaded.parity.ok
+
+
+def test_a_run_failure_names_the_file_s_node_and_where_its_input_comes_from(tmp_path) -> None:
+    """A strided first convolution leaves 2x2 for the second's 3x3 kernel. onnxruntime fails running the
+    second, under the name of the fused Conv+Relu it made on x86 ('y_nchwc', the tensor plus a suffix) or
+    under the file's own name: either way the error starts with the file's Conv node and what feeds it."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((16, 16, 3, 3)).astype(np.float32), "w2")]
+    model = _model([helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", strides=[8, 8]),
+                    helper.make_node("Relu", ["c1"], ["r1"], name="act1"),
+                    helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
+                    helper.make_node("Relu", ["c2"], ["y"], name="act2")], inits, shape=(1, 3, 16, 16), out=(1, 16, "h", "w"))
+    path = tmp_path / "strided.onnx"
+    onnx.save(model, str(path))
+    with pytest.raises(ModelFileError) as info:
+        onnxxai.load(path)
+    assert str(info.value).startswith(f"{path}: Conv node 'conv2' (inputs from Relu node 'act1'): onnxruntime cannot run")

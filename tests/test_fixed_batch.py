@@ -114,3 +114,21 @@ def test_cli_run_on_a_folder_with_a_fixed_batch_export(resnets, tmp_path, capsys
     assert all(s["parity"]["batch_mode"] == "relaxed" for s in summaries)
     for s in summaries:
         assert np.load(s["files"]["values"]).shape == (3, 64, 64)
+
+
+def test_a_declared_batch_of_zero_is_no_fixed_batch_and_ends_in_a_named_error(tmp_path) -> None:
+    """A first dimension of 0 holds no samples: chunking by it divided by zero (a ValueError from range())."""
+    from onnx import TensorProto, helper
+
+    from onnxxai.proto.batch import fixed_batch
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"], name="act")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [0, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [0, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert fixed_batch(model) is None
+    path = tmp_path / "empty_batch.onnx"
+    path.write_bytes(model.SerializeToString())
+    with pytest.raises(onnxxai.OnnxxaiError) as info:
+        onnxxai.load(path)
+    assert str(path) in str(info.value)

@@ -21,6 +21,7 @@ import torch
 
 from onnxxai.graph.surgery import module_nodes
 from onnxxai.parity import compare_outputs, run_onnxruntime
+from onnxxai.proto import limits
 from onnxxai.proto.locate import node_label
 
 __all__ = ["Divergence", "first_divergence", "failing_node"]
@@ -108,6 +109,8 @@ def first_divergence(original: onnx.ModelProto, graph: onnx.ModelProto, module: 
     names = list(dict.fromkeys(names))
     if not names:
         return None
+    # onnxruntime returns as many bytes again (a MemoryLimitError here is recorded by the caller)
+    limits.check_bytes(sum(torch_values[n].nbytes for n in names), "the intermediate tensors compared to find the first diverging node")
     probe = onnx.ModelProto()
     probe.CopyFrom(original)
     listed = {o.name for o in probe.graph.output}

@@ -40,6 +40,8 @@ def fixed_batch(model: onnx.ModelProto) -> int | None:
     if len(sizes) != 1:
         return None
     batch = sizes.pop()
+    if batch < 1:  # an empty first axis (dim 0) holds no samples: not a batch to run in chunks of
+        return None
     for value in model.graph.output:
         tensor_type = value.type.tensor_type
         if not tensor_type.HasField("shape"):
