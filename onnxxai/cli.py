@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import os
 import re
 import sys
 import time
@@ -928,5 +929,20 @@ def _internal_error(exc: BaseException, args: argparse.Namespace) -> int:
     return 3
 
 
+def console() -> None:
+    """The ``onnxxai`` command: :func:`main`, then exit with its status at once. Native work a time budget
+    abandoned (an onnxruntime session still optimizing a hostile graph) cannot be stopped; waiting for it
+    at interpreter exit could take as long as the hang the budget ended, and letting the interpreter
+    finalize under it aborts the process, so the command flushes its output and leaves without either."""
+    from onnxxai.proto.limits import wait_for_abandoned
+
+    code = main()
+    if not wait_for_abandoned(timeout=0.0):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -363,3 +363,33 @@ def test_cli_binary_csv_is_a_one_line_input_error(tmp_path: Path, capsys) -> Non
                    "--quiet"])
     err = capsys.readouterr().err.strip()
     assert status == 2 and len(err.splitlines()) == 1 and "not a UTF-8 CSV" in err
+
+
+def test_the_command_exits_at_once_when_native_work_was_abandoned(tmp_path):
+    """`onnxxai` (cli.console) leaves with main()'s status right after its one line even while a thread a
+    time budget abandoned is still busy: not waiting for it (a hang) and not aborting (status 134)."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "abandon.py"
+    script.write_text(
+        "import sys, time\n"
+        "from onnxxai import cli\n"
+        "from onnxxai.errors import OnnxxaiError\n"
+        "from onnxxai.proto import limits\n"
+        "def fake_main(argv=None):\n"
+        "    try:\n"
+        "        with limits.budget(timeout=0.5, stage='a stage'):\n"
+        "            limits.call_within_budget(lambda: time.sleep(60), 'native work')\n"
+        "    except OnnxxaiError as exc:\n"
+        "        print('onnxxai: error:', str(exc).splitlines()[0], file=sys.stderr)\n"
+        "        return 2\n"
+        "    return 0\n"
+        "cli.main = fake_main\n"
+        "cli.console()\n")
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert time.monotonic() - start < 30  # imports included; the abandoned work would take 60 s
+    assert done.stderr.count("\n") == 1 and "native work" in done.stderr
