@@ -228,3 +228,35 @@ def test_integer_cut_without_a_constant_reading(tmp_path):
     assert GradCAM(model, **options).boundary == "h"
     with pytest.raises(BoundaryError, match=r"'q'.*no constant scale and zero point"):
         GradCAM(model, "q", **options)
+
+
+def test_a_per_tensor_reading_stored_as_one_element_vectors(tmp_path):
+    """Scale and zero point stored with shape [1] (per tensor, as some exporters write them): GradCAM at the
+    QuantizeLinear output reads them as scalars (it raised numpy's TypeError describing the reading) and
+    gives the map of the DequantizeLinear output of the same activation."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((3, 64)).astype(np.float32), "fc"),
+             numpy_helper.from_array(np.array([0.05], np.float32), "s"),
+             numpy_helper.from_array(np.array([3], np.uint8), "zp")]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("QuantizeLinear", ["r", "s", "zp"], ["q"]),
+        helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["d"]),
+        helper.make_node("Flatten", ["d"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc"], ["y"], transB=1),
+    ]
+    proto = helper.make_model(helper.make_graph(
+        nodes, "vector_reading", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], inits), opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "vector_reading.onnx"
+    onnx.save(proto, path)
+    model = onnxxai.load(path)
+    x = rng.random((3, 1, 4, 4), np.float32)
+    q = onnxxai.analyze(x, GradCAM(model, "q"))
+    assert q.extras["quantization"].startswith("scale 0.05, zero point 3 (QuantizeLinear")
+    f = onnxxai.analyze(x, GradCAM(model, "d"), np.asarray(q.output_selection))
+    assert f.extras["quantization"] is None and np.asarray(f.extras["cam"]).max() > 0
+    np.testing.assert_allclose(np.asarray(q.extras["cam"]), np.asarray(f.extras["cam"]), rtol=1e-5,
+                               atol=1e-6 * float(np.asarray(f.extras["cam"]).max()))

@@ -62,8 +62,10 @@ class Quantization:
                 and bool(np.array_equal(self.scale, other.scale)) and bool(np.array_equal(self.zero_point, other.zero_point)))
 
     def __str__(self) -> str:
-        scale = f"{float(self.scale):.6g}" if self.scale.size == 1 else f"{self.scale.size} scales (axis {self.axis})"
-        zp = f"{int(self.zero_point)}" if self.zero_point.size == 1 else "per axis"
+        # a per-tensor reading may be stored as a one-element vector (shape [1]): read its one value
+        scale = (f"{float(self.scale.reshape(-1)[0]):.6g}" if self.scale.size == 1
+                 else f"{self.scale.size} scales (axis {self.axis})")
+        zp = f"{int(self.zero_point.reshape(-1)[0])}" if self.zero_point.size == 1 else "per axis"
         return f"scale {scale}, zero point {zp} ({self.op_type} {self.node!r})"
 
 
