@@ -30,6 +30,25 @@ class SmoothCNN(torch.nn.Module):
         return self.fc(h.flatten(1))
 
 
+class BiasFreeNet(torch.nn.Module):
+    """ReLU CNN without biases, with a residual Add, a Concat, max and average pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 6, 3, padding=1, bias=False)
+        self.conv2 = torch.nn.Conv2d(6, 6, 3, padding=1, bias=False)
+        self.conv3 = torch.nn.Conv2d(6, 4, 1, bias=False)
+        self.fc = torch.nn.Linear(10 * 2 * 2, 5, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv1(x))
+        h = torch.relu(self.conv2(h) + h)
+        h = torch.nn.functional.max_pool2d(h, 2)
+        h = torch.cat([h, torch.relu(self.conv3(h))], 1)
+        h = torch.nn.functional.avg_pool2d(h, 2)
+        return self.fc(h.flatten(1))
+
+
 class ReluCNN(torch.nn.Module):
     """Two ReLU convolutions (the second with stride 2) and a linear head: the small CNN the
     deployment tests quantize, cast to float16 and optimize with onnxruntime's own tools."""

@@ -32,6 +32,7 @@ from onnxxai.analyzers.lrp import (
     base_rules,
     fold_batchnorm,
 )
+from conftest import BiasFreeNet
 from onnxxai.testing import export
 
 import zennit
@@ -48,25 +49,6 @@ HIGH = torch.tensor([2.2, 2.4, 2.6]).view(1, 3, 1, 1)
 def rel_l2(a, b) -> float:
     a, b = torch.as_tensor(np.asarray(a)), torch.as_tensor(np.asarray(b))
     return float((a - b).norm() / b.norm())
-
-
-class BiasFreeNet(torch.nn.Module):
-    """ReLU CNN without biases, with a residual Add, a Concat, max and average pooling."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(3, 6, 3, padding=1, bias=False)
-        self.conv2 = torch.nn.Conv2d(6, 6, 3, padding=1, bias=False)
-        self.conv3 = torch.nn.Conv2d(6, 4, 1, bias=False)
-        self.fc = torch.nn.Linear(10 * 2 * 2, 5, bias=False)
-
-    def forward(self, x):
-        h = torch.relu(self.conv1(x))
-        h = torch.relu(self.conv2(h) + h)
-        h = torch.nn.functional.max_pool2d(h, 2)
-        h = torch.cat([h, torch.relu(self.conv3(h))], 1)
-        h = torch.nn.functional.avg_pool2d(h, 2)
-        return self.fc(h.flatten(1))
 
 
 class BiasedResNet(BiasFreeNet):

@@ -18,6 +18,7 @@ import onnxxai
 from onnxxai import metrics
 from onnxxai.analyzers.lrp import LRP, Composite, Epsilon, EpsilonPlusFlat, LRPModelError, base_rules
 from onnxxai.preprocess import image_spec, load_images
+from conftest import BiasFreeNet
 from onnxxai.testing import export, make_deployment_variant
 
 from zennit.attribution import Gradient as ZennitGradient  # noqa: E402
@@ -176,25 +177,6 @@ def test_int8_lrp_equals_zennit_on_the_dequantized_twin(lenet_files, lenet_qdq, 
 
 
 # -- conservation on a quantized residual CNN --------------------------------------------------------
-class BiasFreeNet(torch.nn.Module):
-    """ReLU CNN without biases, with a residual Add, a Concat, max and average pooling."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = torch.nn.Conv2d(3, 6, 3, padding=1, bias=False)
-        self.conv2 = torch.nn.Conv2d(6, 6, 3, padding=1, bias=False)
-        self.conv3 = torch.nn.Conv2d(6, 4, 1, bias=False)
-        self.fc = torch.nn.Linear(10 * 2 * 2, 5, bias=False)
-
-    def forward(self, x):
-        h = torch.relu(self.conv1(x))
-        h = torch.relu(self.conv2(h) + h)
-        h = torch.nn.functional.max_pool2d(h, 2)
-        h = torch.cat([h, torch.relu(self.conv3(h))], 1)
-        h = torch.nn.functional.avg_pool2d(h, 2)
-        return self.fc(h.flatten(1))
-
-
 @pytest.fixture(scope="module")
 def bias_free_files(tmp_path_factory):
     torch.manual_seed(0)
