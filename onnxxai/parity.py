@@ -17,6 +17,7 @@ import onnx
 import onnxruntime as ort
 from onnx import helper
 
+from onnxxai.errors import TimeLimitError
 from onnxxai.proto import limits, locate
 from onnxxai.proto.artifact import FLOAT_WIDTH, compute_float_types, graph_depth
 from onnxxai.proto.cpu import integer_isa
@@ -390,8 +391,9 @@ def _lone_node_refused(model: onnx.ModelProto, text: str, provider: str | None) 
         lone = helper.make_model(one, opset_imports=model.opset_import, ir_version=model.ir_version)
         lone.functions.extend(model.functions)
         try:
-            ort.InferenceSession(lone.SerializeToString(), sess_options=options,
-                                 providers=[provider or execution_provider()])
+            limits.onnxruntime_session(lone, options, [provider or execution_provider()])
+        except TimeLimitError:
+            break  # the search is a courtesy: the budget it runs under is spent
         except Exception as lone_exc:  # noqa: BLE001 - a refusal is the answer sought; its text is compared below
             if where.group(0) in str(lone_exc):
                 return locate.node_label(node, index)

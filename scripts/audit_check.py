@@ -161,18 +161,23 @@ def _peers_gradcam_deletion(x: np.ndarray, y: np.ndarray) -> dict:
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-    if not hasattr(np, "trapz"):  # Quantus 0.6 calls numpy's pre-2.0 name
-        np.trapz = np.trapezoid
     net = onnx2torch.convert(onnx.load(LENET)).eval()
     cam = GradCAM(model=net, target_layers=[dict(net.named_modules())["features/features/5/MaxPool"]])
     attributions = cam(input_tensor=torch.tensor(x), targets=[ClassifierOutputTarget(int(t)) for t in y])[:, None]
     random = np.random.RandomState(0).uniform(size=attributions.shape).astype(np.float32)
     flipping = quantus.PixelFlipping(features_in_step=28, perturb_baseline=0.0, return_auc_per_sample=True,
                                      disable_warnings=True, display_progressbar=False)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        auc = {k: float(np.mean(flipping(model=net, x_batch=x, y_batch=y, a_batch=a, device="cpu", softmax=True)))
-               for k, a in (("gradcam", attributions), ("random", random))}
+    patched = not hasattr(np, "trapz")
+    if patched:  # Quantus 0.6 calls numpy's pre-2.0 name; given for these two calls only
+        np.trapz = np.trapezoid
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            auc = {k: float(np.mean(flipping(model=net, x_batch=x, y_batch=y, a_batch=a, device="cpu", softmax=True)))
+                   for k, a in (("gradcam", attributions), ("random", random))}
+    finally:
+        if patched:
+            del np.trapz
     print(f"\npeers only (pytorch-grad-cam GradCAM on onnx2torch's module, Quantus PixelFlipping): deletion AUC "
           f"{auc['gradcam']:.3f} vs random {auc['random']:.3f}: ratio {auc['gradcam'] / auc['random']:.3f}")
     return {**auc, "ratio": auc["gradcam"] / auc["random"]}

@@ -226,7 +226,7 @@ def test_integer_cut_without_a_constant_reading(tmp_path):
     assert "q" in flow.quantized and flow.quantized["q"] is None
     options = {"input_name": "x", "fixed_inputs": {"s": scale}}
     assert GradCAM(model, **options).boundary == "h"
-    with pytest.raises(BoundaryError, match=r"'q'.*no constant scale and zero point"):
+    with pytest.raises(BoundaryError, match=r"'q'.*no constant per-tensor or per-axis scale and zero point"):
         GradCAM(model, "q", **options)
 
 
@@ -260,3 +260,32 @@ def test_a_per_tensor_reading_stored_as_one_element_vectors(tmp_path):
     assert f.extras["quantization"] is None and np.asarray(f.extras["cam"]).max() > 0
     np.testing.assert_allclose(np.asarray(q.extras["cam"]), np.asarray(f.extras["cam"]), rtol=1e-5,
                                atol=1e-6 * float(np.asarray(f.extras["cam"]).max()))
+
+
+def test_a_blocked_quantization_is_refused_by_name(tmp_path):
+    """QuantizeLinear-21 with block_size has a scale per block, no per-tensor or per-axis reading: naming its
+    output as the boundary is a BoundaryError (it was torch's RuntimeError reshaping the scale); the
+    default boundary is the float activation after it."""
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "w"),
+             numpy_helper.from_array(rng.standard_normal((3, 64)).astype(np.float32), "fc"),
+             numpy_helper.from_array(np.full((2, 1, 4, 2), 0.05, np.float32), "s"),
+             numpy_helper.from_array(np.zeros((2, 1, 4, 2), np.uint8), "zp")]
+    nodes = [
+        helper.make_node("Relu", ["x"], ["r"]),
+        helper.make_node("QuantizeLinear", ["r", "s", "zp"], ["q"], axis=3, block_size=2),
+        helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["d"], axis=3, block_size=2),
+        helper.make_node("Conv", ["d", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["h"]),
+        helper.make_node("Flatten", ["h"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc"], ["y"], transB=1),
+    ]
+    proto = helper.make_model(helper.make_graph(
+        nodes, "blocked", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 1, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3])], inits), opset_imports=[helper.make_opsetid("", 21)])
+    path = tmp_path / "blocked.onnx"
+    onnx.save(proto, path)
+    model = onnxxai.load(path)
+    assert GradCAM(model).boundary == "h"
+    with pytest.raises(BoundaryError, match=r"'q'.*blocked quantization"):
+        GradCAM(model, "q")

@@ -208,8 +208,8 @@ def _quantization(flow: DataFlow, boundary: str) -> Quantization | None:
     if found is None:
         _, node = flow.producer[boundary]
         raise BoundaryError(
-            f"{flow.label}: boundary {boundary!r} ({node.op_type} {node.name!r}) is integer data with no constant scale "
-            "and zero point (an integer accumulator, a run-time quantization): GradCAM cannot read it as an activation; "
+            f"{flow.label}: boundary {boundary!r} ({node.op_type} {node.name!r}) is integer data with no constant "
+            "per-tensor or per-axis scale and zero point (an integer accumulator, a run-time or blocked quantization): GradCAM cannot read it as an activation; "
             "pick the float tensor computed from it or a quantized activation (`onnxxai layers MODEL` lists the cuts)")
     return found
 

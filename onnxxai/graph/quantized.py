@@ -126,6 +126,8 @@ def quantized_outputs(model: onnx.ModelProto, node: onnx.NodeProto, path: dict[s
                 return {o: None for o in outputs[:1]}
         else:
             zp = np.zeros((), np.uint8)
+        if np.ndim(scale) > 1 or any(a.name == "block_size" and a.i for a in node.attribute):
+            return {o: None for o in outputs[:1]}  # blocked quantization: no per-tensor or per-axis reading
         axis = _axis(node) if key[1] == "QuantizeLinear" and scale.size > 1 else 1
         return {outputs[0]: Quantization(outputs[0], np.asarray(scale), np.asarray(zp), axis, node.name, node.op_type)}
     if key in INTEGER_PATH_OPS:
