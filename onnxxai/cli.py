@@ -12,6 +12,7 @@ import sys
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -263,6 +264,19 @@ def _load_for_methods(names: list[str], args: argparse.Namespace) -> tuple[dict[
     return chosen, refused
 
 
+def _attempt(fn: Callable[[], Any], name: str, several: bool, refused: dict[str, str], captured: "_Captured") -> Any:
+    """``fn()`` (building or running method ``name``) with third-party warnings captured; with ``several``
+    methods a refusal is recorded in ``refused`` and None returned, with one it is raised."""
+    try:
+        with captured():
+            return fn()
+    except OnnxxaiError as exc:
+        if not several:
+            raise
+        refused[name] = _one_line(exc)
+        return None
+
+
 def _build(names: list[str], models: dict[str, Any], options: MethodOptions, refused: dict[str, str],
            captured: "_Captured") -> dict[str, Any]:
     """Each method's analyzer; with several methods, one that refuses the model is recorded instead."""
@@ -270,13 +284,9 @@ def _build(names: list[str], models: dict[str, Any], options: MethodOptions, ref
     for name in names:
         if name not in models:
             continue
-        try:
-            with captured():
-                analyzers[name] = METHODS[name].build(models[name], options)
-        except OnnxxaiError as exc:
-            if len(names) == 1:
-                raise
-            refused[name] = _one_line(exc)
+        built = _attempt(lambda: METHODS[name].build(models[name], options), name, len(names) > 1, refused, captured)
+        if built is not None:
+            analyzers[name] = built
     if not analyzers:
         raise InputError("no method can explain this model: " + "; ".join(f"{n}: {r}" for n, r in refused.items()))
     return analyzers
@@ -370,13 +380,9 @@ def _run_images(args: argparse.Namespace, names: list[str], options: MethodOptio
             step = max(1, rows // per_input[name])  # images per call: the progress moves every chunk of samples
             for sub in range(0, len(paths), step):
                 t1 = time.perf_counter()
-                try:
-                    with captured():
-                        expl = analyze(x[sub : sub + step], analyzer, args.target)
-                except OnnxxaiError as exc:
-                    if len(names) == 1:
-                        raise
-                    refused[name] = _one_line(exc)
+                expl = _attempt(lambda: analyze(x[sub : sub + step], analyzer, args.target), name, len(names) > 1,
+                                refused, captured)
+                if expl is None:
                     del analyzers[name]
                     progress.advance((len(images) - start - sub) * per_input[name])
                     break
@@ -472,13 +478,8 @@ def _run_arrays(args: argparse.Namespace, names: list[str], options: MethodOptio
     for path, x in data.items():
         for name, analyzer in analyzers.items():
             t1 = time.perf_counter()
-            try:
-                with captured():
-                    expl = analyze(x, analyzer, args.target)
-            except OnnxxaiError as exc:
-                if len(names) == 1:
-                    raise
-                refused[name] = _one_line(exc)
+            expl = _attempt(lambda: analyze(x, analyzer, args.target), name, len(names) > 1, refused, captured)
+            if expl is None:
                 continue
             progress.advance(len(x) * per_input[name])
             val = np.asarray(expl.val)
@@ -565,13 +566,8 @@ def _run_text(args: argparse.Namespace, names: list[str], options: MethodOptions
     progress = _Progress(sum(METHODS[n].samples_per_input(options) for n in analyzers), "samples", args.quiet or args.json)
     summaries = []
     for name, analyzer in analyzers.items():
-        try:
-            with captured():
-                expl = analyze(ids, analyzer, args.target)
-        except OnnxxaiError as exc:
-            if len(names) == 1:
-                raise
-            refused[name] = _one_line(exc)
+        expl = _attempt(lambda: analyze(ids, analyzer, args.target), name, len(names) > 1, refused, captured)
+        if expl is None:
             continue
         progress.advance(METHODS[name].samples_per_input(options))
         per_token = np.asarray(expl.val, dtype=np.float64).reshape(-1)
