@@ -37,10 +37,15 @@ class Divergence:
     max_rel: float
     #: nodes whose outputs were compared (those before ``node`` agreed)
     compared: int
+    #: whether the file quantizes (Q/DQ or QLinear nodes): listing its intermediates as outputs stops
+    #: onnxruntime from fusing the groups they belong to, so its values there may differ from the shipped run's
+    quantized: bool = False
 
     def note(self) -> str:
+        caveat = ("; a quantized file: exposing intermediates changes which groups onnxruntime fuses, so treat the "
+                  "node as a hint" if self.quantized else "")
         return (f"output {self.tensor!r}: max_rel={self.max_rel:.3g} max_abs={self.max_abs:.3g}; "
-                f"{self.compared - 1} earlier node(s) agree")
+                f"{self.compared - 1} earlier node(s) agree{caveat}")
 
 
 class _Recorder(torch.fx.Interpreter):
@@ -125,5 +130,7 @@ def first_divergence(original: onnx.ModelProto, graph: onnx.ModelProto, module: 
         report = compare_outputs(outs, [reference[t] for t in outs], [torch_values[t] for t in outs], rtol=rtol, atol=atol)
         bad = next((o for o in report.outputs if not o.ok), None)
         if bad is not None:
-            return Divergence(node_label(node, index), bad.name, bad.max_abs, bad.max_rel, compared)
+            quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") or n.op_type.startswith("QLinear")
+                            or n.op_type in ("QGemm", "ConvInteger", "MatMulInteger") for n in original.graph.node)
+            return Divergence(node_label(node, index), bad.name, bad.max_abs, bad.max_rel, compared, quantized)
     return None
