@@ -289,3 +289,16 @@ def test_a_blocked_quantization_is_refused_by_name(tmp_path):
     assert GradCAM(model).boundary == "h"
     with pytest.raises(BoundaryError, match=r"'q'.*blocked quantization"):
         GradCAM(model, "q")
+
+
+def test_a_per_tensor_reading_is_the_same_whether_stored_as_scalar_or_vector():
+    """A Concat of two activations quantized with the same per-tensor scale, one stored as shape [] and one
+    as [1], keeps a reading (it was refused as 'mixed scales'); different values or axes still differ."""
+    from onnxxai.graph.quantized import Quantization
+
+    def q(scale, zp, axis=1):
+        return Quantization("t", np.asarray(scale, np.float32), np.asarray(zp, np.uint8), axis, "n", "QuantizeLinear")
+
+    assert q(0.05, 3).same_reading(q([0.05], [3]))
+    assert not q(0.05, 3).same_reading(q([0.06], [3]))
+    assert not q([0.05, 0.1], [0, 0], axis=1).same_reading(q([0.05, 0.1], [0, 0], axis=0))

@@ -56,7 +56,11 @@ class Quantization:
     op_type: str
 
     def same_reading(self, other: Quantization) -> bool:
-        """Whether ``other`` reads its integers with the same scale, zero point and axis."""
+        """Whether ``other`` reads its integers with the same scale, zero point and axis (a per-tensor value
+        stored as a scalar or as a one-element vector reads the same; the axis matters only per axis)."""
+        if self.scale.size == other.scale.size == 1 and self.zero_point.size == other.zero_point.size == 1:
+            return (bool(np.array_equal(self.scale.reshape(-1), other.scale.reshape(-1)))
+                    and bool(np.array_equal(self.zero_point.reshape(-1), other.zero_point.reshape(-1))))
         return (self.axis == other.axis and self.scale.shape == other.scale.shape
                 and self.zero_point.shape == other.zero_point.shape
                 and bool(np.array_equal(self.scale, other.scale)) and bool(np.array_equal(self.zero_point, other.zero_point)))
