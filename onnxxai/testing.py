@@ -11,7 +11,7 @@ package: it may import any onnxxai module, and no onnxxai module imports it.
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -26,7 +26,7 @@ from onnxxai.proto.dtypes import NUMPY_FLOAT_TYPES
 
 __all__ = [
     "FLOATS", "export", "graph_outputs", "is_float_case", "is_tensor_sequence", "run_case", "to_numpy", "to_torch",
-    "DEPLOYMENT_KINDS", "DeploymentReference", "VariantResult", "deployment_reference", "evaluate_variant",
+    "DEPLOYMENT_KINDS", "MAP_METHODS", "DeploymentReference", "VariantResult", "deployment_reference", "evaluate_variant",
     "make_deployment_variant", "quantization_input", "calibration_reader",
     "TRANSFORMERS_KINDS", "FirstOutput", "transformers_model", "export_transformers", "SIMPLIFIERS", "simplified",
     "balanced_held_out_digits", "WITHOUT_TORCH",
@@ -349,6 +349,46 @@ class DeploymentReference:
     input_times_gradient: np.ndarray
     integrated_gradients: np.ndarray
     ig_steps: int
+    #: :data:`MAP_METHODS` name -> the float32 model's flat map, or why the method refuses it
+    maps: dict[str, np.ndarray | str] = field(default_factory=dict)
+
+
+#: the model-specific methods the variants are also compared with: GradCAM at its default boundary and
+#: LRP with its default composite (information beside I×G and IG, not part of a variant's verdict)
+MAP_METHODS = ("gradcam", "lrp")
+
+
+def _refusal(exc: BaseException, source: str = "") -> str:
+    """A short reason for a table cell: the error class and the first words of its message (an
+    LRPModelError: how many nodes, their op types, and the first node's reason)."""
+    problems = getattr(exc, "problems", None)
+    if problems:
+        ops = ", ".join(dict.fromkeys(p.op_type for p in problems))
+        return f"{exc.__class__.__name__}: {len(problems)} node(s) ({ops[:60]}): {problems[0].reason[:60]}"
+    text = " ".join(str(exc).split())
+    if source and text.startswith(f"{source}: "):
+        text = text[len(source) + 2:]
+    return f"{exc.__class__.__name__}: {text[:90]}"
+
+
+def _maps(model: Any, feeds: dict[str, np.ndarray], input_name: str, selection: Any) -> dict[str, np.ndarray | str]:
+    """GradCAM (default boundary) and LRP (default composite) of ``model`` on ``feeds`` for ``selection``:
+    each method's flat map, or why it refuses (an onnxxai error is a documented refusal; any other
+    error is recorded with an ``error:`` prefix so the table shows it as a defect, not a refusal)."""
+    from onnxxai.analyzers import LRP, GradCAM
+    from onnxxai.errors import OnnxxaiError
+
+    maps: dict[str, np.ndarray | str] = {}
+    for name, analyzer in (("gradcam", GradCAM), ("lrp", LRP)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a method's advice is not the comparison's business
+                maps[name], _ = _attribution(model, analyzer, feeds, input_name, selection)
+        except OnnxxaiError as exc:
+            maps[name] = _refusal(exc, str(model.source))
+        except Exception as exc:  # noqa: BLE001 - recorded in the row as an error (not a documented refusal)
+            maps[name] = "error: " + _refusal(exc, str(model.source))
+    return maps
 
 
 def _attribution(model: Any, analyzer_type: Any, ref_feeds: dict[str, np.ndarray], input_name: str,
@@ -363,8 +403,9 @@ def _attribution(model: Any, analyzer_type: Any, ref_feeds: dict[str, np.ndarray
     return np.asarray(val, dtype=np.float64).ravel(), expl
 
 
-def deployment_reference(model: Any, *, seed: int = 0, ig_steps: int = 16) -> DeploymentReference:
-    """I×G and IG (``ig_steps`` steps) of the float32 ``model`` on a seeded probe of batch 1, for its top output."""
+def deployment_reference(model: Any, *, seed: int = 0, ig_steps: int = 16, maps: bool = True) -> DeploymentReference:
+    """I×G and IG (``ig_steps`` steps) of the float32 ``model`` on a seeded probe of batch 1, for its top
+    output, and (``maps``) its GradCAM and LRP maps or why they refuse (:data:`MAP_METHODS`)."""
     from onnxxai.analyzers import Gradient, InputTimesGradient, IntegratedGradients
     from onnxxai.proto.specs import probe_feeds
 
@@ -373,13 +414,16 @@ def deployment_reference(model: Any, *, seed: int = 0, ig_steps: int = 16) -> De
     ixg, expl = _attribution(model, InputTimesGradient, feeds, name, None)
     selection = np.asarray(expl.output_selection)
     ig, _ = _attribution(model, IntegratedGradients, feeds, name, selection, n=ig_steps)
-    return DeploymentReference(feeds, name, selection, ixg, ig, ig_steps)
+    return DeploymentReference(feeds, name, selection, ixg, ig, ig_steps, _maps(model, feeds, name, selection) if maps else {})
 
 
 @dataclass
 class VariantResult:
     """One deployment variant of one model: made? run by onnxruntime? loaded, parity, gradient check, and
-    the cosine of its I×G / IG with the float32 model's on the same probe and output."""
+    the cosine of its I×G / IG with the float32 model's on the same probe and output. ``cosine_gradcam``
+    and ``cosine_lrp`` compare GradCAM (default boundary) and LRP (default composite) the same way; where
+    either model's map is missing, ``gradcam_note`` / ``lrp_note`` say why ("float32 refused: ...",
+    "refused: ..." for the variant, "zero map ..."). These are information: :attr:`ok` ignores them."""
 
     model: str
     kind: str
@@ -396,6 +440,10 @@ class VariantResult:
     fd_rel_error: float = float("nan")
     cosine_ixg: float = float("nan")
     cosine_ig: float = float("nan")
+    cosine_gradcam: float = float("nan")
+    cosine_lrp: float = float("nan")
+    gradcam_note: str = ""
+    lrp_note: str = ""
     artifact: str = ""
     #: why a step failed (tool, onnxruntime, load, gradient check, attribution), or a warning raised
     cause: str = ""
@@ -412,6 +460,31 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b) / denominator if denominator > 0 else float("nan")
 
 
+def _compare_maps(result: VariantResult, model: Any, reference: DeploymentReference) -> None:
+    """Fill ``result``'s GradCAM and LRP cosines with the float32 model's, or the notes saying why not."""
+    todo = [m for m in MAP_METHODS if isinstance(reference.maps.get(m), np.ndarray)]
+    for method in MAP_METHODS:
+        if method not in reference.maps:
+            setattr(result, f"{method}_note", "not computed for float32")
+        elif method not in todo:
+            setattr(result, f"{method}_note", f"float32 refused: {reference.maps[method]}")
+    if not todo:
+        return
+    maps = _maps(model, reference.feeds, reference.input_name, reference.selection)
+    for method in todo:
+        ours, theirs = maps[method], reference.maps[method]
+        if isinstance(ours, str):
+            note = ours if ours.startswith("error: ") else f"refused: {ours}"
+        elif ours.shape != theirs.shape:
+            note = f"shapes differ: {ours.size} vs float32 {theirs.size} values"
+        elif not np.any(ours) or not np.any(theirs):
+            note = "zero map (" + ("variant" if not np.any(ours) else "float32") + ")"
+        else:
+            setattr(result, f"cosine_{method}", _cosine(ours, theirs))
+            continue
+        setattr(result, f"{method}_note", note)
+
+
 def _cause(exc: BaseException) -> str:
     return f"{exc.__class__.__name__}: {' '.join(str(exc).split())[:200]}"
 
@@ -419,7 +492,8 @@ def _cause(exc: BaseException) -> str:
 def evaluate_variant(path: Path, reference: DeploymentReference, *, model: str = "", kind: str = "") -> VariantResult:
     """Run ``path`` with onnxruntime, load it with ``onnxxai.load`` (no flags), run the gradient check
     (:func:`onnxxai.diagnostics.gradient_flow`) and compare its I×G and IG with ``reference`` (same probe,
-    same output). Failures are recorded in the result's ``cause``, not raised: the deployment table counts them."""
+    same output). Failures are recorded in the result's ``cause``, not raised: the deployment table counts them.
+    A variant that passes parity is also compared by GradCAM and LRP (:data:`MAP_METHODS`; refusals in the notes)."""
     import time
 
     import onnxruntime as ort
@@ -431,6 +505,7 @@ def evaluate_variant(path: Path, reference: DeploymentReference, *, model: str =
 
     start = time.perf_counter()
     result = VariantResult(model, kind, made=True)
+    loaded = None
     try:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         types = {i.name: np.float16 if i.type == "tensor(float16)" else None for i in session.get_inputs()}
@@ -466,6 +541,10 @@ def evaluate_variant(path: Path, reference: DeploymentReference, *, model: str =
         step = "onnxruntime" if not result.runs else "load" if not result.loads else "gradient/attribution"
         result.cause = f"{step}: {_cause(exc)}".replace(str(path), path.name)
     finally:
+        if loaded is not None and result.parity_ok:  # information beside the verdict: its own failures stay in its notes
+            _compare_maps(result, loaded, reference)
+            for method in MAP_METHODS:
+                setattr(result, f"{method}_note", getattr(result, f"{method}_note").replace(str(path), path.name))
         result.seconds = time.perf_counter() - start
     return result
 

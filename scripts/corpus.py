@@ -605,7 +605,8 @@ def deployment_rows(label: str, path: Path, kinds: tuple[str, ...] = DEPLOYMENT_
             result.seconds = time.perf_counter() - t  # making the variant included
             rows.append(result)
         row = rows[-1]
-        print(f"{label} | {kind} | {'ok' if row.ok else 'FAIL' if row.runs else 'apart'} | {row.seconds:.1f} s | {row.cause}",
+        print(f"{label} | {kind} | {'ok' if row.ok else 'FAIL' if row.runs else 'apart'} | {row.seconds:.1f} s | {row.cause} | "
+              f"GradCAM {_map_cell(row.cosine_gradcam, row.gradcam_note)} | LRP {_map_cell(row.cosine_lrp, row.lrp_note)}",
               file=sys.stderr, flush=True)
     return rows
 
@@ -614,11 +615,18 @@ def _number(value: float) -> str:
     return "-" if value != value else f"{value:.3f}"
 
 
+def _map_cell(value: float, note: str) -> str:
+    """A GradCAM / LRP cosine, or why there is none (a refusal, a zero map)."""
+    return _number(value) if value == value else f"- ({note[:150]})" if note else "-"
+
+
 def deployment_table(rows: list[VariantResult]) -> str:
-    """The markdown table of the variants onnxruntime runs, totals, then the variants listed apart."""
+    """The markdown table of the variants onnxruntime runs, totals, then the variants listed apart.
+    The GradCAM and LRP columns are information: the totals' verdict is parity + gradient check."""
     counted = [r for r in rows if r.runs]
-    lines = ["| variant | model | converts | parity max rel (tolerance rule) | gradient check | cos I×G | cos IG | artifact |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| variant | model | converts | parity max rel (tolerance rule) | gradient check | cos I×G | cos IG "
+             "| cos GradCAM | cos LRP | artifact |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in counted:
         loads = "yes" if r.loads else f"no: {r.cause.removeprefix('load: ')[:160]}"
         parity = "-" if not r.loads else (f"{'ok' if r.parity_ok else 'FAIL'} {r.max_rel:.1e} "
@@ -631,12 +639,15 @@ def deployment_table(rows: list[VariantResult]) -> str:
             gradient = "FAIL: " + r.cause.removeprefix("gradient check: ").removeprefix("gradient FAILED ")[:300]
         else:
             gradient = f"ok (finite-difference rel err {r.fd_rel_error:.1e})"
-        cells = (r.kind, r.model, loads, parity, gradient, _number(r.cosine_ixg), _number(r.cosine_ig), r.artifact)
+        cells = (r.kind, r.model, loads, parity, gradient, _number(r.cosine_ixg), _number(r.cosine_ig),
+                 _map_cell(r.cosine_gradcam, r.gradcam_note), _map_cell(r.cosine_lrp, r.lrp_note), r.artifact)
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
     n = len(counted)
     converts, parity, ok = sum(r.loads for r in counted), sum(r.parity_ok for r in counted), sum(r.ok for r in counted)
     lines.append(f"| **total** | | **{converts} of {n} convert** | **{parity} of {n} load with no flags (parity passes)** | "
-                 f"**{ok} of {n} also pass the gradient check** | | | |")
+                 f"**{ok} of {n} also pass the gradient check** | | | "
+                 f"**{sum(r.cosine_gradcam == r.cosine_gradcam for r in counted)} of {parity} compared** | "
+                 f"**{sum(r.cosine_lrp == r.cosine_lrp for r in counted)} of {parity} compared** | |")
     apart = [r for r in rows if not r.runs]
     if apart:
         lines += ["", "Listed apart, not counted (the tool or onnxruntime itself fails):", "",

@@ -4,13 +4,14 @@ explain like the float32 model (cosine of Input×Gradient and IG with the float3
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 import onnxxai
 from onnxxai.proto.specs import probe_feeds
 from conftest import ReluCNN
-from onnxxai.testing import DEPLOYMENT_KINDS, deployment_reference, evaluate_variant, export, make_deployment_variant
+from onnxxai.testing import DEPLOYMENT_KINDS, MAP_METHODS, deployment_reference, evaluate_variant, export, make_deployment_variant
 
 import onnxruntime.quantization  # noqa: F401 - the variants are made with its tools
 import onnxconverter_common.float16  # noqa: F401
@@ -81,3 +82,53 @@ def test_int8_embedding_is_tapped_at_its_dequantized_lookup(tokens, kind):
     result = evaluate_variant(variant, reference, model="tokens", kind=kind)
     assert result.ok, (result.cause, result.gradient)
     assert f"at {tensor}" in result.gradient and result.cosine_ig >= 0.9, result
+    # GradCAM and LRP take float inputs only: the float32 model's refusal is the note, the verdict stands
+    for note in (result.gradcam_note, result.lrp_note):
+        assert note.startswith("float32 refused: InputError: the model has no float input"), note
+
+
+@pytest.fixture(scope="module")
+def lenet(tmp_path_factory):
+    from pathlib import Path
+
+    folder = tmp_path_factory.mktemp("deployment_lenet")
+    path = Path(__file__).parent.parent / "models" / "lenet5_mnist.onnx"
+    model = onnxxai.load(path)
+    reference = deployment_reference(model, ig_steps=8)
+    calibration = [reference.feeds] + [probe_feeds(model.inputs, seed=100 + i, batch=1) for i in range(3)]
+    return path, folder, calibration, reference
+
+
+def _cosine(a, b):
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))
+
+
+def test_gradcam_and_lrp_of_int8_lenet_follow_float32(lenet):
+    """The GradCAM (default boundary) and LRP (default composite) cosines of LeNet's int8 QDQ file with
+    its float32 file are those of the two maps computed here with the public analyzers, and high."""
+    from onnxxai.analyzers import LRP, GradCAM, analyze
+
+    path, folder, calibration, reference = lenet
+    assert set(reference.maps) == set(MAP_METHODS) and all(isinstance(m, np.ndarray) for m in reference.maps.values())
+    variant = make_deployment_variant(path, "int8 QDQ", folder, calibration)
+    result = evaluate_variant(variant, reference, model="lenet", kind="int8 QDQ")
+    assert result.ok and not result.gradcam_note and not result.lrp_note, result
+    x, selection = reference.feeds[reference.input_name], reference.selection
+    float32, int8 = onnxxai.load(path), onnxxai.load(variant)
+    for method, analyzer, value in (("gradcam", GradCAM, result.cosine_gradcam), ("lrp", LRP, result.cosine_lrp)):
+        ours, theirs = (analyze(x, analyzer(m), selection).val for m in (int8, float32))
+        assert value == pytest.approx(_cosine(ours, theirs), abs=1e-6), method
+        assert value > 0.95, (method, value)
+
+
+def test_lrp_refusal_on_dynamic_int8_is_a_note_not_a_failure(lenet):
+    """LRP refuses dynamic int8 files (activation scales computed at run time): the note names the
+    refusal and its ops, GradCAM still compares, and the variant's verdict is unchanged."""
+    path, folder, calibration, reference = lenet
+    result = evaluate_variant(make_deployment_variant(path, "int8 dynamic", folder, calibration), reference,
+                              model="lenet", kind="int8 dynamic")
+    assert result.ok, (result.cause, result.gradient)
+    assert result.cosine_gradcam > 0.95 and not result.gradcam_note, result
+    assert np.isnan(result.cosine_lrp) and result.lrp_note.startswith("refused: LRPModelError"), result.lrp_note
+    assert "DynamicQuantizeLinear" in result.lrp_note and str(folder) not in result.lrp_note
