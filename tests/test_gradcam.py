@@ -288,3 +288,25 @@ def test_channels_last_input_multi_output_producer_and_shape_side_inputs(tmp_pat
     features, head, name = graph.split(path, half)  # the head needs the mask and the input's batch size
     sides = [o.name for o in features.graph.output]
     assert sides[0] == name and len(sides) == 3 and [i.name for i in head.graph.input] == sides
+
+
+def test_gradcam_reads_onnxruntime_blocked_nchwc_tensors_in_channel_order(tmp_path):
+    """onnxruntime's ALL level keeps a Conv+Relu output in NCHWc memory order ([N][C/B][H][W][B]) under its
+    (N, C, H, W) shape; GradCAM there equals GradCAM at the float32 file's Relu output (read as NCHW it mixed
+    channels and positions: cosine 0.34, silently)."""
+    from onnxxai.convert.contrib_fused import blocked_tensors
+    from onnxxai.testing import make_deployment_variant
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(16, 24, 3, padding=1),
+                              torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(24, 5)).eval()
+    x = torch.rand(2, 3, 16, 16)
+    path = export(net, x, tmp_path / "cnn.onnx")
+    optimized = onnxxai.load(make_deployment_variant(path, "onnxruntime ALL", tmp_path, []))
+    first = next(n for n in optimized.onnx_model.graph.node if n.op_type == "Conv")
+    if "nchwc" not in first.domain:
+        pytest.skip("onnxruntime writes no NCHWc nodes on this CPU")
+    assert first.output[0] in blocked_tensors(optimized.onnx_model)  # the fused Conv+Relu's blocked output
+    want = onnxxai.analyze(x.numpy(), GradCAM(onnxxai.load(path), "/1/Relu_output_0"), [1, 2]).val
+    got = onnxxai.analyze(x.numpy(), GradCAM(optimized, first.output[0]), [1, 2]).val
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-7)

@@ -29,6 +29,7 @@ from onnxxai.analyzers.batching import run_samples
 from onnxxai.analyzers.core import Analyzer
 from onnxxai.analyzers.function import ModelFunction, select
 from onnxxai.analyzers.target import TARGET_OPTIONS, Target, TargetOptions, split_options
+from onnxxai.convert.contrib_fused import blocked_tensors, nchwc_block_size, unblock
 from onnxxai.errors import AnalyzerError, BoundaryError, InputError
 from onnxxai.explanation import Explanation
 from onnxxai.graph import DataFlow, default_cut, token_grid
@@ -124,6 +125,9 @@ class GradCAM(Analyzer):
         else:
             self.boundary = flow.resolve(boundary)
         self.quantization = _quantization(flow, self.boundary)
+        #: onnxruntime's NCHWc block size when the boundary is a blocked tensor of an ORT_ENABLE_ALL file (its
+        #: (N, C, H, W) numbers are in [N][C/B][H][W][B] order: read as they are, channels and positions mix)
+        self.block = nchwc_block_size() if self.boundary in blocked_tensors(model.onnx_model) else None
         self._capture = capture_module(model, self.boundary) if one_pass else None
         self._split = None if self._capture is not None else _SplitRunner(
             model, self.boundary, self.function.input_name, self.function.output_name, self.quantization is not None)
@@ -161,6 +165,8 @@ class GradCAM(Analyzer):
                                     f"boundary {self.boundary!r}")
             (grad,) = torch.autograd.grad(select(out, index).sum(), act)
         act = act.detach()
+        if self.block is not None:  # a permutation of the elements: the gradient moves with them
+            act, grad = unblock(act, self.block), unblock(grad, self.block)
         if self.quantization is not None:
             act, grad = _dequantize(act, grad, self.quantization)
         cam = self._cam(act, grad, rows.shape)

@@ -45,7 +45,7 @@ from onnxxai.proto import limits
 MS_DOMAIN = "com_microsoft"
 NCHWC_DOMAIN = "com_microsoft_nchwc"
 
-__all__ = ["MS_DOMAIN", "NCHWC_DOMAIN", "activation", "nchwc_block_size", "block", "unblock", "FusedConv", "FusedGemm",
+__all__ = ["MS_DOMAIN", "NCHWC_DOMAIN", "activation", "nchwc_block_size", "block", "unblock", "blocked_tensors", "FusedConv", "FusedGemm",
            "FusedMatMul", "NchwcConv", "MatMulNBits", "dequantize_nbits", "FastGelu", "BiasAdd"]
 
 
@@ -371,6 +371,21 @@ def unblock(x: torch.Tensor, size: int) -> torch.Tensor:
         raise ConversionError(f"an NCHWc tensor of {c} channels is not blocked by onnxruntime's block size {size} on this CPU "
                               "(the file was optimized on another kind of CPU)")
     return x.reshape(n, c // size, *spatial, size).movedim(-1, 2).reshape(n, c, *spatial)
+
+
+def blocked_tensors(model: onnx.ModelProto) -> set[str]:
+    """The tensors of ``model``'s main graph the converted graph holds in NCHWc memory order: outputs of
+    com.microsoft.nchwc nodes other than ReorderOutput, and of the plain element-wise nodes onnxruntime
+    leaves between them (an Add of two blocked tensors is blocked). Read as NCHW they mix channels and
+    positions; :func:`unblock` puts them back."""
+    blocked: set[str] = set()
+    for node in model.graph.node:
+        if node.domain in (NCHWC_DOMAIN, "com.microsoft.nchwc"):
+            if node.op_type != "ReorderOutput":
+                blocked.update(o for o in node.output if o)
+        elif node.domain in ("", "ai.onnx") and any(i in blocked for i in node.input):
+            blocked.update(o for o in node.output if o)
+    return blocked
 
 
 class Blocked(torch.nn.Module):
