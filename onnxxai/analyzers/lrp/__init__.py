@@ -3,7 +3,9 @@
 One idea per file: ``rules`` (how relevance crosses one node), ``composites`` (which rule each node
 gets, by ONNX op type or node name), ``canonize`` (ONNX rewrites before conversion: BatchNorm
 folding), ``nodes`` (module -> ONNX node, relevance path), ``apply`` (rules applied to a copy of
-the graph inside a ``with`` block), ``analyzer`` (the ``LRP`` analyzer and its model check).
+the graph inside a ``with`` block), ``analyzer`` (the ``LRP`` analyzer and its model check),
+``quantized`` (integer ops as their float ops on dequantized values), ``fused`` (onnxruntime's fused
+layers as the float layer followed by its activation).
 """
 
 from onnxxai.analyzers.lrp.analyzer import LRP, LRPModelError, NodeProblem

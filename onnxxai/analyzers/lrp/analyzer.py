@@ -15,6 +15,7 @@ from onnxxai.analyzers.function import ModelFunction, select
 from onnxxai.analyzers.lrp.apply import rules_applied
 from onnxxai.analyzers.lrp.canonize import canonize as canonize_graph
 from onnxxai.analyzers.lrp.composites import Composite, EpsilonPlusFlat
+from onnxxai.analyzers.lrp.fused import fused_activation_problem, fused_residual_problem, is_fused
 from onnxxai.analyzers.lrp.nodes import GraphNode, relevance_path
 from onnxxai.analyzers.lrp.ops import DYNAMIC_QUANTIZED, NON_RELU_ACTIVATIONS, PRODUCTS, QUANTIZATION_OPS, QUANTIZED_ROLES
 from onnxxai.analyzers.lrp.quantized import unwrap
@@ -87,11 +88,14 @@ def check_nodes(nodes: list[GraphNode], rules: Mapping[str, Rule | None], onnx_m
                 module: torch.fx.GraphModule | None = None) -> list[NodeProblem]:
     """Nodes on the relevance path that have no rule, are non-ReLU-like activations, multiply two
     activations, or (in quantized files) are integer ops of dynamic quantization or return integer
-    tensors relevance cannot flow through. A quantized op is checked as the float op it stands for."""
+    tensors relevance cannot flow through. A quantized op is checked as the float op it stands for, a fused
+    layer (FusedConv, FusedGemm, com.microsoft.nchwc Conv) as that layer and its fused activation."""
     problems = []
     for node in nodes:
         op = node.role
-        if node.op_type in DYNAMIC_QUANTIZED:
+        if is_fused(node) and (why := fused_activation_problem(node) or fused_residual_problem(node)):
+            problems.append(NodeProblem(node, why))
+        elif node.op_type in DYNAMIC_QUANTIZED:
             problems.append(NodeProblem(node, "dynamic quantization (the activation's scale is computed from the activation "
                                               "at run time): no fixed dequantized layer to apply an LRP rule to; explain "
                                               "the float32 file or a static (QDQ / QOperator) int8 file"))
@@ -125,6 +129,11 @@ class LRP(Analyzer):
     (:mod:`onnxxai.analyzers.lrp.quantized`); QuantizeLinear / DequantizeLinear pass relevance
     unchanged; QLinearAdd and the quantized poolings are proportional as their float ops. The forward
     stays the file's exact integer computation.
+
+    onnxruntime-optimized files: a FusedConv / FusedGemm (EXTENDED level) or com.microsoft.nchwc Conv (ALL
+    level) takes the rule of Conv / Gemm on its linear part, and its fused activation passes relevance as
+    the float file's Relu node does (:mod:`onnxxai.analyzers.lrp.fused`); the NCHWc reorders and pools
+    move relevance as their float counterparts on the blocked tensors.
     """
 
     heatmap = "attribution"

@@ -16,6 +16,7 @@ import torch
 from torch.func import functional_call
 
 from onnxxai.analyzers.lrp.nodes import GraphNode
+from onnxxai.analyzers.lrp.fused import FusedCall, is_fused
 from onnxxai.analyzers.lrp.ops import BIAS_OPS, ELEMENTWISE, PARAM_NAMES, QUANTIZED_ROLES
 from onnxxai.analyzers.lrp.quantized import DequantizedCall, ViewGradient
 from onnxxai.analyzers.lrp.rules import BasicRule, Pass, ParamModifier, Rule
@@ -140,15 +141,20 @@ class RuleModule(torch.nn.Module):
         if not active or not torch.is_grad_enabled():
             return self.module(*args, **kwargs)
         quantized = self.node.op_type in QUANTIZED_ROLES
+        fused = is_fused(self.node)
         rule = self.rule
         if isinstance(rule, Pass):
             if self.node.role in ELEMENTWISE and len(active) == 1 and not kwargs:
                 i = active[0]
                 return _PassFunction.apply(self.module, args, i, args[i])
-            if not quantized:
+            if not quantized and not fused:
                 return self.module(*args, **kwargs)
-            rule = _VIEW_GRADIENT  # a quantized op moving values: the gradient of its float view
-        call = (DequantizedCall if quantized else _Call)(self.module, self.node, args, kwargs, active)
+            # a quantized op moving values, or a fused layer (its linear part's gradient; the activation passes)
+            rule = _VIEW_GRADIENT
+        if fused:
+            call = FusedCall(self.module, self.node, args, kwargs, active, rule)
+        else:
+            call = (DequantizedCall if quantized else _Call)(self.module, self.node, args, kwargs, active)
         return _RuleFunction.apply(rule, call, *(args[i] for i in active))
 
     def extra_repr(self) -> str:
@@ -173,7 +179,7 @@ def rules_applied(module: torch.fx.GraphModule, assignments: Mapping[str, tuple[
         if entry is not None:
             rule, node = entry
             _check_rule(rule, node)
-            if not isinstance(rule, Pass) or node.role in ELEMENTWISE or node.op_type in QUANTIZED_ROLES:
+            if not isinstance(rule, Pass) or node.role in ELEMENTWISE or node.op_type in QUANTIZED_ROLES or is_fused(node):
                 child = RuleModule(child, rule, node)
         root.add_module(name, child)
     ruled = torch.fx.GraphModule(root, copy.deepcopy(module.graph), class_name="LRPGraphModule")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import onnx
 import torch
 
-from onnxxai.analyzers.lrp.ops import NO_RELEVANCE, QUANTIZED_ROLES
+from onnxxai.analyzers.lrp.ops import FUSED_ROLES, NO_RELEVANCE, QUANTIZED_ROLES
 from onnxxai.graph.surgery import module_nodes
 from onnxxai.proto.dtypes import FLOAT_TYPES
 
@@ -39,8 +39,9 @@ class GraphNode:
     @property
     def role(self) -> str:
         """The op type whose rules the node takes: its own, or for a quantized integer op the float op
-        it computes on dequantized values (QLinearConv -> Conv, QGemm -> Gemm, ...)."""
-        return QUANTIZED_ROLES.get(self.op_type, self.op_type)
+        it computes on dequantized values (QLinearConv -> Conv, QGemm -> Gemm, ...), for a fused layer the float
+        layer before its activation (FusedConv and com.microsoft.nchwc Conv -> Conv, FusedGemm -> Gemm)."""
+        return FUSED_ROLES.get((self.domain, self.op_type)) or QUANTIZED_ROLES.get(self.op_type, self.op_type)
 
     def __str__(self) -> str:
         return f"{self.name!r} ({self.op_type})"

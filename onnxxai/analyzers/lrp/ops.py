@@ -7,7 +7,7 @@ from __future__ import annotations
 __all__ = [
     "CONV_OPS", "DENSE_OPS", "LINEAR_OPS", "FOLDABLE_OPS", "ACTIVATIONS", "SCALING_OPS", "MOVE_OPS",
     "PROPORTIONAL_OPS", "ELEMENTWISE", "NON_RELU_ACTIVATIONS", "PRODUCTS", "BIAS_OPS", "PARAM_NAMES",
-    "NO_RELEVANCE", "QUANTIZATION_OPS", "QUANTIZED_ROLES", "DYNAMIC_QUANTIZED",
+    "NO_RELEVANCE", "QUANTIZATION_OPS", "QUANTIZED_ROLES", "DYNAMIC_QUANTIZED", "FUSED_ROLES", "NCHWC_MOVES",
 ]
 
 #: convolutional layers (the composites' "conv" rule)
@@ -26,12 +26,15 @@ ACTIVATIONS = (
 )
 #: element-wise affine maps by constants (an unfolded BatchNormalization, Mul/Div by a constant, Neg)
 SCALING_OPS = ("BatchNormalization", "Mul", "Div", "Neg")
+#: com.microsoft.nchwc ops that only move values between NCHW and the blocked NCHWc order (a permutation,
+#: plus the block's zero padding added or dropped): relevance moves as their gradient moves it
+NCHWC_MOVES = ("ReorderInput", "ReorderOutput")
 #: ops that move, copy or pick values (shape ops, max pooling: winner takes all)
 MOVE_OPS = (
     "Identity", "Dropout", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Split",
     "Slice", "Gather", "Pad", "DepthToSpace", "SpaceToDepth", "Expand", "Tile", "Cast",
     "MaxPool", "GlobalMaxPool", "ReduceMax",
-)
+) + NCHWC_MOVES
 #: ops that distribute relevance in proportion to their inputs' contributions (sums, means, resizing)
 PROPORTIONAL_OPS = ("Add", "Sub", "Sum", "AveragePool", "GlobalAveragePool", "ReduceMean", "ReduceSum", "Resize", "Upsample")
 #: quantization and dequantization: for relevance an identity (relevance is conserved across a requantization)
@@ -46,6 +49,16 @@ QUANTIZED_ROLES = {
     "QLinearConv": "Conv", "QLinearMatMul": "MatMul", "QGemm": "Gemm", "QLinearAdd": "Add", "QLinearMul": "Mul",
     "QLinearAveragePool": "AveragePool", "QLinearGlobalAveragePool": "GlobalAveragePool", "QLinearConcat": "Concat",
     "QLinearLeakyRelu": "LeakyRelu", "QLinearSigmoid": "Sigmoid", "QLinearSoftmax": "Softmax",
+}
+#: onnxruntime's fused layers, by (domain, op type; normalization writes com.microsoft as com_microsoft) -> the
+#: float op each is for relevance: its linear part, then its fused activation passing relevance as the float
+#: file's Relu node does (:mod:`onnxxai.analyzers.lrp.fused`)
+FUSED_ROLES = {
+    (domain, op): role
+    for op, role, domains in (("FusedConv", "Conv", ("com.microsoft", "com_microsoft")),
+                              ("FusedGemm", "Gemm", ("com.microsoft", "com_microsoft")),
+                              ("Conv", "Conv", ("com.microsoft.nchwc", "com_microsoft_nchwc")))
+    for domain in domains
 }
 #: integer ops of dynamic quantization (the activation's scale is computed from the activation at run
 #: time, so the op has no fixed dequantized linear layer) and integer ops without an output scale
