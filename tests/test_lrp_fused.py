@@ -96,3 +96,27 @@ def test_flat_on_a_blocked_nchwc_input_is_refused(cnn_path, tmp_path):
     x = np.zeros((1, 3, 10, 10), np.float32)
     with pytest.raises(AnalyzerError, match="padding channels"):
         lrp(x, 0)
+
+
+class Residual(torch.nn.Module):
+    """relu(conv2(y) + y) after y = relu(conv1(x)): at the ALL level the Add becomes the nchwc Conv's Sum input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.head = torch.nn.Linear(16 * 8 * 8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.c1(x))
+        return self.head(torch.relu(self.c2(y) + y).flatten(1))
+
+
+def test_fused_residual_carrying_relevance_is_refused(tmp_path):
+    torch.manual_seed(0)
+    path = export(Residual(), torch.zeros(1, 3, 8, 8), tmp_path / "res.onnx")
+    variant = onnxxai.load(make_deployment_variant(path, "onnxruntime ALL", tmp_path, []))
+    summed = [n.name for n in variant.onnx_model.graph.node if n.op_type == "Conv" and len(n.input) == 4 and n.input[3]]
+    assert summed  # the residual Add fused into the Conv
+    with pytest.raises(LRPModelError, match="fused residual input") as caught:
+        LRP(variant)
+    assert [p.name for p in caught.value.problems] == summed

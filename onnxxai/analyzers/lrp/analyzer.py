@@ -91,9 +91,12 @@ def check_nodes(nodes: list[GraphNode], rules: Mapping[str, Rule | None], onnx_m
     tensors relevance cannot flow through. A quantized op is checked as the float op it stands for, a fused
     layer (FusedConv, FusedGemm, com.microsoft.nchwc Conv) as that layer and its fused activation."""
     problems = []
+    constants = {t.name for t in onnx_model.graph.initializer}
+    carrying = {i.name for i in onnx_model.graph.input if i.name not in constants}
+    carrying.update(o for node in nodes for o in node.proto.output if o)
     for node in nodes:
         op = node.role
-        if is_fused(node) and (why := fused_activation_problem(node) or fused_residual_problem(node)):
+        if is_fused(node) and (why := fused_activation_problem(node) or fused_residual_problem(node, carrying)):
             problems.append(NodeProblem(node, why))
         elif node.op_type in DYNAMIC_QUANTIZED:
             problems.append(NodeProblem(node, "dynamic quantization (the activation's scale is computed from the activation "

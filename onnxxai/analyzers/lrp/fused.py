@@ -82,13 +82,15 @@ def fused_activation_problem(node: GraphNode) -> str | None:
             "(explain the float32 file, which has the same refusal at its own activation node)")
 
 
-def fused_residual_problem(node: GraphNode) -> str | None:
-    """Why LRP refuses a fused layer whose residual input carries relevance (None when it does not)."""
-    if node.activations <= 1:
+def fused_residual_problem(node: GraphNode, carrying: set[str]) -> str | None:
+    """Why LRP refuses a fused layer whose residual input (FusedConv's Z, the nchwc Conv's Sum: input 3) is one
+    of the tensors that carry relevance (``carrying``); None when it has none or it is a constant. The
+    activation count cannot tell: the residual is often the Conv's own input tensor."""
+    proto = node.proto
+    if len(proto.input) < 4 or proto.input[3] not in carrying:
         return None
     return ("a fused residual input (FusedConv's Z / nchwc Conv's Sum) carries relevance: the float file splits it at "
-            "the Add by the Add's rule before the Conv's rule, which one fused rule cannot do; explain the float32 file "
-            "or an onnxruntime BASIC-level file")
+            "the Add by the Add's rule before the Conv's rule, which one fused rule cannot do; explain the float32 file")
 
 
 class FusedCall:
