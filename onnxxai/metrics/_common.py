@@ -74,7 +74,7 @@ class Scorer:
         #: the largest score there is: 1.0 for probabilities (softmax, or a file whose outputs already are
         #: probabilities, detected by ``"auto"``), None when unbounded (logits, regression outputs)
         self.score_bound: float | None = 1.0 if self.scores == "softmax" or (
-            scores == "auto" and self.scores == "raw" and self._probabilities(clean_output)) else None
+            scores == "auto" and self._probabilities(clean_output)) else None
 
     @staticmethod
     def _resolve(scores: str, clean_output: Any) -> str:
