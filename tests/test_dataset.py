@@ -76,6 +76,19 @@ def test_results_do_not_depend_on_the_shard_size(local_run, digits, tmp_path):
     assert all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def test_black_box_methods_run_in_a_dataset_run(digits, tmp_path):
+    """Occlusion's rows equal analyze on the same inputs: the worker dispatches black-box analyzers."""
+    import onnxxai
+    from onnxxai.methods import MethodOptions, method
+
+    run = explain_dataset(digits[:4], LENET, ("occlusion",), out=tmp_path / "occ", shard_size=2)
+    got = attributions(run.table(), "occlusion")
+    expected = onnxxai.analyze(digits[:4], method("occlusion").build(onnxxai.load(LENET), MethodOptions()))
+    assert np.abs(expected.val).max() > 0
+    for i in range(4):
+        np.testing.assert_allclose(got[str(i)], expected.val[i], rtol=1e-5, atol=1e-7)
+
+
 def test_an_interrupted_run_resumes_to_the_same_results(local_run, digits, tmp_path):
     """A real kill (SIGKILL) after the first shard is written; the restart skips it."""
     _, table = local_run

@@ -73,7 +73,7 @@ class ShardExplainer:
         """The table of shard ``shard``: one row per input and method (see the module docstring)."""
         import pyarrow as pa
 
-        from onnxxai.analyzers import analyze
+        from onnxxai.dispatch import analyze
         from onnxxai.methods import MethodOptions, method
 
         batch = self.inputs(ids, x)
