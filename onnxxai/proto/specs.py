@@ -103,6 +103,24 @@ def graph_input_specs(model: onnx.ModelProto) -> list[TensorSpec]:
     return [replace(s, probe=first.get(s.name)) for s in specs]
 
 
+def _constant_dims(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
+    """The dims of every initializer and Constant ``value`` of the main graph, by tensor name."""
+    dims = {t.name: tuple(t.dims) for t in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            dims[node.output[0]] = tuple(node.attribute[0].t.dims)
+    return dims
+
+
+def _readers(model: onnx.ModelProto) -> dict[str, list[tuple[onnx.NodeProto, int]]]:
+    """Tensor name -> the (node, input position) pairs of the main graph that read it."""
+    readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+    for node in model.graph.node:
+        for position, name in enumerate(node.input):
+            readers.setdefault(name, []).append((node, position))
+    return readers
+
+
 #: ops that pass an integer tensor's values on unchanged (first input only)
 _VALUE_PRESERVING = {"Cast", "Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Expand", "Transpose", "Slice"}
 #: (domain, op) -> {index input position: table input position} of the lookups whose table bounds the index
@@ -114,14 +132,7 @@ def index_bounds(model: onnx.ModelProto) -> dict[str, int]:
     or Constant, the token ids and segment ids of com.microsoft ``EmbedLayerNormalization``), possibly
     through casts and reshapes: the smallest table's number of rows along the gathered axis. Probe
     inputs stay below it, so a BERT export's two-row token-type table gets 0s and 1s."""
-    tables = {t.name: tuple(t.dims) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            tables[node.output[0]] = tuple(node.attribute[0].t.dims)
-    readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
-    for node in model.graph.node:
-        for position, name in enumerate(node.input):
-            readers.setdefault(name, []).append((node, position))
+    tables, readers = _constant_dims(model), _readers(model)
     bounds: dict[str, int] = {}
     for value in model.graph.input:
         if value.name in tables or value.type.tensor_type.elem_type not in _INTEGER_TYPES:
@@ -268,14 +279,7 @@ def axis_sizes(model: onnx.ModelProto, specs: Iterable[TensorSpec] | None = None
     """For each graph input, what the first convolution or pool it reaches through layout-keeping ops
     (casts, elementwise arithmetic with constants, normalizations) says about its axes: axis 1 must
     equal the weight's input channels x group, axes 2.. slide a kernel with a stride."""
-    consts: dict[str, tuple[int, ...]] = {t.name: tuple(t.dims) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            consts[node.output[0]] = tuple(node.attribute[0].t.dims)
-    readers: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
-    for node in model.graph.node:
-        for position, name in enumerate(node.input):
-            readers.setdefault(name, []).append((node, position))
+    consts, readers = _constant_dims(model), _readers(model)
     names = [s.name for s in specs] if specs is not None else [v.name for v in model.graph.input if v.name not in consts]
     found: dict[str, dict[int, _Axis]] = {}
     for name in names:
@@ -312,8 +316,10 @@ def probe_candidates(model: onnx.ModelProto, specs: Iterable[TensorSpec], batch:
     last when shorter). Candidates over :data:`PROBE_MAX_ELEMENTS` elements are left out; at most
     ``tries`` (default :data:`PROBE_MAX_TRIES`) shapes after the first."""
     specs = tuple(specs)
-    known = axis_sizes(model, specs)
-    free = [DEFAULT_DIM, *probe_sizes(model)]
+    # both walk the graph (probe_sizes decodes every constant): only when a dynamic non-batch axis needs them
+    dynamic = any(axis and not (isinstance(d, int) and d > 0) for s in specs for axis, d in enumerate(s.shape))
+    known = axis_sizes(model, specs) if dynamic else {}
+    free = [DEFAULT_DIM, *probe_sizes(model)] if dynamic else []
     lists: dict[tuple[str, int], list[int]] = {}
     for spec in specs:
         for axis, dim in enumerate(spec.shape):
