@@ -975,12 +975,8 @@ class DynamicQuantizeLSTM(StraightThrough):
 
     def forward(self, *inputs: torch.Tensor | None):
         lstm = self.lstm
-        if lstm.input_slots is not None:
-            full: list[torch.Tensor | None] = [None] * (max(lstm.input_slots) + 1)
-            for slot, value in zip(lstm.input_slots, inputs):
-                full[slot] = value
-            inputs = tuple(full)
-        inputs = tuple(inputs) + (None,) * (12 - len(inputs))
+        inputs = lstm._slotted(inputs)
+        inputs = inputs + (None,) * (12 - len(inputs))
         X, W, R, B, sequence_lens, initial_h, initial_c, P, w_scale, w_zp, r_scale, r_zp = inputs[:12]
         x = X.transpose(0, 1) if lstm.layout else X
         n_dirs, hidden = W.shape[0], R.shape[1]
@@ -1009,15 +1005,7 @@ class DynamicQuantizeLSTM(StraightThrough):
             gates = xw[:, s] + self._product(h, R, rz, rs, r_float, chunk=self.chunk)
             if bias is not None:
                 gates = gates + bias[:, None, :]
-            gi, go, gf, gc = gates.chunk(4, -1)
-            if p_i is not None:
-                gi, gf = gi + p_i * c, gf + p_f * c
-            i = lstm._act(0, gi)
-            f = 1 - i if lstm.input_forget else lstm._act(0, gf)
-            c = f * c + i * lstm._act(1, gc)
-            if p_o is not None:
-                go = go + p_o * c
-            return [lstm._act(0, go) * lstm._act(2, c, clip=False), c]
+            return lstm._cell(gates, c, p_i, p_o, p_f)
 
         states = [lstm._states(x, initial_h, n_dirs, hidden), lstm._states(x, initial_c, n_dirs, hidden)]
         return lstm._outputs(lstm._run(x, sequence_lens, states, step))

@@ -78,12 +78,17 @@ class _OnnxRecurrent(torch.nn.Module):
     def forward(self, *inputs: torch.Tensor | None, **named: torch.Tensor | None):
         """The ONNX inputs in order (None for omitted ones, or by name), or only the present ones when
         ``input_slots`` says where they go; returns Y alone or (Y, Y_h[, Y_c]) as the node uses them."""
-        if self.input_slots is not None:
-            full: list[torch.Tensor | None] = [None] * (max(self.input_slots) + 1)
-            for slot, value in zip(self.input_slots, inputs):
-                full[slot] = value
-            inputs = tuple(full)
-        return self._outputs(self.compute(*inputs, **named))
+        return self._outputs(self.compute(*self._slotted(inputs), **named))
+
+    def _slotted(self, inputs: tuple) -> tuple:
+        """``inputs`` at their ONNX positions (None for omitted ones) when ``input_slots`` says where
+        the present ones go; else as given."""
+        if self.input_slots is None:
+            return tuple(inputs)
+        full: list[torch.Tensor | None] = [None] * (max(self.input_slots) + 1)
+        for slot, value in zip(self.input_slots, inputs):
+            full[slot] = value
+        return tuple(full)
 
     def extra_repr(self) -> str:
         return f"direction={self.direction!r}, layout={self.layout}, clip={self.clip}, activations={self.activations}"
@@ -224,18 +229,24 @@ class OnnxLSTM(_OnnxRecurrent):
 
         def step(s: int, states: list[torch.Tensor]) -> list[torch.Tensor]:
             h, c = states
-            gi, go, gf, gc = torch.baddbmm(xw[:, s], h, rt).chunk(4, -1)
-            if p_i is not None:
-                gi, gf = gi + p_i * c, gf + p_f * c
-            i = self._act(0, gi)
-            f = 1 - i if self.input_forget else self._act(0, gf)
-            c = f * c + i * self._act(1, gc)
-            if p_o is not None:
-                go = go + p_o * c
-            return [self._act(0, go) * self._act(2, c, clip=False), c]  # h(C_t) is not clipped
+            return self._cell(torch.baddbmm(xw[:, s], h, rt), c, p_i, p_o, p_f)
 
         states = [self._states(x, initial_h, n_dirs, hidden), self._states(x, initial_c, n_dirs, hidden)]
         return self._run(x, sequence_lens, states, step)
+
+    def _cell(self, gates: torch.Tensor, c: torch.Tensor, p_i: torch.Tensor | None, p_o: torch.Tensor | None,
+              p_f: torch.Tensor | None) -> list[torch.Tensor]:
+        """[h, c] of one step from the summed gate pre-activations (i, o, f, c) and the previous cell
+        state, with the peepholes when given (all three or none)."""
+        gi, go, gf, gc = gates.chunk(4, -1)
+        if p_i is not None:
+            gi, gf = gi + p_i * c, gf + p_f * c
+        i = self._act(0, gi)
+        f = 1 - i if self.input_forget else self._act(0, gf)
+        c = f * c + i * self._act(1, gc)
+        if p_o is not None:
+            go = go + p_o * c
+        return [self._act(0, go) * self._act(2, c, clip=False), c]  # h(C_t) is not clipped
 
 
 _DEFAULT_ACTIVATIONS = {"RNN": ["Tanh"], "GRU": ["Sigmoid", "Tanh"], "LSTM": ["Sigmoid", "Tanh", "Tanh"],
