@@ -9,7 +9,6 @@ same report.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import importlib.metadata
 import platform
 import time
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from onnxxai import metrics as mx
+from onnxxai.dataset.core import sha256_of
 from onnxxai.diagnostics import gradient_flow
 from onnxxai.dispatch import analyze
 from onnxxai.errors import ConversionError, InputError, OnnxxaiError, ParityError, UnsupportedOpError
@@ -142,14 +142,6 @@ def read_inputs(paths: Sequence[str | Path], model: Any, *, layout: str = "auto"
     ispec = image_spec(spec, layout=layout, size=size, scale=scale, mean=mean, std=std)
     x = load_images(images, ispec, spec.dtype)
     return AuditInputs(x, [p.name for p in images], "image", None, ispec.layout, ispec.describe())
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_model(path: str | Path, methods: Sequence[str], device: str = "cpu") -> Model | RuntimeModel:

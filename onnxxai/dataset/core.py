@@ -55,7 +55,8 @@ class DatasetRun:
         return read_results(self.out)
 
 
-def _sha256(path: str) -> str:
+def sha256_of(path: str | os.PathLike) -> str:
+    """SHA-256 hex digest of the file at ``path``, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -72,7 +73,7 @@ def plan_shards(ids: Sequence[str], shard_size: int) -> list[list[str]]:
 
 def _manifest(config: RunConfig, source: Source, shard_size: int, model_path: str) -> dict:
     settings = {k: v for k, v in asdict(config).items() if k not in ("png_dir", "source_root", "device")}
-    manifest = {"model_sha256": _sha256(model_path), "inputs": len(source.ids), "shard_size": shard_size,
+    manifest = {"model_sha256": sha256_of(model_path), "inputs": len(source.ids), "shard_size": shard_size,
                 "ids_sha256": hashlib.sha256("\n".join(source.ids).encode()).hexdigest(), **settings}
     return json.loads(json.dumps(manifest))  # as it reads back from run.json (tuples become lists)
 
