@@ -192,3 +192,19 @@ def test_audit_missing_inputs_is_a_user_error(tmp_path, capsys):
     assert main(["audit", str(LENET), str(tmp_path / "none.png"), "--methods", "gradient", "--metrics", "deletion",
                  "--out", str(tmp_path), "--quiet"]) == 2
     assert "none.png: no such file or directory" in capsys.readouterr().err
+
+
+def test_metric_csv_reads_back_with_any_input_name():
+    """Input names with commas or quotes stay one field (csv.reader gets the names and values back)."""
+    import csv
+    import io
+
+    from onnxxai.audit.render import metric_tables
+
+    names = ["a.png", "b, c.png", 'q"x.png']
+    report = {"inputs": [{"name": n} for n in names],
+              "results": [{"name": "deletion_auc", "method": "gradient", "per_sample": [0.1, None, 1 / 3]}],
+              "random": [{"name": "deletion_auc", "per_sample": [1e-20, 2.0, 0.5]}]}
+    rows = list(csv.reader(io.StringIO(metric_tables(report)["deletion_auc"])))
+    assert rows == [["input", "name", "gradient", "random"], ["0", "a.png", "0.1", "1e-20"], ["1", "b, c.png", "", "2.0"],
+                    ["2", 'q"x.png', repr(1 / 3), "0.5"]]

@@ -6,10 +6,10 @@ seed), a CSV per metric (one row per input, one column per method) and the envir
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import io
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -323,11 +323,6 @@ def render_html(audit: Audit) -> str:
             f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>\n")
 
 
-def _csv_field(value: Any) -> str:
-    text = "" if value is None else repr(value) if isinstance(value, float) else str(value)
-    return f'"{text}"' if re.search(r'[,"\n]', text) else text
-
-
 def metric_tables(report: dict[str, Any]) -> dict[str, str]:
     """CSV text per metric result name: one row per input, one column per method (and random)."""
     tables: dict[str, str] = {}
@@ -335,11 +330,11 @@ def metric_tables(report: dict[str, Any]) -> dict[str, str]:
     for row in report["results"] + [dict(r, method="random") for r in report.get("random", [])]:
         rows_by.setdefault(row["name"], []).append(row)
     for name, rows in rows_by.items():
-        header = ["input", "name"] + [r["method"] for r in rows]
-        lines = [",".join(_csv_field(h) for h in header)]
-        for i, item in enumerate(report["inputs"]):
-            lines.append(",".join(_csv_field(v) for v in [i, item["name"]] + [r["per_sample"][i] for r in rows]))
-        tables[name] = "\n".join(lines) + "\n"
+        text = io.StringIO()
+        writer = csv.writer(text, lineterminator="\n")  # None -> empty field, floats as repr
+        writer.writerow(["input", "name"] + [r["method"] for r in rows])
+        writer.writerows([i, item["name"]] + [r["per_sample"][i] for r in rows] for i, item in enumerate(report["inputs"]))
+        tables[name] = text.getvalue()
     return tables
 
 
