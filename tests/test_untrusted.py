@@ -82,6 +82,17 @@ def _nested_ifs(depth: int, cond: str, name: str = "deep") -> list[onnx.NodeProt
     return list(graph.node)
 
 
+def _nested_ifs_file(tmp_path: Path, depth: int) -> Path:
+    """deep.onnx in ``tmp_path``: x (N, 4) -> ``depth`` nested Ifs (:func:`_nested_ifs`) on ``sum(x) != 0``."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
+    nodes = [helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0, name="total"),
+             helper.make_node("Cast", ["total"], ["cond"], to=TensorProto.BOOL, name="cond"), *_nested_ifs(depth, "cond")]
+    graph = helper.make_graph(nodes, "deep", [x], [helper.make_tensor_value_info("deep_out", TensorProto.FLOAT, [1])])
+    path = tmp_path / "deep.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
 def _qdq_conv_with_nested_ifs(depth: int) -> onnx.ModelProto:
     """x -> Q -> DQ -> Conv (int8 weight through DQ) -> y: a group the QDQ pass asks onnxruntime about;
     beside it ``depth`` nested Ifs on ``sum(x) != 0`` whose graph optimization keeps onnxruntime busy."""
@@ -140,12 +151,7 @@ def test_a_timeout_says_where_the_time_went_when_the_stage_stopped_did_not_spend
 
 
 def test_a_timeout_of_load_names_the_files_nested_ifs(tmp_path: Path) -> None:
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
-    nodes = [helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0, name="total"),
-             helper.make_node("Cast", ["total"], ["cond"], to=TensorProto.BOOL, name="cond"), *_nested_ifs(9, "cond")]
-    graph = helper.make_graph(nodes, "deep", [x], [helper.make_tensor_value_info("deep_out", TensorProto.FLOAT, [1])])
-    path = tmp_path / "deep.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    path = _nested_ifs_file(tmp_path, 9)
     with pytest.raises(TimeLimitError) as info:  # 1022 subgraphs to convert: seconds
         load(path, timeout=0.5)
     assert "nested subgraphs: If 'deep' (Ifs nested 9 deep, 1022 subgraphs)" in str(info.value)
@@ -153,18 +159,12 @@ def test_a_timeout_of_load_names_the_files_nested_ifs(tmp_path: Path) -> None:
 
 
 def test_ifs_nested_past_the_subgraph_limit_are_refused_while_reading(tmp_path: Path) -> None:
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])
-    nodes = [helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0, name="total"),
-             helper.make_node("Cast", ["total"], ["cond"], to=TensorProto.BOOL, name="cond"), *_nested_ifs(12, "cond")]
-    graph = helper.make_graph(nodes, "deep", [x], [helper.make_tensor_value_info("deep_out", TensorProto.FLOAT, [1])])
-    path = tmp_path / "deep.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    path = _nested_ifs_file(tmp_path, 12)
     with pytest.raises(ResourceLimitError, match=rf"{path}: the file holds more than {limits.MAX_SUBGRAPHS} subgraphs") as info:
         load(path, timeout=60)
     assert "If node 'deep'" in str(info.value) and "Ifs nested 12 deep" in str(info.value)
     assert not isinstance(info.value, TimeLimitError)
-    small = helper.make_graph(nodes, "deep", [x], [helper.make_tensor_value_info("deep_out", TensorProto.FLOAT, [1])])
-    assert limits.check_size(helper.make_model(small), "deep.onnx", max_subgraphs=2**13) == 2 + 2**13 - 1
+    assert limits.check_size(onnx.load(str(path)), "deep.onnx", max_subgraphs=2**13) == 2 + 2**13 - 1
 
 
 def test_nested_budgets_never_extend_the_outer_deadline() -> None:
