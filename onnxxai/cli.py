@@ -396,9 +396,9 @@ def _run_images(args: argparse.Namespace, names: list[str], options: MethodOptio
                     stem = out_dir / f"{path.stem}_{name}"
                     drawn = geometry.to_original(scaled[j])
                     heat = colorize(drawn, colormap)
+                    overlay = colorize(drawn, colormap, background=photo, alpha=0.5 if alpha is None else alpha)
                     save_png(heat, f"{stem}_heatmap.png")
-                    save_png(colorize(drawn, colormap, background=photo, alpha=0.5 if alpha is None else alpha),
-                             f"{stem}_overlay.png")
+                    save_png(overlay, f"{stem}_overlay.png")
                     np.save(f"{stem}.npy", np.asarray(expl.val[j]))
                     summary = {"image": str(path), **_summary_of(expl, j, name, models[name], labels),
                                "preprocessing": {**ispec.to_dict(), "geometry": geometry.to_dict()},
@@ -412,8 +412,8 @@ def _run_images(args: argparse.Namespace, names: list[str], options: MethodOptio
                         summary["warnings"] = list(captured.records)
                     Path(f"{stem}.json").write_text(json.dumps(summary, indent=2))
                     per_image[i][name] = summary
-                    tiles[i].append(Panel(name, _thumbnail(colorize(drawn, colormap, background=photo, alpha=alpha)
-                                                           if alpha is not None else heat), expl.heatmap))
+                    # the sheet shows the overlay where the preset blends, else the plain map
+                    tiles[i].append(Panel(name, _thumbnail(overlay if alpha is not None else heat), expl.heatmap))
         for i, path in enumerate(paths):
             if len(names) == 1:
                 summaries.extend(per_image[i].values())
