@@ -464,10 +464,8 @@ def _run_arrays(args: argparse.Namespace, names: list[str], options: MethodOptio
     labels = _read_labels(args)
     with captured():
         models, refused = _load_for_methods(names, args)
-    first = next(iter(models.values()), None)
-    if first is None:
-        raise InputError("no method can explain this model: " + "; ".join(f"{n}: {r}" for n, r in refused.items()))
-    analyzers = _build(names, models, options, refused, captured)
+    analyzers = _build(names, models, options, refused, captured)  # no model at all: _build says why
+    first = next(iter(models.values()))
     spec = first.input_spec(getattr(next(iter(analyzers.values())), "input_name", None))
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -600,19 +598,6 @@ def _run_text(args: argparse.Namespace, names: list[str], options: MethodOptions
     return 0
 
 
-def _load_for(chosen: Any, args: argparse.Namespace) -> Any:
-    """A black-box method gets the original file in onnxruntime (no conversion); a gradient method
-    the converted Model, and a file that does not convert says which methods still explain it."""
-    if chosen.blackbox:
-        return load_runtime(args.model)
-    try:
-        return load(args.model, device=args.device, strict=True, probe_shapes=_probe_shapes(args))
-    except (UnsupportedOpError, ConversionError, ParityError) as exc:
-        blackbox = "|".join(name for name, m in METHODS.items() if m.blackbox)
-        raise InputError(f"{exc}; gradient methods need the converted graph; the black-box methods run this file in "
-                         f"onnxruntime as it is: --method {blackbox}") from exc
-
-
 def _model_report(model: Any) -> dict[str, Any]:
     """The summary's account of the model: parity of the converted graph, or the runtime-only mode."""
     if hasattr(model, "parity"):
@@ -630,7 +615,7 @@ def _run_tables(args: argparse.Namespace, chosen: Any, options: MethodOptions, t
     from onnxxai.heatmap import save_bar_chart
     from onnxxai.preprocess import read_csv_table
 
-    model = _load_for(chosen, args)
+    model = _load_for_methods([name], args)[0][name]  # one method: a file that does not convert is an error
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries = []
