@@ -67,8 +67,11 @@ def test_overlay_has_the_photos_size_and_values_the_models(tmp_path, cnn224, pre
         np.testing.assert_array_equal(overlay[:, :100], pixels[:, :100])
         np.testing.assert_array_equal(overlay[:20], pixels[:20])
         assert np.abs(overlay[100:400, 150:500].astype(int) - pixels[100:400, 150:500]).mean() > 5
-    else:
-        assert np.abs(overlay.astype(int) - pixels).mean(axis=2).min() >= 0 and summary["preprocessing"]["fit"] == "stretch"
+    else:  # stretched: the whole file reached the model, so the map covers it to the corners
+        assert summary["preprocessing"]["fit"] == "stretch"
+        assert geometry["source_box"] == [0.0, 0.0, 480.0, 640.0] and geometry["placed_box"] == [0, 0, 224, 224]
+        assert np.abs(overlay[:, :100].astype(int) - pixels[:, :100]).mean() > 5
+        assert np.abs(overlay[:20].astype(int) - pixels[:20]).mean() > 5
 
 
 def test_geometry_undoes_crop_and_letterbox(tmp_path):
