@@ -616,6 +616,7 @@ def _run_tables(args: argparse.Namespace, chosen: Any, options: MethodOptions, t
     from onnxxai.preprocess import read_csv_table
 
     model = _load_for_methods([name], args)[0][name]  # one method: a file that does not convert is an error
+    labels = _read_labels(args)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     summaries = []
@@ -640,7 +641,7 @@ def _run_tables(args: argparse.Namespace, chosen: Any, options: MethodOptions, t
             target = int(expl.output_selection[i])
             chart = f"{stem}_row{i}.png"
             save_bar_chart(val[i], columns, chart, f"{Path(table).name} row {i}: {expl.analyzer}, output {target} "
-                           f"({_label(_read_labels(args), target) or '-'})")
+                           f"({_label(labels, target) or '-'})")
             charts.append(chart)
         summary = {"table": table, "model": model.source, "method": name, "analyzer": expl.analyzer,
                    "rows": len(val), "columns": columns, "targets": [int(t) for t in expl.output_selection],
