@@ -172,7 +172,7 @@ def explain_dataset(
     _prepare_out(out, _manifest(config, source_obj, shard_size, model_path), resume)
     shards = plan_shards(source_obj.ids, shard_size)
     done = [k for k in range(len(shards)) if shard_dir(out, k).is_dir()]
-    pending = [k for k in range(len(shards)) if k not in set(done)]
+    pending = sorted(set(range(len(shards))) - set(done))
     run = DatasetRun(out, len(source_obj.ids), len(shards), skipped=done, engine=engine)
     if engine == "local":
         worker = ShardExplainer(config) if pending else None
