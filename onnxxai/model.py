@@ -354,11 +354,11 @@ def _working_probes(original: onnx.ModelProto, inputs: tuple[TensorSpec, ...], g
         return probe_feeds(inputs, given, seed=seed, batch=batch, shapes=shapes, require_all=True, label=label)
     candidates = probe_candidates(original, inputs, batch)
     dims = dynamic_dims(inputs)
+    if not dims:
+        return probe_feeds(inputs, seed=seed, batch=batch, shapes=candidates[0], label=label)
     first, tried, failure = "", [], None
-    for candidate in candidates if dims else candidates[:1]:
+    for candidate in candidates:
         feeds = probe_feeds(inputs, seed=seed, batch=batch, shapes=candidate, label=label)
-        if not dims:
-            return feeds
         tried.append("/".join("x".join(map(str, v[1:])) for v in candidate.values() if len(v) > 1) or "()")
         try:
             _run_original(original, feeds, provider, fixed)
