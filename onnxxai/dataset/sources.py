@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -80,14 +81,19 @@ class ArraySource(Source):
             raise InputError(f"an array source needs {len(array)} distinct ids, got {len(ids)} ({len(set(ids))} distinct)")
         return cls(ids, array)
 
+    @cached_property
+    def _index(self) -> dict[str, int]:
+        """Row of each id, built once: every shard looks its rows up here."""
+        return {k: i for i, k in enumerate(self.ids)}
+
+    def _rows(self, ids: Sequence[str]) -> np.ndarray:
+        return self.array[[self._index[i] for i in ids]]
+
     def load(self, ids: Sequence[str], spec: TensorSpec, image: ImageSpec | None) -> np.ndarray:
-        index = {k: i for i, k in enumerate(self.ids)}
-        rows = self.array[[index[i] for i in ids]]
-        return _shaped(rows, spec)
+        return _shaped(self._rows(ids), spec)
 
     def payload(self, ids: Sequence[str]) -> Any:
-        index = {k: i for i, k in enumerate(self.ids)}
-        return ArraySource(list(ids), self.array[[index[i] for i in ids]])
+        return ArraySource(list(ids), self._rows(ids))
 
 
 @dataclass
