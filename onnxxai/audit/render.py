@@ -124,12 +124,17 @@ def _verdict_html(verdict: dict[str, Any] | None) -> str:
         return ""
     word = _verdict_word(verdict)
     title = verdict["rule"] + (f" -- {verdict['reason']}" if verdict.get("reason") else "")
-    return f' <span class="{"na" if word == "N/A" else word.lower()}" title="{html.escape(title)}">{word}</span>'
+    return f' <span class="{_verdict_class(word)}" title="{html.escape(title)}">{word}</span>'
 
 
 def _verdict_word(verdict: dict[str, Any]) -> str:
     """PASS, FAIL, or N/A for a rule no explanation could meet on these inputs (``decidable`` False)."""
     return "N/A" if verdict["passed"] is None else "PASS" if verdict["passed"] else "FAIL"
+
+
+def _verdict_class(word: str) -> str:
+    """The CSS class of a verdict word (pass, fail, na)."""
+    return "na" if word == "N/A" else word.lower()
 
 
 def _kv_table(rows: list[tuple[str, str]], table_id: str) -> str:
@@ -199,7 +204,7 @@ def _verdict_table(report: dict[str, Any]) -> str:
             rule = html.escape(v["rule"]) + (f'<br><span class="muted">{html.escape(v["reason"])}</span>'
                                              if v.get("reason") else "")
             rows.append(f'<tr class="verdict-row"><td>{html.escape(r["method"])}</td><td>{html.escape(r["name"])}</td>'
-                        f'{_cell(v["compared"])}<td>{rule}</td><td class="{"na" if word == "N/A" else word.lower()}">'
+                        f'{_cell(v["compared"])}<td>{rule}</td><td class="{_verdict_class(word)}">'
                         f'{word}</td></tr>')
     if not rows:
         return '<p class="muted">No metric with a documented pass rule was run.</p>'
